@@ -1,0 +1,5 @@
+"""Allow `python -m retention`."""
+
+from retention.cli import app
+
+app()

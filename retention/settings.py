@@ -1,0 +1,110 @@
+"""One typed configuration for worker, exporter and CLI, read from RETENTION_* variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+BUILTIN_TYPES = frozenset(
+    {
+        "install",
+        "app_open",
+        "session",
+        "purchase",
+        "refund",
+        "subscription_start",
+        "subscription_renew",
+        "subscription_cancel",
+        "uninstall",
+        "nps",
+    }
+)
+
+TypeSet = Annotated[frozenset[str], NoDecode]
+
+
+def _split(value: object) -> object:
+    """Accept comma-separated strings from the environment as well as real lists."""
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything tunable about the tracker; defaults match the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="RETENTION_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    namespace: str = Field("rt", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    events_topic: str = "events"
+    dlq_topic: str = "events.dlq"
+    lifecycle_topic: str = "customer-lifecycle"
+    group_id: str = "retention-worker"
+    events_partitions: int = Field(4, ge=1)
+
+    shards: int = Field(16, ge=1, le=16384)
+    timezone: str = "UTC"
+    week_start: str = "monday"
+    churn_window_days: int = Field(30, ge=1, le=366)
+    allowed_lateness_seconds: int = Field(0, ge=0)
+    cohorts_kept: int = Field(12, ge=1, le=400)
+    dedup_window: int = Field(16, ge=1, le=256)
+
+    activity_types: TypeSet = frozenset(
+        {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
+    )
+    churn_types: TypeSet = frozenset({"uninstall", "subscription_cancel"})
+    purchase_types: TypeSet = frozenset({"purchase"})
+    custom_types: TypeSet = frozenset()
+
+    max_event_bytes: int = Field(65536, ge=256)
+    max_future_seconds: int = Field(86400, ge=0)
+    batch_max_events: int = Field(5000, ge=1)
+    batch_timeout_ms: int = Field(200, ge=1)
+
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = 18000
+    worker_web_port: int = 6066
+    state_dir: Path = Path(".stack/worker")
+
+    _split_types = field_validator(
+        "activity_types", "churn_types", "purchase_types", "custom_types", mode="before"
+    )(_split)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC)") from None
+        return value
+
+    @field_validator("week_start")
+    @classmethod
+    def _weekday(cls, value: str) -> str:
+        if value.lower() not in WEEKDAYS:
+            raise ValueError(f"week_start must be one of {', '.join(WEEKDAYS)}")
+        return value.lower()
+
+    @cached_property
+    def known_types(self) -> frozenset[str]:
+        return BUILTIN_TYPES | self.custom_types
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def week_start_index(self) -> int:
+        """Monday is 0, as in datetime.weekday()."""
+        return WEEKDAYS.index(self.week_start)

@@ -1,0 +1,149 @@
+"""Write batches of decoded records to Redis: one script call per shard, one round trip.
+
+Key layout (every key of a shard carries the same hash tag, so it is Redis Cluster ready):
+  <ns>:{s:N}:agg   customers, watermark, applied offsets, event and invalid counts
+  <ns>:{s:N}:days  per-day base size and active-window counts
+  <ns>:{s:N}:per   per-period cohort sizes, cohort cells, stayed-in-base, active counts
+  <ns>:{s:N}:c:<customer_id>  one small hash per customer
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+
+from redis.asyncio import Redis
+
+from retention.settings import Settings
+from streams.calendar import Calendar
+from streams.events import Event, Reason
+
+ACTIVITY, CHURN, PURCHASE = 1, 2, 4
+SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record after decoding: an event, or the reason it was rejected."""
+
+    partition: int
+    offset: int
+    event: Event | None = None
+    reason: Reason | None = None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+
+
+class Keys:
+    """Names of a namespace's keys; the only place that spells them."""
+
+    def __init__(self, namespace: str, shards: int) -> None:
+        self.namespace = namespace
+        self.shards = shards
+
+    def shard_of(self, customer_id: str) -> int:
+        return zlib.crc32(customer_id.encode()) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return f"{self.namespace}:{{s:{shard}}}"
+
+    def aggregates(self, shard: int) -> tuple[str, str, str]:
+        tag = self.tag(shard)
+        return f"{tag}:agg", f"{tag}:days", f"{tag}:per"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.tag(self.shard_of(customer_id))}:c:{customer_id}"
+
+
+class StateWriter:
+    """Applies batches atomically per shard; replays and duplicates change nothing."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.namespace, settings.shards)
+        self.calendar = Calendar(settings.zone, settings.week_start_index)
+        self.script = redis.register_script(SCRIPT)
+        self.config = json.dumps(
+            {
+                "W": settings.churn_window_days,
+                "win": [1, 7, 30],
+                "ws": settings.week_start_index,
+                "ring": settings.dedup_window,
+                "K": settings.cohorts_kept,
+            }
+        )
+        self.flags = _flag_table(settings)
+
+    async def apply(self, records: list[Record]) -> ApplyResult:
+        """Send every shard's part of the batch in one pipeline and sum what the scripts did."""
+        shards: dict[int, ShardBatch] = {}
+        for record in records:
+            self._add(record, shards)
+        result = ApplyResult()
+        if not shards:
+            return result
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, batch in shards.items():
+                keys = [*self.keys.aggregates(shard), *batch.customer_keys]
+                await self.script(keys=keys, args=[self.config, *batch.args], client=pipe)
+            for applied, duplicates, replayed in await pipe.execute():
+                result.applied += applied
+                result.duplicates += duplicates
+                result.replayed += replayed
+        return result
+
+    def _add(self, record: Record, shards: dict[int, ShardBatch]) -> None:
+        event = record.event
+        if event is None:
+            batch = shards.setdefault(record.partition % self.keys.shards, ShardBatch())
+            batch.args += [0, record.partition, record.offset, "", str(record.reason), 0, 0, 0, 0]
+            return
+        batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
+        flags = self.flags.get(event.type, 0)
+        amount = round((event.amount or 0.0) * 1000) if flags & PURCHASE else 0
+        batch.args += [
+            batch.key_index(self.keys.customer(event.customer_id)),
+            record.partition,
+            record.offset,
+            hashlib.blake2b(event.event_id.encode(), digest_size=8).digest(),
+            event.type,
+            flags,
+            self.calendar.day(event.ts_ms),
+            event.ts_ms,
+            amount,
+        ]
+
+
+@dataclass(slots=True)
+class ShardBatch:
+    """The script arguments for one shard; customer keys are numbered from KEYS[4]."""
+
+    customer_keys: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    args: list[str | int | bytes] = field(default_factory=list)
+
+    def key_index(self, key: str) -> int:
+        if key not in self.index:
+            self.customer_keys.append(key)
+            self.index[key] = len(self.customer_keys) + 3
+        return self.index[key]
+
+
+def _flag_table(settings: Settings) -> dict[str, int]:
+    table: dict[str, int] = defaultdict(int)
+    for name in settings.activity_types:
+        table[name] |= ACTIVITY
+    for name in settings.churn_types:
+        table[name] |= CHURN
+    for name in settings.purchase_types:
+        table[name] |= PURCHASE
+    return dict(table)
