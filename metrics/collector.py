@@ -30,7 +30,8 @@ class RetentionCollector(Collector):
 
     def _totals(self, snap: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily(
-            "retention_customers", "Customers tracked (seen with at least one activity).",
+            "retention_customers",
+            "Customers tracked (seen with at least one activity).",
             value=snap.customers,
         )
         events = CounterMetricFamily(
@@ -82,7 +83,8 @@ class RetentionCollector(Collector):
         for (kind, cohort), count in snap.cohort_size.items():
             size.add_metric([kind.value, self.calendar.label(cohort, kind)], count)
         for cell, count in snap.retained.items():
-            labels = [cell.period.value, self.calendar.label(cell.cohort, cell.period), str(cell.offset)]
+            label = self.calendar.label(cell.cohort, cell.period)
+            labels = [cell.period.value, label, str(cell.offset)]
             retained.add_metric(labels, count)
             ratio.add_metric(labels, count / snap.cohort_size[(cell.period, cell.cohort)])
         yield from (size, retained, ratio)
@@ -91,12 +93,14 @@ class RetentionCollector(Collector):
         def gauge(name: str, text: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, text, labels=["period"])
 
-        start = gauge("retention_base_start_customers", "Base at the start of the last complete period.")
+        start = gauge("retention_base_start_customers", "Base at the start of the last period.")
         end = gauge("retention_base_end_customers", "Base at the end of the last complete period.")
         new = gauge("retention_new_customers", "Customers first seen in the last complete period.")
-        lost = gauge("retention_lost_customers", "Customers of the starting base not in the final base.")
-        churn = gauge("retention_churn_ratio", "Churn rate of the last complete period: lost / start base.")
-        crr = gauge("retention_crr", "Customer retention rate (end base − new) / start base.")
+        lost = gauge("retention_lost_customers", "Start-base customers not in the end base.")
+        churn = gauge(
+            "retention_churn_ratio", "Churn of the last period: lost / start base."
+        )
+        crr = gauge("retention_crr", "Customer retention rate: (end base - new) / start base.")
         for c in snap.churn:
             label = [c.period.value]
             start.add_metric(label, c.base_start)

@@ -96,6 +96,17 @@ def stack_status() -> None:
 
 
 @app.command()
+def sample(
+    customers: Annotated[int, typer.Option(min=1, help="Sample customers to feed.")] = 500,
+    days: Annotated[int, typer.Option(min=1, help="Days of history, ending now.")] = 42,
+) -> None:
+    """Produce the built-in sample history to the events topic."""
+    settings = load_settings()
+    sent = asyncio.run(_feed_sample(settings, customers, days))
+    console.print(f"fed {sent} sample events to topic {settings.events_topic}")
+
+
+@app.command()
 def demo(
     customers: Annotated[int, typer.Option(min=1, help="Sample customers to feed.")] = 500,
     days: Annotated[int, typer.Option(min=1, help="Days of history to feed.")] = 42,
@@ -128,7 +139,9 @@ def demo(
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "retention", *args], stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "retention", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
 

@@ -45,7 +45,8 @@ def _customer_history(
         out.append(_event(customer, kind, at, platform, channel))
         if rng.random() < 0.08:
             amount = round(rng.lognormvariate(3, 0.6), 2)
-            out.append(_event(customer, "purchase", at + timedelta(minutes=5), platform, channel, amount))
+            paid = at + timedelta(minutes=5)
+            out.append(_event(customer, "purchase", paid, platform, channel, amount))
     return out
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -44,20 +44,20 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
-    namespace: str = Field("rt", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "rt"
     events_topic: str = "events"
     dlq_topic: str = "events.dlq"
     lifecycle_topic: str = "customer-lifecycle"
     group_id: str = "retention-worker"
-    events_partitions: int = Field(4, ge=1)
+    events_partitions: Annotated[int, Field(ge=1)] = 4
 
-    shards: int = Field(16, ge=1, le=16384)
+    shards: Annotated[int, Field(ge=1, le=16384)] = 16
     timezone: str = "UTC"
     week_start: str = "monday"
-    churn_window_days: int = Field(30, ge=1, le=366)
-    allowed_lateness_seconds: int = Field(0, ge=0)
-    cohorts_kept: int = Field(12, ge=1, le=400)
-    dedup_window: int = Field(16, ge=1, le=256)
+    churn_window_days: Annotated[int, Field(ge=1, le=366)] = 30
+    allowed_lateness_seconds: Annotated[int, Field(ge=0)] = 0
+    cohorts_kept: Annotated[int, Field(ge=1, le=400)] = 12
+    dedup_window: Annotated[int, Field(ge=1, le=256)] = 16
 
     activity_types: TypeSet = frozenset(
         {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
@@ -66,10 +66,10 @@ class Settings(BaseSettings):
     purchase_types: TypeSet = frozenset({"purchase"})
     custom_types: TypeSet = frozenset()
 
-    max_event_bytes: int = Field(65536, ge=256)
-    max_future_seconds: int = Field(86400, ge=0)
-    batch_max_events: int = Field(5000, ge=1)
-    batch_timeout_ms: int = Field(200, ge=1)
+    max_event_bytes: Annotated[int, Field(ge=256)] = 65536
+    max_future_seconds: Annotated[int, Field(ge=0)] = 86400
+    batch_max_events: Annotated[int, Field(ge=1)] = 5000
+    batch_timeout_ms: Annotated[int, Field(ge=1)] = 200
 
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 18000
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC)") from None
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like UTC") from None
         return value
 
     @field_validator("week_start")
