@@ -30,6 +30,10 @@ def make_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         topic_partitions=settings.events_partitions,
         topic_replication_factor=1,
+        # Faust's own (idle) consumer group would otherwise hold a restarted worker
+        # back for its default 60 s session timeout after a crash.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     topics = [
         app.topic(settings.events_topic, partitions=settings.events_partitions),

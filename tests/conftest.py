@@ -1,0 +1,453 @@
+"""Fixtures that run the real pipeline: Kafka, Redis, worker and exporter processes.
+
+Nothing here is faked. `scripts/stack.sh up` starts (or confirms) the services; each
+test gets its own namespace, topics and consumer group, and real `retention worker`
+and `retention exporter` subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.oracle import flatten
+
+ROOT = Path(__file__).resolve().parent.parent
+RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "19092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "16379"))
+KAFKA = f"127.0.0.1:{KAFKA_PORT}"
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"----- {path.name}: (no log) -----"
+    return f"----- last {lines} lines of {path} -----\n" + "\n".join(text[-lines:])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def stack() -> None:
+    """The real services; `stack.sh up` is idempotent and exits 0 when already running."""
+    try:
+        done = subprocess.run(
+            ["bash", "scripts/stack.sh", "up"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"scripts/stack.sh up timed out: {exc}")
+    if done.returncode != 0:
+        pytest.fail(
+            f"scripts/stack.sh up failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    if not RETENTION_BIN.exists():
+        pytest.fail(f"{RETENTION_BIN} is missing: `pip install -e .` into .venv first")
+
+
+class Process:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log: Path) -> None:
+        self.name, self.popen, self.log = name, popen, log
+        self.stopped = False  # set when a test stops it on purpose
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean shutdown, no final commit."""
+        self.stopped = True
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        self.stopped = True
+        if self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)  # its own session: only what we started
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name} ignored SIGTERM for {timeout}s; sending SIGKILL", file=sys.stderr)
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+
+class Pipeline:
+    """One isolated pipeline: namespace, topics, group, worker(s) and an exporter."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        timezone: str = "UTC",
+        churn_window_days: int = 30,
+        allowed_lateness_seconds: int = 0,
+        cohorts_kept: int = 12,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ns = f"t{uuid.uuid4().hex[:8]}"
+        self.topic = f"events-{self.ns}"
+        self.dlq_topic = f"events.dlq-{self.ns}"
+        self.lifecycle_topic = f"customer-lifecycle-{self.ns}"
+        self.group = f"retention-{self.ns}"
+        self.exporter_port = free_port()
+        self.settings = {
+            "RETENTION_KAFKA_BOOTSTRAP": KAFKA,
+            "RETENTION_REDIS_URL": REDIS_URL,
+            "RETENTION_NAMESPACE": self.ns,
+            "RETENTION_EVENTS_TOPIC": self.topic,
+            "RETENTION_DLQ_TOPIC": self.dlq_topic,
+            "RETENTION_LIFECYCLE_TOPIC": self.lifecycle_topic,
+            "RETENTION_EXPORTER_PORT": str(self.exporter_port),
+            "RETENTION_TIMEZONE": timezone,
+            "RETENTION_CHURN_WINDOW_DAYS": str(churn_window_days),
+            "RETENTION_ALLOWED_LATENESS_SECONDS": str(allowed_lateness_seconds),
+            "RETENTION_COHORTS_KEPT": str(cohorts_kept),
+            **(extra_env or {}),
+        }
+        self.processes: list[Process] = []
+        self.groups: list[str] = []
+        asyncio.run(self._create_topics())
+
+    # --- processes ---------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        log = self.workdir / f"{name}.log"
+        full_env = {**os.environ, **self.settings, **env, "PYTHONUNBUFFERED": "1"}
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [str(RETENTION_BIN), *args],
+                cwd=ROOT,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Process(name, popen, log)
+        self.processes.append(proc)
+        return proc
+
+    def start_worker(self, group: str | None = None, name: str | None = None) -> Process:
+        group = group or self.group
+        self.groups.append(group)
+        name = name or f"worker-{group}"
+        state = self.workdir / f"state-{name}"
+        state.mkdir(exist_ok=True)
+        return self._spawn(
+            name,
+            ["worker"],
+            {
+                "RETENTION_GROUP_ID": group,
+                "RETENTION_WORKER_WEB_PORT": str(free_port()),
+                "RETENTION_STATE_DIR": str(state),
+            },
+        )
+
+    def start_exporter(self, timeout: float = 30) -> Process:
+        proc = self._spawn("exporter", ["exporter"], {"RETENTION_STATE_DIR": str(self.workdir)})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                self.fail("exporter exited during start-up")
+            try:
+                self.scrape_text()
+                return proc
+            except OSError:
+                time.sleep(0.2)
+        self.fail(f"exporter did not serve /metrics on port {self.exporter_port} in {timeout}s")
+        raise AssertionError  # unreachable
+
+    def logs(self) -> str:
+        return "\n".join(tail(p.log) for p in self.processes)
+
+    def fail(self, message: str) -> None:
+        pytest.fail(f"{message}\n{self.logs()}", pytrace=False)
+
+    def check_alive(self) -> None:
+        for p in self.processes:
+            if not p.stopped and not p.alive():
+                self.fail(f"{p.name} exited with code {p.popen.returncode}")
+
+    # --- Kafka -------------------------------------------------------------------------
+
+    async def _create_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(self.topic, num_partitions=PARTITIONS, replication_factor=1),
+                    NewTopic(self.dlq_topic, num_partitions=1, replication_factor=1),
+                ]
+            )
+        finally:
+            await admin.close()
+
+    def produce(
+        self,
+        items: Iterable[dict | bytes | tuple[bytes | None, bytes]],
+        key: Callable[[dict], str] | None = None,
+    ) -> int:
+        """Produce in list order (key = customer_id for dicts; (key, value) tuples as given)."""
+        records: list[tuple[bytes | None, bytes]] = []
+        for item in items:
+            if isinstance(item, dict):
+                k = (key or (lambda e: e["customer_id"]))(item)
+                records.append((str(k).encode(), json.dumps(item).encode()))
+            elif isinstance(item, tuple):
+                records.append(item)
+            else:
+                records.append((None, item))
+        asyncio.run(self._produce(records))
+        return len(records)
+
+    async def _produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=KAFKA,
+            acks="all",
+            max_request_size=2 * 1024 * 1024,
+            linger_ms=10,
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(self.topic, value, key=k) for k, value in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    async def _offsets(self, group: str) -> tuple[dict[int, int], dict[int, int]]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        parts = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await consumer.start()
+        await admin.start()
+        try:
+            ends = await consumer.end_offsets(parts)
+            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        end = {tp.partition: off for tp, off in ends.items()}
+        done = {
+            tp.partition: (meta.offset if meta is not None and meta.offset >= 0 else 0)
+            for tp, meta in committed.items()
+        }
+        return end, done
+
+    def wait_until_consumed(self, group: str | None = None, timeout: float = 120) -> float:
+        """Poll until the group's committed offsets equal the end offsets; returns seconds."""
+        group = group or self.group
+        t0 = time.monotonic()
+        end: dict[int, int] = {}
+        done: dict[int, int] = {}
+        while time.monotonic() - t0 < timeout:
+            self.check_alive()
+            end, done = asyncio.run(self._offsets(group))
+            if all(done.get(p, 0) >= end[p] for p in end):
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        self.fail(
+            f"group {group} did not consume {self.topic} within {timeout}s: "
+            f"end offsets {end}, committed {done}"
+        )
+        return timeout
+
+    def group_state(self, group: str | None = None) -> tuple[str, int]:
+        """(state, number of members) of a consumer group, e.g. ('Stable', 2)."""
+        return asyncio.run(self._group_state(group or self.group))
+
+    async def _group_state(self, group: str) -> tuple[str, int]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            (resp,) = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        # Raw DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
+        _, _, state, _, _, members, *_ = resp.groups[0]
+        return str(state), len(members)
+
+    def wait_for_group(self, members: int, group: str | None = None, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        state: tuple[str, int] = ("", 0)
+        while time.monotonic() < deadline:
+            self.check_alive()
+            state = self.group_state(group)
+            if state == ("Stable", members):
+                return
+            time.sleep(0.25)
+        self.fail(f"group {group or self.group} not Stable with {members} members: {state}")
+
+    def progress(self, group: str | None = None) -> tuple[int, int]:
+        """(committed, end) summed over partitions."""
+        end, done = asyncio.run(self._offsets(group or self.group))
+        return sum(done.values()), sum(end.values())
+
+    def consume_dlq(self, count: int, timeout: float = 30) -> list:
+        return asyncio.run(self._consume_dlq(count, timeout))
+
+    async def _consume_dlq(self, count: int, timeout: float) -> list:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.dlq_topic,
+            bootstrap_servers=KAFKA,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        out: list = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    out.extend(records)
+                if len(out) >= count:
+                    # Linger briefly so that extra (unexpected) records show up too.
+                    for records in (await consumer.getmany(timeout_ms=1000)).values():
+                        out.extend(records)
+                    break
+        finally:
+            await consumer.stop()
+        return out
+
+    # --- exporter ----------------------------------------------------------------------
+
+    def scrape_text(self) -> str:
+        url = f"http://127.0.0.1:{self.exporter_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read().decode()
+
+    def scrape(self, names: frozenset[str] | None = None) -> dict:
+        text = self.scrape_text()
+        return flatten(text) if names is None else flatten(text, names)
+
+    # --- teardown ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        for p in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                p.stop()
+        try:
+            import redis
+
+            r = redis.Redis.from_url(REDIS_URL)
+            batch = []
+            for k in r.scan_iter(match=f"{self.ns}:*", count=1000):
+                batch.append(k)
+                if len(batch) >= 500:
+                    r.unlink(*batch)
+                    batch.clear()
+            if batch:
+                r.unlink(*batch)
+            r.close()
+        except Exception as exc:  # teardown must not mask the test result
+            print(f"redis cleanup of {self.ns} failed: {exc!r}", file=sys.stderr)
+        try:
+            asyncio.run(self._delete_kafka())
+        except Exception as exc:
+            print(f"kafka cleanup of {self.ns} failed: {exc!r}", file=sys.stderr)
+
+    async def _delete_kafka(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            mine = [t for t in (self.topic, self.dlq_topic, self.lifecycle_topic) if t in existing]
+            if mine:
+                await admin.delete_topics(mine)
+            with contextlib.suppress(Exception):  # best effort
+                await admin.delete_consumer_groups(sorted(set(self.groups)))
+        finally:
+            await admin.close()
+
+
+def _report_logs(node: pytest.Item, pipelines: list[Pipeline]) -> None:
+    failed = any(
+        getattr(getattr(node, f"rep_{when}", None), "failed", False) for when in ("setup", "call")
+    )
+    if failed:
+        for p in pipelines:
+            print(f"\n===== pipeline {p.ns} logs =====\n{p.logs()}")
+
+
+@pytest.fixture
+def pipeline(
+    stack: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Pipeline]]:
+    """Factory: pipeline(timezone=..., ...) -> a started worker + exporter on fresh topics."""
+    made: list[Pipeline] = []
+
+    def make(start: bool = True, **kwargs: object) -> Pipeline:
+        p = Pipeline(tmp_path / f"p{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(p)
+        if start:
+            p.start_worker()
+            p.start_exporter()
+        return p
+
+    yield make
+    _report_logs(request.node, made)
+    for p in made:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def module_pipelines(
+    stack: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Pipeline]]:
+    """A list that module-scoped fixtures append their pipelines to; closed at module end."""
+    made: list[Pipeline] = []
+    yield made
+    for p in made:
+        print(f"\n===== pipeline {p.ns} logs (module teardown) =====\n{p.logs()}")
+        p.close()
