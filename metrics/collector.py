@@ -97,9 +97,7 @@ class RetentionCollector(Collector):
         end = gauge("retention_base_end_customers", "Base at the end of the last complete period.")
         new = gauge("retention_new_customers", "Customers first seen in the last complete period.")
         lost = gauge("retention_lost_customers", "Start-base customers not in the end base.")
-        churn = gauge(
-            "retention_churn_ratio", "Churn of the last period: lost / start base."
-        )
+        churn = gauge("retention_churn_ratio", "Churn of the last period: lost / start base.")
         crr = gauge("retention_crr", "Customer retention rate: (end base - new) / start base.")
         for c in snap.churn:
             label = [c.period.value]
