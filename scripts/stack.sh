@@ -485,7 +485,28 @@ for _ in range(nbrokers):
     (rl,) = struct.unpack_from(">h", data, off); off += 2 + max(rl, 0)  # rack
 (cl,) = struct.unpack_from(">h", data, off); off += 2 + max(cl, 0)      # cluster_id
 (controller,) = struct.unpack_from(">i", data, off)
-sys.exit(0 if corr == 42 and nbrokers >= 1 and controller >= 0 else 1)
+if not (corr == 42 and nbrokers >= 1 and controller >= 0):
+    sys.exit(1)
+# The group coordinator comes up after the broker: the first FindCoordinator creates
+# __consumer_offsets, and until it answers error 0 consumer groups fail with
+# GroupCoordinatorNotAvailable. Clients should never see that from a "ready" stack.
+group = b"stack.sh-ready-probe"
+body = struct.pack(">hhih", 10, 1, 43, len(client)) + client   # FindCoordinator v1
+body += struct.pack(">h", len(group)) + group + struct.pack(">b", 0)
+with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    s.sendall(struct.pack(">i", len(body)) + body)
+    def recv(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("connection closed")
+            buf += chunk
+        return buf
+    (size,) = struct.unpack(">i", recv(4))
+    data = recv(size)
+corr, _throttle, error = struct.unpack_from(">iih", data, 0)
+sys.exit(0 if corr == 43 and error == 0 else 1)
 PY
 }
 
