@@ -1,13 +1,13 @@
 """Read the per-shard aggregates from Redis and sum them into one snapshot.
 
 Two pipelined round trips per scrape, whatever the number of customers: the shard
-totals first (they give the watermark), then exactly the day and period cells the
-metrics need.
+totals and timelines first (they give the watermark), then exactly the day and
+period cells the metrics need.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +19,10 @@ from streams.state import Keys
 
 PERIOD_CODES = {Period.DAY: "d", Period.WEEK: "w", Period.MONTH: "m"}
 WINDOWS = (1, 7, 30)
+
+# Timeline series (subscriber deltas, first churns, RFM keys) by name, then by the
+# rest of the field name (a day, or the RFM key).
+Timeline = defaultdict[str, Counter[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +42,42 @@ class PeriodChurn:
     base_end: int
     new: int
     stayed: int
+    cancels: int
+    subscribers_start: int
 
     @property
     def lost(self) -> int:
         return self.base_start - self.stayed
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """PostHog-style lifecycle counts of one period."""
+
+    period: Period
+    number: int
+    active: int
+    previous_active: int
+    new: int
+    returning: int
+    installs: int
+
+    @property
+    def resurrecting(self) -> int:
+        return self.active - self.new - self.returning
+
+    @property
+    def dormant(self) -> int:
+        return self.previous_active - self.returning
+
+
+@dataclass(frozen=True, slots=True)
+class CohortValue:
+    """Purchases, net revenue and observed customer-days of one cohort (or all)."""
+
+    purchases: int
+    net_milli: int
+    customer_days: int
 
 
 @dataclass(slots=True)
@@ -49,14 +85,22 @@ class Snapshot:
     customers: int = 0
     watermark_ms: int | None = None
     watermark_day: int | None = None
+    totals: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
-    purchases: int = 0
-    revenue_milli: int = 0
     active: dict[int, int] = field(default_factory=dict)
     cohort_size: dict[tuple[Period, int], int] = field(default_factory=dict)
     retained: dict[CohortCell, int] = field(default_factory=dict)
+    unbounded: dict[CohortCell, int] = field(default_factory=dict)
     churn: list[PeriodChurn] = field(default_factory=list)
+    lifecycle: list[Lifecycle] = field(default_factory=list)
+    value: dict[int | None, CohortValue] = field(default_factory=dict)
+    subscribers: int = 0
+    mrr_milli: int = 0
+    nps: Counter[str] = field(default_factory=Counter)
+    churned: Counter[str] = field(default_factory=Counter)
+    won_back: Counter[str] = field(default_factory=Counter)
+    rfm: Counter[tuple[int, int, int, int | None]] = field(default_factory=Counter)
 
 
 class AggregateReader:
@@ -68,103 +112,186 @@ class AggregateReader:
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.lateness_ms = settings.allowed_lateness_seconds * 1000
         self.cohorts_kept = settings.cohorts_kept
+        self.nps_days = settings.nps_window_days
 
     def read(self) -> Snapshot:
         snap = Snapshot()
-        max_ts = self._read_totals(snap)
+        timeline = self._read_totals(snap)
+        max_ts = snap.totals.pop("watermark_ms", None)
         if max_ts is None:
             return snap
         snap.watermark_ms = max_ts - self.lateness_ms
         today = self.calendar.day(snap.watermark_ms)
         snap.watermark_day = today
-        day_fields = {f"a{n}:{today}" for n in WINDOWS}
-        period_fields: set[str] = set()
-        for kind in Period:
-            day_fields |= self._churn_day_fields(kind, today)
-            period_fields |= self._period_fields(kind, today)
-        days = self._sum_fields(1, sorted(day_fields))
-        periods = self._sum_fields(2, sorted(period_fields))
+        days = self._sum_fields(1, self._day_fields(today))
+        periods = self._sum_fields(2, self._period_fields(today))
         snap.active = {n: days[f"a{n}:{today}"] for n in WINDOWS}
+        snap.nps = Counter(
+            {
+                group: sum(days[f"{code}:{today - i}"] for i in range(self.nps_days))
+                for group, code in (("promoter", "np"), ("passive", "nq"), ("detractor", "nd"))
+            }
+        )
         for kind in Period:
             self._fill_cohorts(snap, kind, today, periods)
-            snap.churn.append(self._churn(kind, today, days, periods))
+            snap.churn.append(self._churn(kind, today, days, periods, timeline))
+            snap.lifecycle += self._lifecycle(kind, today, periods)
+        self._fill_value(snap, today, periods)
+        self._fill_timeline(snap, today, timeline)
         return snap
 
-    def _read_totals(self, snap: Snapshot) -> int | None:
+    def _read_totals(self, snap: Snapshot) -> Timeline:
+        """Sum the shard totals into the snapshot; return the summed timeline hash."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            pipe.hgetall(self.keys.aggregates(shard)[0])
-        max_ts: int | None = None
-        for totals in pipe.execute():
+            agg, _, _, line = self.keys.aggregates(shard)
+            pipe.hgetall(agg)
+            pipe.hgetall(line)
+        replies = pipe.execute()
+        timeline: Timeline = defaultdict(Counter)
+        for totals, line in zip(replies[::2], replies[1::2], strict=True):
             for raw_name, raw_value in totals.items():
                 name, value = raw_name.decode(), int(raw_value)
                 if name == "watermark_ms":
-                    max_ts = value if max_ts is None else max(max_ts, value)
+                    snap.totals[name] = max(snap.totals.get(name, value), value)
                 elif name.startswith("e:"):
                     snap.events[name[2:]] += value
                 elif name.startswith("i:"):
                     snap.invalid[name[2:]] += value
-                elif name == "customers":
-                    snap.customers += value
-                elif name == "purchases":
-                    snap.purchases += value
-                elif name == "revenue_milli":
-                    snap.revenue_milli += value
-        return max_ts
+                elif not name.startswith("o:"):
+                    snap.totals[name] += value
+            for raw_name, raw_value in line.items():
+                series, _, rest = raw_name.decode().partition(":")
+                timeline[series][rest] += int(raw_value)
+        snap.customers = snap.totals["customers"]
+        return timeline
 
-    def _sum_fields(self, which: int, names: list[str]) -> dict[str, int]:
+    def _sum_fields(self, which: int, names: Iterable[str]) -> dict[str, int]:
+        ordered = sorted(set(names))
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            pipe.hmget(self.keys.aggregates(shard)[which], names)
-        totals = dict.fromkeys(names, 0)
+            pipe.hmget(self.keys.aggregates(shard)[which], ordered)
+        totals = dict.fromkeys(ordered, 0)
         for values in pipe.execute():
-            for name, value in zip(names, values, strict=True):
+            for name, value in zip(ordered, values, strict=True):
                 if value is not None:
                     totals[name] += int(value)
         return totals
 
-    def _recent_cohorts(self, kind: Period, today: int) -> Iterable[int]:
+    def _recent(self, kind: Period, today: int) -> range:
         current = self.calendar.period(today, kind)
         return range(current - self.cohorts_kept + 1, current + 1)
 
-    def _period_fields(self, kind: Period, today: int) -> set[str]:
-        code = PERIOD_CODES[kind]
-        current = self.calendar.period(today, kind)
-        fields = {f"z:{code}:{current - 1}", f"s:{code}:{current - 1}"}
-        for cohort in self._recent_cohorts(kind, today):
-            fields.add(f"z:{code}:{cohort}")
-            fields |= {f"c:{code}:{cohort}:{k}" for k in range(current - cohort + 1)}
+    def _last_complete(self, kind: Period, today: int) -> tuple[int, int, int]:
+        """Number, first day and last day of the period before the watermark's."""
+        last = self.calendar.period(today, kind) - 1
+        return last, self.calendar.period_start(last, kind), self.calendar.period_end(last, kind)
+
+    def _day_fields(self, today: int) -> set[str]:
+        fields = {f"a{n}:{today}" for n in WINDOWS}
+        for code in ("np", "nq", "nd"):
+            fields |= {f"{code}:{today - i}" for i in range(self.nps_days)}
+        for kind in Period:
+            _, start, end = self._last_complete(kind, today)
+            fields |= {f"b:{start - 1}", f"b:{end}"}
         return fields
 
-    def _churn_day_fields(self, kind: Period, today: int) -> set[str]:
-        last = self.calendar.period(today, kind) - 1
-        start = self.calendar.period_start(last, kind)
-        return {f"b:{start - 1}", f"b:{self.calendar.period_end(last, kind)}"}
+    def _period_fields(self, today: int) -> set[str]:
+        fields: set[str] = set()
+        for kind in Period:
+            code = PERIOD_CODES[kind]
+            current = self.calendar.period(today, kind)
+            last = current - 1
+            fields |= {f"z:{code}:{last}", f"s:{code}:{last}", f"sc:{code}:{last}"}
+            for p in self._recent(kind, today):
+                fields |= {f"z:{code}:{p}", f"p:{code}:{p}", f"p:{code}:{p - 1}"}
+                fields |= {f"r:{code}:{p}", f"i:{code}:{p}"}
+                for k in range(current - p + 1):
+                    fields |= {f"c:{code}:{p}:{k}", f"u:{code}:{p}:{k}"}
+        for month in self._recent(Period.MONTH, today):
+            fields |= {f"vp:{month}", f"vr:{month}", f"vf:{month}"}
+        return fields
 
     def _fill_cohorts(
         self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
     ) -> None:
         code = PERIOD_CODES[kind]
         current = self.calendar.period(today, kind)
-        for cohort in self._recent_cohorts(kind, today):
+        for cohort in self._recent(kind, today):
             size = periods[f"z:{code}:{cohort}"]
             if size <= 0:
                 continue
             snap.cohort_size[(kind, cohort)] = size
             for k in range(current - cohort + 1):
-                snap.retained[CohortCell(kind, cohort, k)] = periods[f"c:{code}:{cohort}:{k}"]
+                cell = CohortCell(kind, cohort, k)
+                snap.retained[cell] = periods[f"c:{code}:{cohort}:{k}"]
+                snap.unbounded[cell] = periods[f"u:{code}:{cohort}:{k}"]
 
     def _churn(
-        self, kind: Period, today: int, days: dict[str, int], periods: dict[str, int]
+        self,
+        kind: Period,
+        today: int,
+        days: dict[str, int],
+        periods: dict[str, int],
+        timeline: Timeline,
     ) -> PeriodChurn:
         code = PERIOD_CODES[kind]
-        last = self.calendar.period(today, kind) - 1
-        start = self.calendar.period_start(last, kind)
+        last, start, end = self._last_complete(kind, today)
         return PeriodChurn(
             period=kind,
             number=last,
             base_start=days[f"b:{start - 1}"],
-            base_end=days[f"b:{self.calendar.period_end(last, kind)}"],
+            base_end=days[f"b:{end}"],
             new=periods[f"z:{code}:{last}"],
             stayed=periods[f"s:{code}:{last}"],
+            cancels=periods[f"sc:{code}:{last}"],
+            subscribers_start=_sum_until(timeline, "sd", start - 1),
         )
+
+    def _lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:
+        code = PERIOD_CODES[kind]
+        return [
+            Lifecycle(
+                period=kind,
+                number=p,
+                active=periods[f"p:{code}:{p}"],
+                previous_active=periods[f"p:{code}:{p - 1}"],
+                new=periods[f"z:{code}:{p}"],
+                returning=periods[f"r:{code}:{p}"],
+                installs=periods[f"i:{code}:{p}"],
+            )
+            for p in self._recent(kind, today)
+        ]
+
+    def _fill_value(self, snap: Snapshot, today: int, periods: dict[str, int]) -> None:
+        totals = snap.totals
+        snap.value[None] = CohortValue(
+            purchases=totals["purchases"],
+            net_milli=totals["revenue_milli"] - totals["refunded_milli"],
+            customer_days=snap.customers * (today + 1) - totals["sumf"],
+        )
+        for month in self._recent(Period.MONTH, today):
+            size = periods[f"z:m:{month}"]
+            if size > 0:
+                snap.value[month] = CohortValue(
+                    purchases=periods[f"vp:{month}"],
+                    net_milli=periods[f"vr:{month}"],
+                    customer_days=size * (today + 1) - periods[f"vf:{month}"],
+                )
+
+    def _fill_timeline(self, snap: Snapshot, today: int, timeline: Timeline) -> None:
+        snap.subscribers = _sum_until(timeline, "sd", today)
+        snap.mrr_milli = _sum_until(timeline, "sm", today)
+        for tenure, code in (("quick", "q"), ("late", "l")):
+            snap.churned[tenure] = _sum_until(timeline, f"c{code}", today)
+            snap.won_back[tenure] = _sum_until(timeline, f"w{code}", today)
+        for name, count in timeline["rf"].items():
+            if count:
+                last, frequency, monetary, first = name.split(":")
+                first_day = None if first == "x" else int(first)
+                snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
+
+
+def _sum_until(timeline: Timeline, series: str, day: int) -> int:
+    """Sum of a day-keyed timeline series over all days up to and including `day`."""
+    return sum(value for when, value in timeline[series].items() if int(when) <= day)

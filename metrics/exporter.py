@@ -16,7 +16,7 @@ def build_registry(settings: Settings) -> CollectorRegistry:
     """A registry holding only our collector, so scrapes show retention metrics alone."""
     registry = CollectorRegistry(auto_describe=False)
     reader = AggregateReader(Redis.from_url(settings.redis_url), settings)
-    registry.register(RetentionCollector(reader))
+    registry.register(RetentionCollector(reader, settings))
     return registry
 
 

@@ -28,6 +28,7 @@ BUILTIN_TYPES = frozenset(
 )
 
 TypeSet = Annotated[frozenset[str], NoDecode]
+Thresholds = Annotated[tuple[int, int, int, int], NoDecode]
 
 
 def _split(value: object) -> object:
@@ -65,6 +66,15 @@ class Settings(BaseSettings):
     churn_types: TypeSet = frozenset({"uninstall", "subscription_cancel"})
     purchase_types: TypeSet = frozenset({"purchase"})
     custom_types: TypeSet = frozenset()
+    refund_types: TypeSet = frozenset({"refund"})
+
+    nps_window_days: Annotated[int, Field(ge=1, le=366)] = 30
+    quick_churn_days: Annotated[int, Field(ge=1)] = 7
+    clv_max_lifespan_years: Annotated[float, Field(gt=0)] = 5.0
+    rfm_recency_days: Thresholds = (7, 14, 30, 60)
+    rfm_frequency: Thresholds = (2, 3, 5, 10)
+    rfm_monetary: Thresholds = (50, 150, 500, 1500)
+    rfm_new_days: Annotated[int, Field(ge=1)] = 14
 
     max_event_bytes: Annotated[int, Field(ge=256)] = 65536
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
@@ -77,8 +87,22 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".stack/worker")
 
     _split_types = field_validator(
-        "activity_types", "churn_types", "purchase_types", "custom_types", mode="before"
+        "activity_types",
+        "churn_types",
+        "purchase_types",
+        "custom_types",
+        "refund_types",
+        mode="before",
     )(_split)
+
+    @field_validator("rfm_recency_days", "rfm_frequency", "rfm_monetary", mode="before")
+    @classmethod
+    def _thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(int(part) for part in value.split(","))
+        if isinstance(value, tuple | list) and list(value) != sorted(value):
+            raise ValueError("thresholds must be given in increasing order")
+        return value
 
     @field_validator("timezone")
     @classmethod

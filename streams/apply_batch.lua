@@ -1,21 +1,29 @@
 -- Apply one batch of events to one shard, atomically and idempotently.
 --
--- KEYS[1] shard aggregate hash  (customers, watermark, offsets, event counts)
--- KEYS[2] shard per-day hash    (b:<day> base size, a<n>:<day> active in n-day window)
--- KEYS[3] shard per-period hash (z: cohort size, c: cohort cell, s: stayed, p: active)
--- KEYS[4..] customer hashes     (o base day, a activity bitmap, x churn bitmap,
---                                e recent event ids, f/l first/last ts, p/r purchases/revenue)
--- ARGV[1] JSON config {W, win, ws, ring, K}
--- ARGV[2..] 9 values per item: key index (0 = invalid), partition, offset, event-id hash,
---           type (or reason), flags (1 activity, 2 churn, 4 purchase), day, ts ms, amount milli
+-- KEYS[1] shard totals     (customers, watermark, offsets, event counts, money)
+-- KEYS[2] per-day hash     (b: base size, a<n>: active in n-day window, NPS answers)
+-- KEYS[3] per-period hash  (cohort sizes and cells, lifecycle, installs, cohort value)
+-- KEYS[4] timeline hash    (deltas and day-keyed counts the exporter sums up to T:
+--                           subscriptions, first churns, RFM keys)
+-- KEYS[5..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
+--                           k cancelled; e recent event ids; p/r/q purchases, revenue,
+--                           refunded; sa/st latest subscription amount and ts)
+-- ARGV[1] JSON config; ARGV[2..] 10 values per item: key index (0 = invalid),
+--   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
+--   amount milli, NPS score
 --
--- Days are local days since 1970-01-01. Customer state is a pair of day bitmaps, so
--- late, out-of-order and duplicate events land exactly; every aggregate is changed
--- only by the difference between a customer's state before and after the event.
+-- Days are local days since 1970-01-01. A customer is a few day bitmaps, so late,
+-- out-of-order and duplicate events land exactly; every aggregate changes only by
+-- the difference between a customer's state before and after an event.
 
 local cfg = cjson.decode(ARGV[1])
 local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
-local AGG, DAYS, PER = KEYS[1], KEYS[2], KEYS[3]
+local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
+local AGG, DAYS, PER, LINE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local FIRST_CUSTOMER_KEY = 5
+local ARGS_PER_ITEM = 10
+local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
+local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 local floor, band, bor, lshift = math.floor, bit.band, bit.bor, bit.lshift
 local PERIODS = { 'd', 'w', 'm' }
 
@@ -24,7 +32,9 @@ for _, n in ipairs(WINS) do
   if n > SPAN then SPAN = n end
 end
 
+---------------------------------------------------------------------------
 -- Calendar arithmetic on day numbers (H. Hinnant's civil date algorithms).
+---------------------------------------------------------------------------
 local function civil(d)
   local z = d + 719468
   local era = floor(z / 146097)
@@ -65,7 +75,9 @@ local function pend(p, P)
   return pstart(p + 1, P) - 1
 end
 
+---------------------------------------------------------------------------
 -- Bitmaps: bit i of string s (LSB first in each byte) is day o + i.
+---------------------------------------------------------------------------
 local function getbit(s, o, day)
   local i = day - o
   if i < 0 then return false end
@@ -94,6 +106,18 @@ local function first_day(st)
   return nil
 end
 
+local function last_day(st)
+  for byte = #st.a, 1, -1 do
+    local v = string.byte(st.a, byte)
+    if v ~= 0 then
+      for b = 7, 0, -1 do
+        if band(v, lshift(1, b)) ~= 0 then return st.o + (byte - 1) * 8 + b end
+      end
+    end
+  end
+  return nil
+end
+
 local function active_periods(st, P)
   local out, seen = {}, nil
   for i = 0, #st.a * 8 - 1 do
@@ -113,8 +137,10 @@ local function active_in(st, p, P)
   return false
 end
 
--- Base membership at the end of day t: latest activity a <= t with t - a < W and no
--- churn event on any day of [a, t].
+---------------------------------------------------------------------------
+-- Base membership at the end of day t: latest activity a <= t with t - a < W
+-- and no churn event on any day of [a, t].
+---------------------------------------------------------------------------
 local function last_active(st, t, limit)
   for d = t, t - limit + 1, -1 do
     if getbit(st.a, st.o, d) then return d end
@@ -150,12 +176,54 @@ local function trace(st, d)
   return M, L
 end
 
+-- First day t >= first activity at whose end the customer is not in the base.
+local function first_churn(st, f)
+  local last, churned, t = nil, false, f
+  while true do
+    if getbit(st.a, st.o, t) then last = t; churned = false end
+    if getbit(st.x, st.o, t) then churned = true end
+    if churned or t - last >= W then return t end
+    t = t + 1
+  end
+end
+
+-- Days on which the customer is subscribed, as [from, to) intervals (to may be nil).
+local function subscribed_intervals(st)
+  local out, open = {}, nil
+  for i = 0, math.max(#st.s, #st.k) * 8 - 1 do
+    local d = st.o + i
+    local off, on = getbit(st.k, st.o, d), getbit(st.s, st.o, d)
+    if off or on then
+      local now = on and not off
+      if now and open == nil then
+        open = d
+      elseif not now and open ~= nil then
+        out[#out + 1] = { open, d }
+        open = nil
+      end
+    end
+  end
+  if open ~= nil then out[#out + 1] = { open, nil } end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Writing aggregates.
+---------------------------------------------------------------------------
 local function incr(key, field, delta)
   if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
 end
 
-local function cell(P, cohort, offset, delta)
-  if offset < K then incr(PER, 'c:' .. P .. ':' .. cohort .. ':' .. offset, delta) end
+local function cell(prefix, P, cohort, offset, delta)
+  if offset < K then incr(PER, prefix .. P .. ':' .. cohort .. ':' .. offset, delta) end
+end
+
+local function score(value, thresholds)
+  local s = 1
+  for _, t in ipairs(thresholds) do
+    if value >= t then s = s + 1 end
+  end
+  return s
 end
 
 -- Carry the difference between two states of one customer, changed at day d, into
@@ -173,23 +241,28 @@ local function update_membership(old, new, d)
       if was ~= is then incr(DAYS, 'a' .. n .. ':' .. t, is and 1 or -1) end
     end
   end
-  local function at(M, st, t)
+  local function at(M, t)
     local v = M[t]
-    if v == nil then return member(st, t) end
+    if v == nil then return member(new, t) end -- outside the traced days nothing changed
     return v
   end
   for _, P in ipairs(PERIODS) do
     for p = period(d, P), period(d + SPAN, P) do
       local s, e = pstart(p, P) - 1, pend(p, P)
-      local was = at(Mo, new, s) and at(Mo, new, e)
-      local is = at(Mn, new, s) and at(Mn, new, e)
+      local was = at(Mo, s) and at(Mo, e)
+      local is = at(Mn, s) and at(Mn, e)
       if was ~= is then incr(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
     end
   end
 end
 
--- A new activity day: cohort sizes, cohort cells and per-period active counts.
-local function update_cohorts(old, new, d)
+-- Unbounded retention: a customer counts at every offset up to their latest period.
+local function unbounded(P, cohort, latest, delta)
+  for k = 0, math.min(latest - cohort, K - 1) do cell('u:', P, cohort, k, delta) end
+end
+
+-- A new activity day d: cohort sizes and cells, active and returning per period.
+local function update_cohorts(old, d)
   local first = first_day(old)
   if first == nil then
     incr(AGG, 'customers', 1)
@@ -197,38 +270,110 @@ local function update_cohorts(old, new, d)
       local c = period(d, P)
       incr(PER, 'z:' .. P .. ':' .. c, 1)
       incr(PER, 'p:' .. P .. ':' .. c, 1)
-      cell(P, c, 0, 1)
+      cell('c:', P, c, 0, 1)
+      cell('u:', P, c, 0, 1)
     end
     return
   end
+  local last = last_day(old)
   for _, P in ipairs(PERIODS) do
-    local pd, cohort = period(d, P), period(first, P)
+    local pd, cohort, latest = period(d, P), period(first, P), period(last, P)
     local fresh = not active_in(old, pd, P)
-    if fresh then incr(PER, 'p:' .. P .. ':' .. pd, 1) end
+    if fresh then
+      incr(PER, 'p:' .. P .. ':' .. pd, 1)
+      if active_in(old, pd - 1, P) then incr(PER, 'r:' .. P .. ':' .. pd, 1) end
+      if active_in(old, pd + 1, P) then incr(PER, 'r:' .. P .. ':' .. pd + 1, 1) end
+    end
     if pd < cohort then
       incr(PER, 'z:' .. P .. ':' .. cohort, -1)
       incr(PER, 'z:' .. P .. ':' .. pd, 1)
-      for _, q in ipairs(active_periods(old, P)) do cell(P, cohort, q - cohort, -1) end
-      for _, q in ipairs(active_periods(new, P)) do cell(P, pd, q - pd, 1) end
-    elseif fresh then
-      cell(P, cohort, pd - cohort, 1)
+      for _, q in ipairs(active_periods(old, P)) do cell('c:', P, cohort, q - cohort, -1) end
+      cell('c:', P, pd, 0, 1)
+      for _, q in ipairs(active_periods(old, P)) do cell('c:', P, pd, q - pd, 1) end
+      unbounded(P, cohort, latest, -1)
+      unbounded(P, pd, latest, 1)
+    else
+      if fresh then cell('c:', P, cohort, pd - cohort, 1) end
+      if pd > latest then
+        for k = latest - cohort + 1, math.min(pd - cohort, K - 1) do
+          cell('u:', P, cohort, k, 1)
+        end
+      end
     end
   end
 end
 
+-- Everything that is a plain function of one customer's whole state: the new value
+-- minus the old one is what an event changes. Returns {key, field, amount} triples.
+local function contributions(st)
+  local out = {}
+  local function add(key, field, v) out[#out + 1] = { key, field, v } end
+  local net = st.r - st.q
+  if st.p >= 1 then add(AGG, 'purchasing', 1) end
+  if st.p >= 2 then add(AGG, 'repeat', 1) end
+  local f = first_day(st)
+  if f ~= nil then
+    local month = period(f, 'm')
+    add(AGG, 'sumf', f)
+    add(PER, 'vp:' .. month, st.p)
+    add(PER, 'vr:' .. month, net)
+    add(PER, 'vf:' .. month, f)
+    local L = last_day(st)
+    local fkey = (L - f < NEWKEY) and tostring(f) or 'x'
+    add(LINE, 'rf:' .. L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey, 1)
+    local c = first_churn(st, f)
+    local class = (c - f < QUICK) and 'q' or 'l'
+    add(LINE, 'c' .. class .. ':' .. c, 1)
+    if L > c then add(LINE, 'w' .. class .. ':' .. c, 1) end
+  end
+  for _, span in ipairs(subscribed_intervals(st)) do
+    add(LINE, 'sd:' .. span[1], 1)
+    add(LINE, 'sm:' .. span[1], st.sa)
+    if span[2] ~= nil then
+      add(LINE, 'sd:' .. span[2], -1)
+      add(LINE, 'sm:' .. span[2], -st.sa)
+    end
+  end
+  return out
+end
+
+local function apply_difference(before, after)
+  local delta, order = {}, {}
+  local function put(t, sign)
+    local id = t[1] .. '\0' .. t[2]
+    if delta[id] == nil then delta[id] = 0; order[#order + 1] = { t[1], t[2], id } end
+    delta[id] = delta[id] + sign * t[3]
+  end
+  for _, t in ipairs(before) do put(t, -1) end
+  for _, t in ipairs(after) do put(t, 1) end
+  for _, o in ipairs(order) do incr(o[1], o[2], delta[o[3]]) end
+end
+
+---------------------------------------------------------------------------
 -- Customer state, loaded once per batch and written back at the end.
+---------------------------------------------------------------------------
+local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st' }
 local customers = {}
 
 local function load(key)
   local st = customers[key]
   if st then return st end
-  local v = redis.call('HMGET', key, 'o', 'a', 'x', 'e', 'f', 'l', 'p', 'r')
+  local v = redis.call('HMGET', key, unpack(FIELDS))
   st = {
-    o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', e = v[4] or '',
-    f = tonumber(v[5]), l = tonumber(v[6]), p = tonumber(v[7]) or 0, r = tonumber(v[8]) or 0,
+    o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', s = v[4] or '', k = v[5] or '',
+    e = v[6] or '', f = tonumber(v[7]), l = tonumber(v[8]), p = tonumber(v[9]) or 0,
+    r = tonumber(v[10]) or 0, q = tonumber(v[11]) or 0, sa = tonumber(v[12]) or 0,
+    st = tonumber(v[13]),
   }
   customers[key] = st
   return st
+end
+
+local function save(key, st)
+  redis.call('HSET', key, 'o', st.o or 0, 'a', st.a, 'x', st.x, 's', st.s, 'k', st.k,
+    'e', st.e, 'f', string.format('%d', st.f or 0), 'l', string.format('%d', st.l or 0),
+    'p', st.p, 'r', string.format('%d', st.r), 'q', string.format('%d', st.q),
+    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0))
 end
 
 -- Move the bitmaps' base day down so that `day` fits; bases stay multiples of 8.
@@ -238,8 +383,9 @@ local function rebase(st, day)
     st.o = o
   elseif o < st.o then
     local pad = string.rep('\0', (st.o - o) / 8)
-    if #st.a > 0 then st.a = pad .. st.a end
-    if #st.x > 0 then st.x = pad .. st.x end
+    for _, b in ipairs({ 'a', 'x', 's', 'k' }) do
+      if #st[b] > 0 then st[b] = pad .. st[b] end
+    end
     st.o = o
   end
 end
@@ -252,80 +398,104 @@ local function seen_before(st, id)
   return false
 end
 
-local function mark(st, field, day)
-  local before = { o = st.o, a = st.a, x = st.x }
-  if getbit(st[field], st.o, day) then return nil end
-  st[field] = setbit(st[field], st.o, day)
-  return before
+local function mark(st, bitmap, day)
+  if getbit(st[bitmap], st.o, day) then return false end
+  st[bitmap] = setbit(st[bitmap], st.o, day)
+  return true
 end
 
-local function apply_event(st, flags, day, ts, amount)
+local function copy(st)
+  return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
+    sa = st.sa }
+end
+
+---------------------------------------------------------------------------
+-- One event.
+---------------------------------------------------------------------------
+local function count_in_periods(prefix, day)
+  for _, P in ipairs(PERIODS) do incr(PER, prefix .. P .. ':' .. period(day, P), 1) end
+end
+
+local function apply_event(st, flags, day, ts, amount, nps)
   rebase(st, day)
+  local before = copy(st)
   if st.f == nil or ts < st.f then st.f = ts end
   if st.l == nil or ts > st.l then st.l = ts end
-  if band(flags, 4) ~= 0 then
+  if band(flags, PURCHASE) ~= 0 then
     st.p = st.p + 1
     st.r = st.r + amount
     incr(AGG, 'purchases', 1)
     incr(AGG, 'revenue_milli', amount)
   end
-  if band(flags, 1) ~= 0 then
-    local before = mark(st, 'a', day)
-    if before then
-      update_cohorts(before, st, day)
-      update_membership(before, st, day)
-    end
+  if band(flags, REFUND) ~= 0 then
+    st.q = st.q + amount
+    incr(AGG, 'refunds', 1)
+    incr(AGG, 'refunded_milli', amount)
   end
-  if band(flags, 2) ~= 0 then
-    local before = mark(st, 'x', day)
-    if before then update_membership(before, st, day) end
+  if band(flags, INSTALL) ~= 0 then count_in_periods('i:', day) end
+  if band(flags, SUB_OFF) ~= 0 then count_in_periods('sc:', day) end
+  if band(flags, NPS) ~= 0 and nps >= 0 then
+    local group = nps >= 9 and 'np:' or (nps >= 7 and 'nq:' or 'nd:')
+    incr(DAYS, group .. day, 1)
+  end
+  if band(flags, SUB_ON) ~= 0 and (st.st == nil or ts >= st.st) then
+    st.sa, st.st = amount, ts
+  end
+  local new_activity = band(flags, ACTIVITY) ~= 0 and mark(st, 'a', day)
+  local new_churn = band(flags, CHURN) ~= 0 and mark(st, 'x', day)
+  if band(flags, SUB_ON) ~= 0 then mark(st, 's', day) end
+  if band(flags, SUB_OFF) ~= 0 then mark(st, 'k', day) end
+
+  if new_activity then update_cohorts(before, day) end
+  if new_activity or new_churn then update_membership(before, st, day) end
+  if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
+      or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa then
+    apply_difference(contributions(before), contributions(st))
   end
 end
 
+---------------------------------------------------------------------------
 -- Main loop.
+---------------------------------------------------------------------------
 local applied_offsets = {}
 local watermark = tonumber(redis.call('HGET', AGG, 'watermark_ms') or '0')
 local new_watermark = watermark
-local counts = { applied = 0, duplicate = 0, replayed = 0 }
+local applied, duplicates, replayed = 0, 0, 0
 
-for i = 2, #ARGV, 9 do
+for i = 2, #ARGV, ARGS_PER_ITEM do
   local kidx, part, offset = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
   if applied_offsets[part] == nil then
     applied_offsets[part] = tonumber(redis.call('HGET', AGG, 'o:' .. part) or '-1')
   end
-  local done = applied_offsets[part]
-  if offset <= done then
-    counts.replayed = counts.replayed + 1
+  if offset <= applied_offsets[part] then
+    replayed = replayed + 1
   else
     applied_offsets[part] = offset
     local kind = ARGV[i + 4]
     if kidx == 0 then
       incr(AGG, 'i:' .. kind, 1)
-      counts.applied = counts.applied + 1
+      applied = applied + 1
     else
       local st = load(KEYS[kidx])
       if seen_before(st, ARGV[i + 3]) then
-        counts.duplicate = counts.duplicate + 1
+        duplicates = duplicates + 1
       else
         local ts = tonumber(ARGV[i + 7])
-        apply_event(st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts, tonumber(ARGV[i + 8]))
+        apply_event(st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
+          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]))
         incr(AGG, 'e:' .. kind, 1)
         if ts > new_watermark then new_watermark = ts end
-        counts.applied = counts.applied + 1
+        applied = applied + 1
       end
     end
   end
 end
 
-for key, st in pairs(customers) do
-  redis.call('HSET', key, 'o', st.o or 0, 'a', st.a, 'x', st.x, 'e', st.e,
-    'f', string.format('%d', st.f or 0), 'l', string.format('%d', st.l or 0),
-    'p', st.p, 'r', string.format('%d', st.r))
-end
+for key, st in pairs(customers) do save(key, st) end
 for part, offset in pairs(applied_offsets) do
   redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
 end
 if new_watermark > watermark then
   redis.call('HSET', AGG, 'watermark_ms', string.format('%d', new_watermark))
 end
-return { counts.applied, counts.duplicate, counts.replayed }
+return { applied, duplicates, replayed }

@@ -122,6 +122,8 @@ class EventDecoder:
                 Reason.UNKNOWN_TYPE,
                 f"type {event.type!r} is not a built-in or declared custom type",
             )
+        if event.type == "nps" and event.score is None:
+            raise Rejected(Reason.MISSING_FIELD, "an nps event needs a `score` from 0 to 10")
         self._check_time(event.ts_ms, now_ms)
         return event
 

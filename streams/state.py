@@ -3,7 +3,8 @@
 Key layout (every key of a shard carries the same hash tag, so it is Redis Cluster ready):
   <ns>:{s:N}:agg   customers, watermark, applied offsets, event and invalid counts
   <ns>:{s:N}:days  per-day base size and active-window counts
-  <ns>:{s:N}:per   per-period cohort sizes, cohort cells, stayed-in-base, active counts
+  <ns>:{s:N}:per   per-period cohort sizes and cells, stayed-in-base, lifecycle, value
+  <ns>:{s:N}:line  day-keyed deltas and counts summed up to the watermark by the exporter
   <ns>:{s:N}:c:<customer_id>  one small hash per customer
 """
 
@@ -22,7 +23,16 @@ from retention.settings import Settings
 from streams.calendar import Calendar
 from streams.events import Event, Reason
 
-ACTIVITY, CHURN, PURCHASE = 1, 2, 4
+ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
+SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
+MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
+FIXED_FLAGS = {
+    "subscription_start": SUB_ON,
+    "subscription_renew": SUB_ON,
+    "subscription_cancel": SUB_OFF,
+    "install": INSTALL,
+    "nps": NPS,
+}
 SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text()
 
 
@@ -56,9 +66,9 @@ class Keys:
     def tag(self, shard: int) -> str:
         return f"{self.namespace}:{{s:{shard}}}"
 
-    def aggregates(self, shard: int) -> tuple[str, str, str]:
+    def aggregates(self, shard: int) -> tuple[str, str, str, str]:
         tag = self.tag(shard)
-        return f"{tag}:agg", f"{tag}:days", f"{tag}:per"
+        return f"{tag}:agg", f"{tag}:days", f"{tag}:per", f"{tag}:line"
 
     def customer(self, customer_id: str) -> str:
         return f"{self.tag(self.shard_of(customer_id))}:c:{customer_id}"
@@ -79,6 +89,12 @@ class StateWriter:
                 "ws": settings.week_start_index,
                 "ring": settings.dedup_window,
                 "K": settings.cohorts_kept,
+                "quick": settings.quick_churn_days,
+                "newkey": settings.rfm_new_days
+                + -(-settings.allowed_lateness_seconds // 86400)
+                + 1,
+                "freq": list(settings.rfm_frequency),
+                "money": [1000 * t for t in settings.rfm_monetary],
             }
         )
         self.flags = _flag_table(settings)
@@ -105,11 +121,22 @@ class StateWriter:
         event = record.event
         if event is None:
             batch = shards.setdefault(record.partition % self.keys.shards, ShardBatch())
-            batch.args += [0, record.partition, record.offset, "", str(record.reason), 0, 0, 0, 0]
+            batch.args += [
+                0,
+                record.partition,
+                record.offset,
+                "",
+                str(record.reason),
+                0,
+                0,
+                0,
+                0,
+                -1,
+            ]
             return
         batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
         flags = self.flags.get(event.type, 0)
-        amount = round((event.amount or 0.0) * 1000) if flags & PURCHASE else 0
+        amount = round((event.amount or 0.0) * 1000) if flags & MONEY_FLAGS else 0
         batch.args += [
             batch.key_index(self.keys.customer(event.customer_id)),
             record.partition,
@@ -120,12 +147,13 @@ class StateWriter:
             self.calendar.day(event.ts_ms),
             event.ts_ms,
             amount,
+            -1 if event.score is None else event.score,
         ]
 
 
 @dataclass(slots=True)
 class ShardBatch:
-    """The script arguments for one shard; customer keys are numbered from KEYS[4]."""
+    """The script arguments for one shard; customer keys are numbered from KEYS[5]."""
 
     customer_keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
@@ -134,16 +162,22 @@ class ShardBatch:
     def key_index(self, key: str) -> int:
         if key not in self.index:
             self.customer_keys.append(key)
-            self.index[key] = len(self.customer_keys) + 3
+            self.index[key] = len(self.customer_keys) + 4
         return self.index[key]
 
 
 def _flag_table(settings: Settings) -> dict[str, int]:
-    table: dict[str, int] = defaultdict(int)
+    table: dict[str, int] = defaultdict(int, FIXED_FLAGS)
     for name in settings.activity_types:
         table[name] |= ACTIVITY
     for name in settings.churn_types:
         table[name] |= CHURN
     for name in settings.purchase_types:
         table[name] |= PURCHASE
+    for name in settings.refund_types:
+        table[name] |= REFUND
     return dict(table)
+
+
+def _days_ceil(seconds: int) -> int:
+    return -(-seconds // 86400)
