@@ -15,6 +15,7 @@ from redis import Redis
 
 from retention.settings import Settings
 from streams.calendar import Calendar, Period
+from streams.dimensions import DIMENSIONS, OTHER, UNKNOWN, registry_key
 from streams.state import Keys
 
 PERIOD_CODES = {Period.DAY: "d", Period.WEEK: "w", Period.MONTH: "m"}
@@ -81,6 +82,16 @@ class CohortValue:
 
 
 @dataclass(slots=True)
+class Core:
+    """The metrics that are also broken down by platform and channel."""
+
+    active: dict[int, int] = field(default_factory=dict)
+    cohort_size: dict[tuple[Period, int], int] = field(default_factory=dict)
+    retained: dict[CohortCell, int] = field(default_factory=dict)
+    churn: list[PeriodChurn] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Snapshot:
     customers: int = 0
     watermark_ms: int | None = None
@@ -101,6 +112,7 @@ class Snapshot:
     churned: Counter[str] = field(default_factory=Counter)
     won_back: Counter[str] = field(default_factory=Counter)
     rfm: Counter[tuple[int, int, int, int | None]] = field(default_factory=Counter)
+    breakdowns: dict[tuple[str, str], Core] = field(default_factory=dict)
 
 
 class AggregateReader:
@@ -113,6 +125,7 @@ class AggregateReader:
         self.lateness_ms = settings.allowed_lateness_seconds * 1000
         self.cohorts_kept = settings.cohorts_kept
         self.nps_days = settings.nps_window_days
+        self.namespace = settings.namespace
 
     def read(self) -> Snapshot:
         snap = Snapshot()
@@ -123,8 +136,10 @@ class AggregateReader:
         snap.watermark_ms = max_ts - self.lateness_ms
         today = self.calendar.day(snap.watermark_ms)
         snap.watermark_day = today
-        days = self._sum_fields(1, self._day_fields(today))
-        periods = self._sum_fields(2, self._period_fields(today))
+        scopes = self._scopes()
+        prefixes = ["", *scopes.values()]
+        days = self._sum_fields(1, self._day_fields(today, prefixes))
+        periods = self._sum_fields(2, self._period_fields(today, prefixes))
         snap.active = {n: days[f"a{n}:{today}"] for n in WINDOWS}
         snap.nps = Counter(
             {
@@ -134,8 +149,11 @@ class AggregateReader:
         )
         for kind in Period:
             self._fill_cohorts(snap, kind, today, periods)
+            self._fill_unbounded(snap, kind, today, periods)
             snap.churn.append(self._churn(kind, today, days, periods, timeline))
             snap.lifecycle += self._lifecycle(kind, today, periods)
+        for scope, prefix in scopes.items():
+            snap.breakdowns[scope] = self._core(today, days, periods, prefix)
         self._fill_value(snap, today, periods)
         self._fill_timeline(snap, today, timeline)
         return snap
@@ -166,6 +184,26 @@ class AggregateReader:
         snap.customers = snap.totals["customers"]
         return timeline
 
+    def _scopes(self) -> dict[tuple[str, str], str]:
+        """(dimension, value) -> field prefix, from the registries plus unknown and other."""
+        pipe = self.redis.pipeline(transaction=False)
+        for dimension in DIMENSIONS:
+            pipe.hgetall(registry_key(self.namespace, dimension))
+        scopes: dict[tuple[str, str], str] = {}
+        for (dimension, letter), registry in zip(DIMENSIONS.items(), pipe.execute(), strict=True):
+            values = {v.decode(): c.decode() for v, c in registry.items()}
+            values |= {"unknown": UNKNOWN, "other": OTHER}
+            for value, code in values.items():
+                scopes[(dimension, value)] = f"{letter}{code}|"
+        return scopes
+
+    def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
+        core = Core(active={n: days[f"{prefix}a{n}:{today}"] for n in WINDOWS})
+        for kind in Period:
+            self._fill_cohorts(core, kind, today, periods, prefix)
+            core.churn.append(self._churn(kind, today, days, periods, None, prefix))
+        return core
+
     def _sum_fields(self, which: int, names: Iterable[str]) -> dict[str, int]:
         ordered = sorted(set(names))
         pipe = self.redis.pipeline(transaction=False)
@@ -187,45 +225,62 @@ class AggregateReader:
         last = self.calendar.period(today, kind) - 1
         return last, self.calendar.period_start(last, kind), self.calendar.period_end(last, kind)
 
-    def _day_fields(self, today: int) -> set[str]:
-        fields = {f"a{n}:{today}" for n in WINDOWS}
+    def _day_fields(self, today: int, prefixes: list[str]) -> set[str]:
+        fields: set[str] = set()
         for code in ("np", "nq", "nd"):
             fields |= {f"{code}:{today - i}" for i in range(self.nps_days)}
-        for kind in Period:
-            _, start, end = self._last_complete(kind, today)
-            fields |= {f"b:{start - 1}", f"b:{end}"}
+        for prefix in prefixes:
+            fields |= {f"{prefix}a{n}:{today}" for n in WINDOWS}
+            for kind in Period:
+                _, start, end = self._last_complete(kind, today)
+                fields |= {f"{prefix}b:{start - 1}", f"{prefix}b:{end}"}
         return fields
 
-    def _period_fields(self, today: int) -> set[str]:
+    def _period_fields(self, today: int, prefixes: list[str]) -> set[str]:
         fields: set[str] = set()
         for kind in Period:
             code = PERIOD_CODES[kind]
             current = self.calendar.period(today, kind)
             last = current - 1
-            fields |= {f"z:{code}:{last}", f"s:{code}:{last}", f"sc:{code}:{last}"}
+            fields.add(f"sc:{code}:{last}")
             for p in self._recent(kind, today):
-                fields |= {f"z:{code}:{p}", f"p:{code}:{p}", f"p:{code}:{p - 1}"}
-                fields |= {f"r:{code}:{p}", f"i:{code}:{p}"}
-                for k in range(current - p + 1):
-                    fields |= {f"c:{code}:{p}:{k}", f"u:{code}:{p}:{k}"}
+                fields |= {f"p:{code}:{p}", f"p:{code}:{p - 1}", f"r:{code}:{p}", f"i:{code}:{p}"}
+                fields |= {f"u:{code}:{p}:{k}" for k in range(current - p + 1)}
+            for prefix in prefixes:
+                fields |= {f"{prefix}z:{code}:{last}", f"{prefix}s:{code}:{last}"}
+                for p in self._recent(kind, today):
+                    fields.add(f"{prefix}z:{code}:{p}")
+                    fields |= {f"{prefix}c:{code}:{p}:{k}" for k in range(current - p + 1)}
         for month in self._recent(Period.MONTH, today):
             fields |= {f"vp:{month}", f"vr:{month}", f"vf:{month}"}
         return fields
 
     def _fill_cohorts(
-        self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
+        self,
+        core: Core | Snapshot,
+        kind: Period,
+        today: int,
+        periods: dict[str, int],
+        prefix: str = "",
     ) -> None:
         code = PERIOD_CODES[kind]
         current = self.calendar.period(today, kind)
         for cohort in self._recent(kind, today):
-            size = periods[f"z:{code}:{cohort}"]
+            size = periods[f"{prefix}z:{code}:{cohort}"]
             if size <= 0:
                 continue
-            snap.cohort_size[(kind, cohort)] = size
+            core.cohort_size[(kind, cohort)] = size
             for k in range(current - cohort + 1):
                 cell = CohortCell(kind, cohort, k)
-                snap.retained[cell] = periods[f"c:{code}:{cohort}:{k}"]
-                snap.unbounded[cell] = periods[f"u:{code}:{cohort}:{k}"]
+                core.retained[cell] = periods[f"{prefix}c:{code}:{cohort}:{k}"]
+
+    def _fill_unbounded(
+        self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
+    ) -> None:
+        code = PERIOD_CODES[kind]
+        for cell in snap.retained:
+            if cell.period is kind:
+                snap.unbounded[cell] = periods[f"u:{code}:{cell.cohort}:{cell.offset}"]
 
     def _churn(
         self,
@@ -233,19 +288,21 @@ class AggregateReader:
         today: int,
         days: dict[str, int],
         periods: dict[str, int],
-        timeline: Timeline,
+        timeline: Timeline | None,
+        prefix: str = "",
     ) -> PeriodChurn:
+        """Base movement of the last complete period; subscriptions only for the total."""
         code = PERIOD_CODES[kind]
         last, start, end = self._last_complete(kind, today)
         return PeriodChurn(
             period=kind,
             number=last,
-            base_start=days[f"b:{start - 1}"],
-            base_end=days[f"b:{end}"],
-            new=periods[f"z:{code}:{last}"],
-            stayed=periods[f"s:{code}:{last}"],
-            cancels=periods[f"sc:{code}:{last}"],
-            subscribers_start=_sum_until(timeline, "sd", start - 1),
+            base_start=days[f"{prefix}b:{start - 1}"],
+            base_end=days[f"{prefix}b:{end}"],
+            new=periods[f"{prefix}z:{code}:{last}"],
+            stayed=periods[f"{prefix}s:{code}:{last}"],
+            cancels=periods[f"sc:{code}:{last}"] if timeline else 0,
+            subscribers_start=_sum_until(timeline, "sd", start - 1) if timeline else 0,
         )
 
     def _lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:

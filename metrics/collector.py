@@ -54,6 +54,7 @@ class RetentionCollector(Collector):
         yield from self._nps(snap)
         yield from self._churn_tenure(snap)
         yield from self._rfm(snap)
+        yield from self._breakdowns(snap)
 
     def _totals(self, snap: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -304,6 +305,52 @@ class RetentionCollector(Collector):
         for name, count in counts.items():
             family.add_metric([name], count)
         yield family
+
+    def _breakdowns(self, snap: Snapshot) -> Iterator[Metric]:
+        """Active customers, cohorts and churn per platform and per channel value."""
+        by = ["dimension", "value"]
+        active = gauge(
+            "retention_breakdown_active_customers",
+            "Active customers by breakdown.",
+            [*by, "window"],
+        )
+        cohort = [*by, "cohort_period", "cohort"]
+        size = gauge("retention_breakdown_cohort_size", "Cohort size by breakdown.", cohort)
+        retained = gauge(
+            "retention_breakdown_cohort_retained", "Retained by breakdown.", [*cohort, "offset"]
+        )
+        rate = gauge(
+            "retention_breakdown_cohort_ratio",
+            "N-period retention by breakdown.",
+            [*cohort, "offset"],
+        )
+        per = [*by, "period"]
+        base_start = gauge("retention_breakdown_base_start_customers", "Start base.", per)
+        base_end = gauge("retention_breakdown_base_end_customers", "End base.", per)
+        new = gauge("retention_breakdown_new_customers", "New in the last period.", per)
+        lost = gauge("retention_breakdown_lost_customers", "Lost in the last period.", per)
+        churn = gauge("retention_breakdown_churn_ratio", "Churn by breakdown.", per)
+        crr = gauge("retention_breakdown_crr", "Customer retention rate by breakdown.", per)
+        for (dimension, value), core in sorted(snap.breakdowns.items()):
+            scope = [dimension, value]
+            for days, count in core.active.items():
+                active.add_metric([*scope, f"{days}d"], count)
+            for (kind, number), count in core.cohort_size.items():
+                size.add_metric([*scope, kind.value, self.calendar.label(number, kind)], count)
+            for cell, count in core.retained.items():
+                label = self.calendar.label(cell.cohort, cell.period)
+                labels = [*scope, cell.period.value, label, str(cell.offset)]
+                retained.add_metric(labels, count)
+                rate.add_metric(labels, count / core.cohort_size[(cell.period, cell.cohort)])
+            for c in core.churn:
+                labels = [*scope, c.period.value]
+                base_start.add_metric(labels, c.base_start)
+                base_end.add_metric(labels, c.base_end)
+                new.add_metric(labels, c.new)
+                lost.add_metric(labels, c.lost)
+                add(churn, labels, ratio(c.lost, c.base_start))
+                add(crr, labels, ratio(c.base_end - c.new, c.base_start))
+        yield from (active, size, retained, rate, base_start, base_end, new, lost, churn, crr)
 
 
 def _per_customer_year(value: CohortValue) -> float | None:

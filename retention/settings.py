@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     rfm_frequency: Thresholds = (2, 3, 5, 10)
     rfm_monetary: Thresholds = (50, 150, 500, 1500)
     rfm_new_days: Annotated[int, Field(ge=1)] = 14
+    dimension_cap: Annotated[int, Field(ge=1, le=100)] = 10
 
     max_event_bytes: Annotated[int, Field(ge=256)] = 65536
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 18000
     worker_web_port: int = 6066
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 18001  # 0 = not served
     state_dir: Path = Path(".stack/worker")
 
     _split_types = field_validator(

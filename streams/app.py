@@ -47,6 +47,7 @@ def make_app(settings: Settings) -> faust.App:
         for topic in topics:
             await topic.maybe_declare()
         log.info("consuming %s as group %s", settings.events_topic, settings.group_id)
+        pipeline.health.serve(settings.exporter_host, settings.worker_metrics_port)
         await pipeline.run()
 
     @app.timer(interval=10.0)

@@ -7,10 +7,11 @@
 --                           subscriptions, first churns, RFM keys)
 -- KEYS[5..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
 --                           k cancelled; e recent event ids; p/r/q purchases, revenue,
---                           refunded; sa/st latest subscription amount and ts)
--- ARGV[1] JSON config; ARGV[2..] 10 values per item: key index (0 = invalid),
+--                           refunded; sa/st latest subscription amount and ts;
+--                           g platform and channel codes, fixed at the first event)
+-- ARGV[1] JSON config; ARGV[2..] 11 values per item: key index (0 = invalid),
 --   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
---   amount milli, NPS score
+--   amount milli, NPS score, breakdown codes (e.g. "P0\tC3")
 --
 -- Days are local days since 1970-01-01. A customer is a few day bitmaps, so late,
 -- out-of-order and duplicate events land exactly; every aggregate changes only by
@@ -21,7 +22,7 @@ local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
 local AGG, DAYS, PER, LINE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local FIRST_CUSTOMER_KEY = 5
-local ARGS_PER_ITEM = 10
+local ARGS_PER_ITEM = 11
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 local floor, band, bor, lshift = math.floor, bit.band, bit.bor, bit.lshift
@@ -208,14 +209,31 @@ local function subscribed_intervals(st)
 end
 
 ---------------------------------------------------------------------------
--- Writing aggregates.
+-- Writing aggregates. Scoped counters are also kept per breakdown value of the
+-- current customer (field prefixes like "P0|" for platform code 0).
 ---------------------------------------------------------------------------
+local SCOPES = { '' }
+
 local function incr(key, field, delta)
   if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
 end
 
+local function incr_scoped(key, field, delta)
+  if delta ~= 0 then
+    for _, scope in ipairs(SCOPES) do incr(key, scope .. field, delta) end
+  end
+end
+
 local function cell(prefix, P, cohort, offset, delta)
-  if offset < K then incr(PER, prefix .. P .. ':' .. cohort .. ':' .. offset, delta) end
+  if offset < K then
+    local field = prefix .. P .. ':' .. cohort .. ':' .. offset
+    if prefix == 'c:' then incr_scoped(PER, field, delta) else incr(PER, field, delta) end
+  end
+end
+
+local function set_scopes(codes)
+  SCOPES = { '' }
+  for code in string.gmatch(codes, '[^\t]+') do SCOPES[#SCOPES + 1] = code .. '|' end
 end
 
 local function score(value, thresholds)
@@ -232,13 +250,13 @@ local function update_membership(old, new, d)
   local Mo, Lo = trace(old, d)
   local Mn, Ln = trace(new, d)
   for t = d, d + SPAN - 1 do
-    if Mo[t] ~= Mn[t] then incr(DAYS, 'b:' .. t, Mn[t] and 1 or -1) end
+    if Mo[t] ~= Mn[t] then incr_scoped(DAYS, 'b:' .. t, Mn[t] and 1 or -1) end
   end
   for _, n in ipairs(WINS) do
     for t = d, d + n - 1 do
       local was = Lo[t] ~= nil and t - Lo[t] < n
       local is = Ln[t] ~= nil and t - Ln[t] < n
-      if was ~= is then incr(DAYS, 'a' .. n .. ':' .. t, is and 1 or -1) end
+      if was ~= is then incr_scoped(DAYS, 'a' .. n .. ':' .. t, is and 1 or -1) end
     end
   end
   local function at(M, t)
@@ -251,7 +269,7 @@ local function update_membership(old, new, d)
       local s, e = pstart(p, P) - 1, pend(p, P)
       local was = at(Mo, s) and at(Mo, e)
       local is = at(Mn, s) and at(Mn, e)
-      if was ~= is then incr(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
+      if was ~= is then incr_scoped(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
     end
   end
 end
@@ -268,7 +286,7 @@ local function update_cohorts(old, d)
     incr(AGG, 'customers', 1)
     for _, P in ipairs(PERIODS) do
       local c = period(d, P)
-      incr(PER, 'z:' .. P .. ':' .. c, 1)
+      incr_scoped(PER, 'z:' .. P .. ':' .. c, 1)
       incr(PER, 'p:' .. P .. ':' .. c, 1)
       cell('c:', P, c, 0, 1)
       cell('u:', P, c, 0, 1)
@@ -285,8 +303,8 @@ local function update_cohorts(old, d)
       if active_in(old, pd + 1, P) then incr(PER, 'r:' .. P .. ':' .. pd + 1, 1) end
     end
     if pd < cohort then
-      incr(PER, 'z:' .. P .. ':' .. cohort, -1)
-      incr(PER, 'z:' .. P .. ':' .. pd, 1)
+      incr_scoped(PER, 'z:' .. P .. ':' .. cohort, -1)
+      incr_scoped(PER, 'z:' .. P .. ':' .. pd, 1)
       for _, q in ipairs(active_periods(old, P)) do cell('c:', P, cohort, q - cohort, -1) end
       cell('c:', P, pd, 0, 1)
       for _, q in ipairs(active_periods(old, P)) do cell('c:', P, pd, q - pd, 1) end
@@ -352,7 +370,7 @@ end
 ---------------------------------------------------------------------------
 -- Customer state, loaded once per batch and written back at the end.
 ---------------------------------------------------------------------------
-local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st' }
+local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g' }
 local customers = {}
 
 local function load(key)
@@ -363,7 +381,7 @@ local function load(key)
     o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', s = v[4] or '', k = v[5] or '',
     e = v[6] or '', f = tonumber(v[7]), l = tonumber(v[8]), p = tonumber(v[9]) or 0,
     r = tonumber(v[10]) or 0, q = tonumber(v[11]) or 0, sa = tonumber(v[12]) or 0,
-    st = tonumber(v[13]),
+    st = tonumber(v[13]), g = v[14],
   }
   customers[key] = st
   return st
@@ -373,7 +391,7 @@ local function save(key, st)
   redis.call('HSET', key, 'o', st.o or 0, 'a', st.a, 'x', st.x, 's', st.s, 'k', st.k,
     'e', st.e, 'f', string.format('%d', st.f or 0), 'l', string.format('%d', st.l or 0),
     'p', st.p, 'r', string.format('%d', st.r), 'q', string.format('%d', st.q),
-    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0))
+    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0), 'g', st.g or '')
 end
 
 -- Move the bitmaps' base day down so that `day` fits; bases stay multiples of 8.
@@ -416,7 +434,9 @@ local function count_in_periods(prefix, day)
   for _, P in ipairs(PERIODS) do incr(PER, prefix .. P .. ':' .. period(day, P), 1) end
 end
 
-local function apply_event(st, flags, day, ts, amount, nps)
+local function apply_event(st, flags, day, ts, amount, nps, codes)
+  if st.o == nil then st.g = codes end -- the customer's first applied event
+  set_scopes(st.g or "")
   rebase(st, day)
   local before = copy(st)
   if st.f == nil or ts < st.f then st.f = ts end
@@ -482,7 +502,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
       else
         local ts = tonumber(ARGV[i + 7])
         apply_event(st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
-          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]))
+          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10])
         incr(AGG, 'e:' .. kind, 1)
         if ts > new_watermark then new_watermark = ts end
         applied = applied + 1

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from retention.settings import Settings
 from streams.events import EventDecoder, Rejected
+from streams.health import WorkerHealth
 from streams.state import ApplyResult, Record, StateWriter
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class BatchPipeline:
         self.redis = Redis.from_url(settings.redis_url)
         self.writer = StateWriter(self.redis, settings)
         self.progress = Progress()
+        self.health = WorkerHealth()
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
 
@@ -68,6 +70,7 @@ class BatchPipeline:
                 )
                 if polled:
                     await self.process(polled)
+                await self.health.update_lag(self.consumer)
         finally:
             await self.consumer.stop()
             await self.producer.stop()
@@ -94,6 +97,7 @@ class BatchPipeline:
         )
 
     async def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
         records: list[Record] = []
         dead: list[tuple[ConsumerRecord, Rejected]] = []
         for messages in polled.values():
@@ -105,9 +109,12 @@ class BatchPipeline:
                     records.append(Record(message.partition, message.offset, reason=exc.reason))
                     dead.append((message, exc))
         await self.dead_letter(dead)
+        applying = time.perf_counter()
         result = await self.writer.apply(records)
+        applied = time.perf_counter()
         self.progress.add(len(records), len(dead), result)
         await self.commit(polled)
+        self.health.batch_done(len(records), time.perf_counter() - started, applied - applying)
 
     async def dead_letter(self, dead: list[tuple[ConsumerRecord, Rejected]]) -> None:
         """Write rejected records with their reason and original bytes, and wait for the acks."""

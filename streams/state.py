@@ -21,11 +21,13 @@ from redis.asyncio import Redis
 
 from retention.settings import Settings
 from streams.calendar import Calendar
+from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
 
 ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
+INVALID_TAIL = (0, 0, 0, 0, -1, "")  # flags, day, ts, amount, score, breakdown codes
 FIXED_FLAGS = {
     "subscription_start": SUB_ON,
     "subscription_renew": SUB_ON,
@@ -98,12 +100,13 @@ class StateWriter:
             }
         )
         self.flags = _flag_table(settings)
+        self.dimensions = DimensionRegistry(redis, settings.namespace, settings.dimension_cap)
 
     async def apply(self, records: list[Record]) -> ApplyResult:
         """Send every shard's part of the batch in one pipeline and sum what the scripts did."""
         shards: dict[int, ShardBatch] = {}
         for record in records:
-            self._add(record, shards)
+            await self._add(record, shards)
         result = ApplyResult()
         if not shards:
             return result
@@ -117,22 +120,12 @@ class StateWriter:
                 result.replayed += replayed
         return result
 
-    def _add(self, record: Record, shards: dict[int, ShardBatch]) -> None:
+    async def _add(self, record: Record, shards: dict[int, ShardBatch]) -> None:
         event = record.event
         if event is None:
             batch = shards.setdefault(record.partition % self.keys.shards, ShardBatch())
-            batch.args += [
-                0,
-                record.partition,
-                record.offset,
-                "",
-                str(record.reason),
-                0,
-                0,
-                0,
-                0,
-                -1,
-            ]
+            reason = str(record.reason)
+            batch.args += [0, record.partition, record.offset, "", reason, *INVALID_TAIL]
             return
         batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
         flags = self.flags.get(event.type, 0)
@@ -148,6 +141,7 @@ class StateWriter:
             event.ts_ms,
             amount,
             -1 if event.score is None else event.score,
+            await self.dimensions.codes(event.platform, event.channel),
         ]
 
 

@@ -1,0 +1,53 @@
+"""Bounded breakdown dimensions: the first N platforms and channels get a code, the rest 'other'.
+
+Codes are kept in Redis so every worker, replay and the exporter agree on them.
+The registry is one small hash per dimension, outside the shard hash tags.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+DIMENSIONS = {"platform": "P", "channel": "C"}
+UNKNOWN, OTHER = "u", "o"
+
+REGISTER = """
+local code = redis.call('HGET', KEYS[1], ARGV[1])
+if code then return code end
+local n = redis.call('HLEN', KEYS[1])
+if n >= tonumber(ARGV[2]) then return 'o' end
+redis.call('HSET', KEYS[1], ARGV[1], n)
+return tostring(n)
+"""
+
+
+def registry_key(namespace: str, dimension: str) -> str:
+    return f"{namespace}:dims:{dimension}"
+
+
+class DimensionRegistry:
+    """Maps raw platform/channel values to short codes, caching what Redis decided."""
+
+    def __init__(self, redis: Redis, namespace: str, cap: int) -> None:
+        self.namespace = namespace
+        self.cap = cap
+        self.script = redis.register_script(REGISTER)
+        self.cache: dict[tuple[str, str], str] = {}
+
+    async def codes(self, platform: str | None, channel: str | None) -> str:
+        """Breakdown codes of one event, e.g. 'P0\\tCo' (platform 0, channel other)."""
+        parts = []
+        for dimension, value in (("platform", platform), ("channel", channel)):
+            parts.append(DIMENSIONS[dimension] + await self.code(dimension, value))
+        return "\t".join(parts)
+
+    async def code(self, dimension: str, value: str | None) -> str:
+        if value is None:
+            return UNKNOWN
+        key = (dimension, value)
+        if key not in self.cache:
+            raw = await self.script(
+                keys=[registry_key(self.namespace, dimension)], args=[value, self.cap]
+            )
+            self.cache[key] = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return self.cache[key]
