@@ -176,7 +176,7 @@ class AggregateReader:
                     snap.events[name[2:]] += value
                 elif name.startswith("i:"):
                     snap.invalid[name[2:]] += value
-                elif not name.startswith("o:"):
+                elif not name.startswith(("o:", "m:")):
                     snap.totals[name] += value
             for raw_name, raw_value in line.items():
                 series, _, rest = raw_name.decode().partition(":")

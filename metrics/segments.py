@@ -19,6 +19,11 @@ def recency_score(days_since: int, thresholds: tuple[int, ...]) -> int:
     return 1
 
 
+def threshold_score(value: float, thresholds: tuple[int, ...]) -> int:
+    """F and M scores: 1 plus the number of thresholds the value reaches."""
+    return 1 + sum(1 for t in thresholds if value >= t)
+
+
 def segment(r: int, f: int, m: int, is_new: bool) -> str:
     """First matching rule wins, most valuable first."""
     if is_new:

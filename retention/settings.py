@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     rfm_monetary: Thresholds = (50, 150, 500, 1500)
     rfm_new_days: Annotated[int, Field(ge=1)] = 14
     dimension_cap: Annotated[int, Field(ge=1, le=100)] = 10
+    at_risk_days: Annotated[tuple[int, ...], NoDecode] = (2, 7)
 
     max_event_bytes: Annotated[int, Field(ge=256)] = 65536
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
@@ -97,7 +98,9 @@ class Settings(BaseSettings):
         mode="before",
     )(_split)
 
-    @field_validator("rfm_recency_days", "rfm_frequency", "rfm_monetary", mode="before")
+    @field_validator(
+        "rfm_recency_days", "rfm_frequency", "rfm_monetary", "at_risk_days", mode="before"
+    )
     @classmethod
     def _thresholds(cls, value: object) -> object:
         if isinstance(value, str):

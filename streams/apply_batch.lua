@@ -5,7 +5,8 @@
 -- KEYS[3] per-period hash  (cohort sizes and cells, lifecycle, installs, cohort value)
 -- KEYS[4] timeline hash    (deltas and day-keyed counts the exporter sums up to T:
 --                           subscriptions, first churns, RFM keys)
--- KEYS[5..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
+-- KEYS[5] lifecycle due zset (customer key -> first day to look at again)
+-- KEYS[6..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
 --                           k cancelled; e recent event ids; p/r/q purchases, revenue,
 --                           refunded; sa/st latest subscription amount and ts;
 --                           g platform and channel codes, fixed at the first event)
@@ -20,8 +21,7 @@
 local cfg = cjson.decode(ARGV[1])
 local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
-local AGG, DAYS, PER, LINE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local FIRST_CUSTOMER_KEY = 5
+local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ARGS_PER_ITEM = 11
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
@@ -370,7 +370,7 @@ end
 ---------------------------------------------------------------------------
 -- Customer state, loaded once per batch and written back at the end.
 ---------------------------------------------------------------------------
-local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g' }
+local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g', 'pt' }
 local customers = {}
 
 local function load(key)
@@ -381,7 +381,7 @@ local function load(key)
     o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', s = v[4] or '', k = v[5] or '',
     e = v[6] or '', f = tonumber(v[7]), l = tonumber(v[8]), p = tonumber(v[9]) or 0,
     r = tonumber(v[10]) or 0, q = tonumber(v[11]) or 0, sa = tonumber(v[12]) or 0,
-    st = tonumber(v[13]), g = v[14],
+    st = tonumber(v[13]), g = v[14], pt = tonumber(v[15]),
   }
   customers[key] = st
   return st
@@ -434,7 +434,7 @@ local function count_in_periods(prefix, day)
   for _, P in ipairs(PERIODS) do incr(PER, prefix .. P .. ':' .. period(day, P), 1) end
 end
 
-local function apply_event(st, flags, day, ts, amount, nps, codes)
+local function apply_event(key, st, flags, day, ts, amount, nps, codes)
   if st.o == nil then st.g = codes end -- the customer's first applied event
   set_scopes(st.g or "")
   rebase(st, day)
@@ -467,7 +467,12 @@ local function apply_event(st, flags, day, ts, amount, nps, codes)
   if band(flags, SUB_OFF) ~= 0 then mark(st, 'k', day) end
 
   if new_activity then update_cohorts(before, day) end
-  if new_activity or new_churn then update_membership(before, st, day) end
+  if new_activity or new_churn then
+    update_membership(before, st, day)
+    -- the lifecycle sweep must look at this customer again from this day on
+    local from = st.pt and math.max(day, st.pt + 1) or day
+    redis.call('ZADD', DUE, 'LT', from, key)
+  end
   if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
       or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa then
     apply_difference(contributions(before), contributions(st))
@@ -477,7 +482,7 @@ end
 ---------------------------------------------------------------------------
 -- Main loop.
 ---------------------------------------------------------------------------
-local applied_offsets = {}
+local applied_offsets, partition_marks = {}, {}
 local watermark = tonumber(redis.call('HGET', AGG, 'watermark_ms') or '0')
 local new_watermark = watermark
 local applied, duplicates, replayed = 0, 0, 0
@@ -501,10 +506,11 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
         duplicates = duplicates + 1
       else
         local ts = tonumber(ARGV[i + 7])
-        apply_event(st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
+        apply_event(KEYS[kidx], st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
           tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10])
         incr(AGG, 'e:' .. kind, 1)
         if ts > new_watermark then new_watermark = ts end
+        if ts > (partition_marks[part] or 0) then partition_marks[part] = ts end
         applied = applied + 1
       end
     end
@@ -514,6 +520,11 @@ end
 for key, st in pairs(customers) do save(key, st) end
 for part, offset in pairs(applied_offsets) do
   redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
+end
+-- Newest event time per partition: the lifecycle sweep waits for the slowest one.
+for part, ts in pairs(partition_marks) do
+  local old = tonumber(redis.call('HGET', AGG, 'm:' .. part) or '0')
+  if ts > old then redis.call('HSET', AGG, 'm:' .. part, string.format('%d', ts)) end
 end
 if new_watermark > watermark then
   redis.call('HSET', AGG, 'watermark_ms', string.format('%d', new_watermark))

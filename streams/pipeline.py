@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from retention.settings import Settings
 from streams.events import EventDecoder, Rejected
 from streams.health import WorkerHealth
+from streams.lifecycle import LifecyclePublisher
 from streams.state import ApplyResult, Record, StateWriter
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class BatchPipeline:
         self.decoder = EventDecoder(settings)
         self.redis = Redis.from_url(settings.redis_url)
         self.writer = StateWriter(self.redis, settings)
+        self.lifecycle = LifecyclePublisher(self.redis, settings)
         self.progress = Progress()
         self.health = WorkerHealth()
         self.consumer: AIOKafkaConsumer
@@ -114,6 +116,8 @@ class BatchPipeline:
         applied = time.perf_counter()
         self.progress.add(len(records), len(dead), result)
         await self.commit(polled)
+        if result.applied:
+            await self.lifecycle.run_once(self.producer)
         self.health.batch_done(len(records), time.perf_counter() - started, applied - applying)
 
     async def dead_letter(self, dead: list[tuple[ConsumerRecord, Rejected]]) -> None:

@@ -72,6 +72,11 @@ class Keys:
         tag = self.tag(shard)
         return f"{tag}:agg", f"{tag}:days", f"{tag}:per", f"{tag}:line"
 
+    def lifecycle(self, shard: int) -> tuple[str, str]:
+        """The shard's lifecycle due set and outbox."""
+        tag = self.tag(shard)
+        return f"{tag}:due", f"{tag}:outbox"
+
     def customer(self, customer_id: str) -> str:
         return f"{self.tag(self.shard_of(customer_id))}:c:{customer_id}"
 
@@ -112,7 +117,8 @@ class StateWriter:
             return result
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, batch in shards.items():
-                keys = [*self.keys.aggregates(shard), *batch.customer_keys]
+                due = self.keys.lifecycle(shard)[0]
+                keys = [*self.keys.aggregates(shard), due, *batch.customer_keys]
                 await self.script(keys=keys, args=[self.config, *batch.args], client=pipe)
             for applied, duplicates, replayed in await pipe.execute():
                 result.applied += applied
@@ -147,7 +153,7 @@ class StateWriter:
 
 @dataclass(slots=True)
 class ShardBatch:
-    """The script arguments for one shard; customer keys are numbered from KEYS[5]."""
+    """The script arguments for one shard; customer keys are numbered from KEYS[6]."""
 
     customer_keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
@@ -156,7 +162,7 @@ class ShardBatch:
     def key_index(self, key: str) -> int:
         if key not in self.index:
             self.customer_keys.append(key)
-            self.index[key] = len(self.customer_keys) + 4
+            self.index[key] = len(self.customer_keys) + 5
         return self.index[key]
 
 

@@ -1,0 +1,121 @@
+"""Publish each customer's lifecycle changes (at risk, churned, back) to Kafka once.
+
+After every batch the worker sweeps the shards up to the watermark: a Redis script
+queues the changes of the customers that are due into a per-shard outbox in the
+same step that records them as published, and this module produces the outbox to
+`customer-lifecycle` and trims it once Kafka has acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from metrics.segments import recency_score, segment, threshold_score
+from retention.settings import Settings
+from streams.calendar import Calendar, day_to_date
+from streams.state import Keys
+
+SCRIPT = resources.files("streams").joinpath("sweep_lifecycle.lua").read_text()
+SWEEP_LIMIT = 2000
+
+
+class LifecyclePublisher:
+    """Sweeps due customers and produces their changes, at least once and normally once."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.namespace, settings.shards)
+        self.calendar = Calendar(settings.zone, settings.week_start_index)
+        self.script = redis.register_script(SCRIPT)
+        self.published = 0
+
+    async def run_once(self, producer: AIOKafkaProducer) -> int:
+        """Sweep up to the current watermark and publish; returns changes published."""
+        today = await self.watermark_day()
+        if today is None:
+            return 0
+        while await self._sweep(today):
+            pass
+        return await self._drain(producer)
+
+    async def watermark_day(self) -> int | None:
+        """Local day of the slowest partition's newest event time, less the lateness.
+
+        Unlike the metrics' watermark this waits for every partition seen so far, so a
+        partition that is consumed behind the others never has its days published early.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.hgetall(self.keys.aggregates(shard)[0])
+        newest: dict[str, int] = {}
+        for totals in await pipe.execute():
+            for name, value in totals.items():
+                if name.startswith(b"m:"):
+                    newest[name] = max(newest.get(name, 0), int(value))
+        if not newest:
+            return None
+        lateness_ms = self.settings.allowed_lateness_seconds * 1000
+        return self.calendar.day(min(newest.values()) - lateness_ms)
+
+    async def _sweep(self, today: int) -> bool:
+        """One pass over every shard; True when some shard had more due than the limit."""
+        config = json.dumps(
+            {
+                "T": today,
+                "W": self.settings.churn_window_days,
+                "risk": list(self.settings.at_risk_days),
+                "limit": SWEEP_LIMIT,
+            }
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                await self.script(keys=list(self.keys.lifecycle(shard)), args=[config], client=pipe)
+            results = await pipe.execute()
+        return any(due >= SWEEP_LIMIT for due, _ in results)
+
+    async def _drain(self, producer: AIOKafkaProducer) -> int:
+        sent = 0
+        for shard in range(self.keys.shards):
+            outbox = self.keys.lifecycle(shard)[1]
+            entries = await self.redis.lrange(outbox, 0, -1)  # type: ignore[misc]
+            if not entries:
+                continue
+            futures = []
+            for raw in entries:
+                customer, value = self.message(json.loads(raw))
+                futures.append(
+                    await producer.send(self.settings.lifecycle_topic, value=value, key=customer)
+                )
+            for future in futures:
+                await future
+            await self.redis.ltrim(outbox, len(entries), -1)  # type: ignore[misc]
+            sent += len(entries)
+        self.published += sent
+        return sent
+
+    def message(self, change: dict[str, Any]) -> tuple[bytes, bytes]:
+        """Kafka key and JSON value of one queued change."""
+        customer = change["key"].split(":c:", 1)[1]
+        day = change["day"]
+        body = {
+            "customer_id": customer,
+            "from": change["from"],
+            "to": change["to"],
+            "at": day_to_date(day).isoformat(),
+            "reason": change["reason"],
+            "segment": self._segment(change, day),
+        }
+        return customer.encode(), json.dumps(body).encode()
+
+    def _segment(self, change: dict[str, Any], day: int) -> str:
+        s = self.settings
+        r = recency_score(max(0, day - change["last"]), s.rfm_recency_days)
+        f = threshold_score(change["purchases"], s.rfm_frequency)
+        m = threshold_score(change["net_milli"] / 1000, s.rfm_monetary)
+        return segment(r, f, m, is_new=day - change["first"] < s.rfm_new_days)
