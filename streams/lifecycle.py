@@ -83,7 +83,7 @@ class LifecyclePublisher:
         sent = 0
         for shard in range(self.keys.shards):
             outbox = self.keys.lifecycle(shard)[1]
-            entries = await self.redis.lrange(outbox, 0, -1)  # type: ignore[misc]
+            entries = await self.redis.lrange(outbox, 0, -1)
             if not entries:
                 continue
             futures = []
@@ -94,7 +94,7 @@ class LifecyclePublisher:
                 )
             for future in futures:
                 await future
-            await self.redis.ltrim(outbox, len(entries), -1)  # type: ignore[misc]
+            await self.redis.ltrim(outbox, len(entries), -1)
             sent += len(entries)
         self.published += sent
         return sent
