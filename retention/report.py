@@ -1,0 +1,179 @@
+"""`retention report`: turn one scrape of the exporter into tables people can read.
+
+Families are grouped by their label names, not by a fixed list, so a metric the exporter
+adds later (lifecycle states, RFM segments, unbounded retention…) gets a section of the
+right shape without changes here; a section appears only when its metrics exist.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from retention.errors import EXIT_PROBLEM, CommandError
+from retention.history import ChurnPoint
+from retention.scrape import Family, Scrape
+
+PERIOD_ORDER = ("day", "week", "month")
+COHORT_CELL = frozenset({"cohort_period", "cohort", "offset"})
+COHORT_COLUMN = frozenset({"cohort_period", "cohort"})
+TIMELINE = frozenset({"period", "start"})
+DIMENSION = frozenset({"dimension", "value"})
+SIZE = "retention_cohort_size"
+PERCENT_ENDINGS = ("_ratio", "_rate", "_crr")
+
+
+@dataclass
+class CohortRow:
+    cohort: str
+    size: float | None
+    values: list[float | None]  # by offset; None where the exporter has no cell
+
+
+@dataclass
+class CurvePoint:
+    offset: int
+    retained: float
+    size: float
+
+    @property
+    def ratio(self) -> float:
+        return self.retained / self.size if self.size else 0.0
+
+
+@dataclass
+class Report:
+    url: str
+    watermark_ms: int | None
+    families: dict[str, Family]
+    scalars: list[Family] = field(default_factory=list)
+    cohorts: dict[str, dict[str, list[CohortRow]]] = field(default_factory=dict)
+    curves: dict[str, dict[str, list[CurvePoint]]] = field(default_factory=dict)
+    by_period: list[Family] = field(default_factory=list)
+    by_period_state: list[Family] = field(default_factory=list)
+    timelines: list[Family] = field(default_factory=list)  # {period, start[, one more]}
+    by_dimension: list[Family] = field(default_factory=list)  # {dimension, value, ...}
+    breakdowns: list[Family] = field(default_factory=list)
+    other: list[Family] = field(default_factory=list)
+    churn_history: dict[str, list[ChurnPoint]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def watermark(self) -> datetime | None:
+        if self.watermark_ms is None:
+            return None
+        return datetime.fromtimestamp(self.watermark_ms / 1000, tz=UTC)
+
+
+def is_percent(name: str) -> bool:
+    """Ratios are shown as percentages; Prometheus convention names them `_ratio`."""
+    return name.endswith(PERCENT_ENDINGS) or "stickiness" in name
+
+
+def build(scrape: Scrape) -> Report:
+    """Group every family by the shape of its labels; raise when there is nothing to show."""
+    families = scrape.families
+    customers = scrape.get("retention_customers")
+    watermark = scrape.get("retention_watermark_seconds")
+    if not customers or watermark is None:
+        raise CommandError(
+            f"the exporter at {scrape.url} has no data yet: no events have been applied in "
+            "its namespace. Feed some (`retention feed FILE`, `retention simulate`), check that "
+            "a worker runs (`retention status`), and try again.",
+            EXIT_PROBLEM,
+        )
+    report = Report(scrape.url, round(watermark * 1000), families)
+    for name in sorted(families):
+        _place(report, families[name])
+    size = families.get(SIZE)
+    for name, family in families.items():
+        if family.label_names == COHORT_CELL:
+            report.cohorts[name] = cohort_rows(family, size)
+            if size is not None and not is_percent(name):
+                report.curves[name] = {
+                    p: pooled_curve(rows) for p, rows in report.cohorts[name].items()
+                }
+    return report
+
+
+def _place(report: Report, family: Family) -> None:
+    labels = family.label_names
+    if not labels:
+        report.scalars.append(family)
+    elif labels in (COHORT_CELL, COHORT_COLUMN):
+        return  # shown as cohort tables and curves
+    elif labels == {"period"}:
+        report.by_period.append(family)
+    elif labels == {"period", "state"}:
+        report.by_period_state.append(family)
+    elif labels >= TIMELINE and len(labels) <= 3:
+        report.timelines.append(family)
+    elif labels >= DIMENSION and not labels & COHORT_COLUMN:
+        report.by_dimension.append(family)
+    elif len(labels) == 1:
+        report.breakdowns.append(family)
+    else:
+        report.other.append(family)
+
+
+def cohort_rows(family: Family, size: Family | None) -> dict[str, list[CohortRow]]:
+    """Per period type, one row per cohort (oldest first), cells by offset."""
+    cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for s in family.samples:
+        cells[s.labels["cohort_period"]][s.labels["cohort"]][int(s.labels["offset"])] = s.value
+    out: dict[str, list[CohortRow]] = {}
+    for period in sorted(cells, key=_period_key):
+        rows = []
+        for cohort in sorted(cells[period]):
+            by_offset = cells[period][cohort]
+            values = [by_offset.get(k) for k in range(max(by_offset) + 1)]
+            count = size.value(cohort_period=period, cohort=cohort) if size else None
+            rows.append(CohortRow(cohort, count, values))
+        out[period] = rows
+    return out
+
+
+def pooled_curve(rows: list[CohortRow]) -> list[CurvePoint]:
+    """Sum retained and sizes over cohorts whose period cohort+offset is complete (never
+    average ratios): the last cell of each row is the running period and is left out."""
+    retained: dict[int, float] = defaultdict(float)
+    sizes: dict[int, float] = defaultdict(float)
+    for row in rows:
+        for k, value in enumerate(row.values[:-1]):
+            if value is not None and row.size:
+                retained[k] += value
+                sizes[k] += row.size
+    return [CurvePoint(k, retained[k], sizes[k]) for k in sorted(sizes)]
+
+
+def _period_key(period: str) -> int:
+    return PERIOD_ORDER.index(period) if period in PERIOD_ORDER else len(PERIOD_ORDER)
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """Everything the terminal shows, plus every raw sample, in plain JSON types."""
+    return {
+        "exporter": report.url,
+        "watermark": report.watermark.isoformat() if report.watermark else None,
+        "metrics": {
+            name: [{"labels": s.labels, "value": s.value} for s in f.samples]
+            for name, f in sorted(report.families.items())
+        },
+        "cohorts": {
+            name: {p: [asdict(r) for r in rows] for p, rows in by_period.items()}
+            for name, by_period in report.cohorts.items()
+        },
+        "curves": {
+            name: {
+                p: [{**asdict(c), "ratio": c.ratio} for c in points]
+                for p, points in by_period.items()
+            }
+            for name, by_period in report.curves.items()
+        },
+        "churn_history": None
+        if report.churn_history is None
+        else {p: [c.as_dict() for c in points] for p, points in report.churn_history.items()},
+        "notes": report.notes,
+    }

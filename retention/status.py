@@ -1,0 +1,242 @@
+"""`retention status`: is every part up, is the worker keeping up, how fresh is the data.
+
+Each check has a short timeout, so a stopped part is reported in seconds, not hung on.
+Rates come from two looks at the topic's end offsets and the group's committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rich.table import Table
+from rich.text import Text
+
+from retention.errors import CommandError
+from retention.produce import quiet_kafka_logs
+from retention.scrape import exporter_url, fetch
+from retention.settings import Settings
+from streams.state import Keys
+
+TIMEOUT = 5.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Status:
+    checks: list[Check]
+    required: tuple[str, ...] = ("kafka", "redis", "exporter")
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.name in self.required)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def prometheus_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '19090')}"
+
+
+def collect(settings: Settings, exporter: str | None, prometheus: str, sample: float) -> Status:
+    checks = asyncio.run(_kafka_checks(settings, sample))
+    checks.append(_redis_check(settings))
+    checks.append(_exporter_check(exporter or exporter_url(settings)))
+    checks.append(_prometheus_check(prometheus))
+    return Status(checks)
+
+
+async def _kafka_checks(settings: Settings, sample: float) -> list[Check]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    quiet_kafka_logs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    try:
+        await asyncio.wait_for(admin.start(), TIMEOUT)
+        await asyncio.wait_for(consumer.start(), TIMEOUT)
+        topics = set(await admin.list_topics())
+    except Exception as exc:
+        for client in (consumer.stop(), admin.close()):
+            with contextlib.suppress(Exception):
+                await client
+        where = settings.kafka_bootstrap
+        down = f"unreachable at {where} ({exc or type(exc).__name__}); `retention stack up`"
+        return [Check("kafka", False, down), Check("worker", False, "no broker, no consumer group")]
+    try:
+        kafka = Check(
+            "kafka",
+            True,
+            f"{settings.kafka_bootstrap}, {len(topics)} topics",
+            {"bootstrap": settings.kafka_bootstrap, "topics": len(topics)},
+        )
+        if settings.events_topic not in topics:
+            kafka.detail += f"; topic {settings.events_topic!r} does not exist yet"
+            return [kafka, Check("worker", False, "no events topic yet: nothing to consume")]
+        clients = Clients(admin, consumer)
+        worker = await _consumer_check(settings, clients, sample)
+        dead = 0
+        if settings.dlq_topic in topics:
+            dead = sum((await clients.ends(settings.dlq_topic)).values())
+        worker.data["dead_lettered"] = dead
+        worker.detail += f"; {dead:,} dead-lettered"
+        return [kafka, worker]
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+@dataclass
+class Clients:
+    """The admin client knows topics and groups; a consumer knows end offsets."""
+
+    admin: Any
+    consumer: Any
+
+    async def partitions(self, topic: str) -> list[Any]:
+        from aiokafka import TopicPartition
+
+        (described,) = await self.admin.describe_topics([topic])
+        return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+    async def ends(self, topic: str) -> dict[Any, int]:
+        return dict(await self.consumer.end_offsets(await self.partitions(topic)))
+
+
+async def _consumer_check(settings: Settings, clients: Clients, sample: float) -> Check:
+    """Lag and rates of the worker's consumer group on the events topic."""
+    topic, group = settings.events_topic, settings.group_id
+    parts = await clients.partitions(topic)
+
+    async def look() -> tuple[float, int, int]:
+        ends = await clients.consumer.end_offsets(parts)
+        done = await clients.admin.list_consumer_group_offsets(group, partitions=parts)
+        committed = sum(m.offset for m in done.values() if m is not None and m.offset >= 0)
+        return time.monotonic(), int(sum(ends.values())), int(committed)
+
+    t1, end1, done1 = await look()
+    await asyncio.sleep(sample)
+    t2, end2, done2 = await look()
+    state, members = await _group_state(clients.admin, group)
+    dt = max(t2 - t1, 1e-6)
+    data = {
+        "group": group,
+        "state": state,
+        "members": members,
+        "events_in_topic": end2,
+        "committed": done2,
+        "lag": end2 - done2,
+        "produced_per_second": (end2 - end1) / dt,
+        "applied_per_second": (done2 - done1) / dt,
+    }
+    ok = members > 0
+    detail = (
+        f"group {group}: {state}, {members} member(s); lag {end2 - done2:,}; "
+        f"in {data['produced_per_second']:,.0f}/s, applied {data['applied_per_second']:,.0f}/s"
+    )
+    if not ok:
+        detail += "; no worker is consuming (`retention worker`)"
+    return Check("worker", ok, detail, data)
+
+
+async def _group_state(admin: Any, group: str) -> tuple[str, int]:
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        _, _, state, _, _, members, *_ = response.groups[0]
+        return str(state), len(members)
+    except Exception:
+        return "unknown", 0
+
+
+def _redis_check(settings: Settings) -> Check:
+    keys = Keys(settings.namespace, settings.shards)
+    try:
+        redis = Redis.from_url(
+            settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+        )
+        redis.ping()
+        pipe = redis.pipeline(transaction=False)
+        for shard in range(settings.shards):
+            pipe.hmget(keys.aggregates(shard)[0], ["watermark_ms", "customers"])
+        replies = pipe.execute()
+        memory = redis.info("memory").get("used_memory_human", "?")
+        redis.close()
+    except RedisError as exc:
+        return Check(
+            "redis", False, f"unreachable at {settings.redis_url} ({exc}); `retention stack up`"
+        )
+    marks = [int(w) for w, _ in replies if w is not None]
+    customers = sum(int(c) for _, c in replies if c is not None)
+    data: dict[str, Any] = {
+        "namespace": settings.namespace,
+        "customers": customers,
+        "memory": memory,
+    }
+    detail = f"namespace {settings.namespace}: {customers:,} customers, {memory} used"
+    if marks:
+        watermark = max(marks) - settings.allowed_lateness_seconds * 1000
+        data["watermark_ms"] = watermark
+        detail += f"; watermark {_when(watermark)}"
+    else:
+        detail += "; no events applied yet"
+    return Check("redis", True, detail, data)
+
+
+def _when(ms: int) -> str:
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    behind = time.time() - ms / 1000
+    ago = f"{behind / 86400:.1f} days" if behind > 2 * 86400 else f"{behind:,.0f} s"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({ago} behind the wall clock)"
+
+
+def _exporter_check(url: str) -> Check:
+    try:
+        scrape = fetch(url, timeout=TIMEOUT)
+    except CommandError:
+        return Check("exporter", False, f"unreachable at {url}; `retention exporter`")
+    series = sum(len(f.samples) for f in scrape.families.values())
+    customers = scrape.get("retention_customers")
+    data = {"url": url, "series": series, "scrape_seconds": scrape.seconds, "customers": customers}
+    detail = f"{url}: {series} series in {scrape.seconds * 1000:.0f} ms"
+    return Check("exporter", True, detail, data)
+
+
+def _prometheus_check(url: str) -> Check:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=TIMEOUT) as response:
+            ready = response.status == 200
+    except OSError as exc:
+        return Check("prometheus", False, f"not ready at {url} ({exc}) — optional")
+    return Check("prometheus", ready, f"{url} ready" if ready else f"{url} not ready")
+
+
+def table(status: Status) -> Table:
+    out = Table(title="retention status", title_justify="left")
+    out.add_column("part", style="bold")
+    out.add_column("")
+    out.add_column("details")
+    for check in status.checks:
+        mark = Text("up", style="green") if check.ok else Text("DOWN", style="bold red")
+        if check.name == "worker" and not check.ok:
+            mark = Text("idle", style="yellow")
+        out.add_row(check.name, mark, check.detail)
+    return out
