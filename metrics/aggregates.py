@@ -301,8 +301,8 @@ class AggregateReader:
             base_end=days[f"{prefix}b:{end}"],
             new=periods[f"{prefix}z:{code}:{last}"],
             stayed=periods[f"{prefix}s:{code}:{last}"],
-            cancels=periods[f"sc:{code}:{last}"] if timeline else 0,
-            subscribers_start=_sum_until(timeline, "sd", start - 1) if timeline else 0,
+            cancels=periods[f"sc:{code}:{last}"] if timeline is not None else 0,
+            subscribers_start=_sum_until(timeline, "sd", start - 1) if timeline is not None else 0,
         )
 
     def _lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:

@@ -16,6 +16,8 @@ from metrics.segments import count_segments
 from retention.settings import Settings
 from streams.calendar import Calendar, Period
 
+SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
+
 
 def gauge(name: str, text: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, text, labels=list(labels))
@@ -223,9 +225,9 @@ class RetentionCollector(Collector):
     def _value(self, snap: Snapshot) -> Iterator[Metric]:
         lifespan = self._lifespan_years(snap)
         yield GaugeMetricFamily(
-            "retention_clv_lifespan_years",
-            "Average lifespan from last month's churn (capped).",
-            value=lifespan,
+            "retention_clv_lifespan_seconds",
+            "Average lifespan from last month's churn (capped), in seconds.",
+            value=lifespan * SECONDS_PER_YEAR,
         )
         per_year = gauge(
             "retention_purchases_per_customer_year",

@@ -8,11 +8,12 @@
 -- KEYS[5] lifecycle due zset (customer key -> first day to look at again)
 -- KEYS[6..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
 --                           k cancelled; e recent event ids; p/r/q purchases, revenue,
---                           refunded; sa/st latest subscription amount and ts;
+--                           refunded; sa/st/si latest subscription amount, ts, id;
 --                           g platform and channel codes, fixed at the first event)
--- ARGV[1] JSON config; ARGV[2..] 11 values per item: key index (0 = invalid),
+-- ARGV[1] JSON config; ARGV[2..] 12 values per item: key index (0 = invalid),
 --   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
---   amount milli, NPS score, breakdown codes (e.g. "P0\tC3")
+--   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), and the event id
+--   itself for subscription starts and renewals (it breaks ts ties for MRR)
 --
 -- Days are local days since 1970-01-01. A customer is a few day bitmaps, so late,
 -- out-of-order and duplicate events land exactly; every aggregate changes only by
@@ -22,7 +23,7 @@ local cfg = cjson.decode(ARGV[1])
 local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
 local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ARGS_PER_ITEM = 11
+local ARGS_PER_ITEM = 12
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 local floor, band, bor, lshift = math.floor, bit.band, bit.bor, bit.lshift
@@ -370,7 +371,7 @@ end
 ---------------------------------------------------------------------------
 -- Customer state, loaded once per batch and written back at the end.
 ---------------------------------------------------------------------------
-local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g', 'pt' }
+local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g', 'pt', 'si' }
 local customers = {}
 
 local function load(key)
@@ -381,7 +382,7 @@ local function load(key)
     o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', s = v[4] or '', k = v[5] or '',
     e = v[6] or '', f = tonumber(v[7]), l = tonumber(v[8]), p = tonumber(v[9]) or 0,
     r = tonumber(v[10]) or 0, q = tonumber(v[11]) or 0, sa = tonumber(v[12]) or 0,
-    st = tonumber(v[13]), g = v[14], pt = tonumber(v[15]),
+    st = tonumber(v[13]), g = v[14], pt = tonumber(v[15]), si = v[16] or '',
   }
   customers[key] = st
   return st
@@ -391,7 +392,8 @@ local function save(key, st)
   redis.call('HSET', key, 'o', st.o or 0, 'a', st.a, 'x', st.x, 's', st.s, 'k', st.k,
     'e', st.e, 'f', string.format('%d', st.f or 0), 'l', string.format('%d', st.l or 0),
     'p', st.p, 'r', string.format('%d', st.r), 'q', string.format('%d', st.q),
-    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0), 'g', st.g or '')
+    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0), 'g', st.g or '',
+    'si', st.si)
 end
 
 -- Move the bitmaps' base day down so that `day` fits; bases stay multiples of 8.
@@ -434,7 +436,7 @@ local function count_in_periods(prefix, day)
   for _, P in ipairs(PERIODS) do incr(PER, prefix .. P .. ':' .. period(day, P), 1) end
 end
 
-local function apply_event(key, st, flags, day, ts, amount, nps, codes)
+local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   if st.o == nil then st.g = codes end -- the customer's first applied event
   set_scopes(st.g or "")
   rebase(st, day)
@@ -458,8 +460,8 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes)
     local group = nps >= 9 and 'np:' or (nps >= 7 and 'nq:' or 'nd:')
     incr(DAYS, group .. day, 1)
   end
-  if band(flags, SUB_ON) ~= 0 and (st.st == nil or ts >= st.st) then
-    st.sa, st.st = amount, ts
+  if band(flags, SUB_ON) ~= 0 and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
+    st.sa, st.st, st.si = amount, ts, id
   end
   local new_activity = band(flags, ACTIVITY) ~= 0 and mark(st, 'a', day)
   local new_churn = band(flags, CHURN) ~= 0 and mark(st, 'x', day)
@@ -507,7 +509,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
       else
         local ts = tonumber(ARGV[i + 7])
         apply_event(KEYS[kidx], st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
-          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10])
+          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10], ARGV[i + 11])
         incr(AGG, 'e:' .. kind, 1)
         if ts > new_watermark then new_watermark = ts end
         if ts > (partition_marks[part] or 0) then partition_marks[part] = ts end

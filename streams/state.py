@@ -27,7 +27,7 @@ from streams.events import Event, Reason
 ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
-INVALID_TAIL = (0, 0, 0, 0, -1, "")  # flags, day, ts, amount, score, breakdown codes
+INVALID_TAIL = (0, 0, 0, 0, -1, "", "")  # flags, day, ts, amount, score, codes, id
 FIXED_FLAGS = {
     "subscription_start": SUB_ON,
     "subscription_renew": SUB_ON,
@@ -148,6 +148,7 @@ class StateWriter:
             amount,
             -1 if event.score is None else event.score,
             await self.dimensions.codes(event.platform, event.channel),
+            event.event_id if flags & SUB_ON else "",
         ]
 
 

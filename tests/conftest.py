@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,6 +175,7 @@ class Pipeline:
             {
                 "RETENTION_GROUP_ID": group,
                 "RETENTION_WORKER_WEB_PORT": str(free_port()),
+                "RETENTION_WORKER_METRICS_PORT": str(free_port()),
                 "RETENTION_STATE_DIR": str(state),
             },
         )
@@ -222,8 +224,8 @@ class Pipeline:
 
     def produce(
         self,
-        items: Iterable[dict | bytes | tuple[bytes | None, bytes]],
-        key: Callable[[dict], str] | None = None,
+        items: Iterable[dict[Any, Any] | bytes | tuple[bytes | None, bytes]],
+        key: Callable[[dict[Any, Any]], str] | None = None,
     ) -> int:
         """Produce in list order (key = customer_id for dicts; (key, value) tuples as given)."""
         records: list[tuple[bytes | None, bytes]] = []
@@ -327,10 +329,10 @@ class Pipeline:
         end, done = asyncio.run(self._offsets(group or self.group))
         return sum(done.values()), sum(end.values())
 
-    def consume_dlq(self, count: int, timeout: float = 30) -> list:
+    def consume_dlq(self, count: int, timeout: float = 30) -> list[Any]:
         return asyncio.run(self._consume_dlq(count, timeout))
 
-    async def _consume_dlq(self, count: int, timeout: float) -> list:
+    async def _consume_dlq(self, count: int, timeout: float) -> list[Any]:
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(
@@ -342,7 +344,7 @@ class Pipeline:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await consumer.start()
-        out: list = []
+        out: list[Any] = []
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -363,9 +365,9 @@ class Pipeline:
     def scrape_text(self) -> str:
         url = f"http://127.0.0.1:{self.exporter_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.read().decode()
+            return str(resp.read().decode())
 
-    def scrape(self, names: frozenset[str] | None = None) -> dict:
+    def scrape(self, names: frozenset[str] | None = None) -> dict[Any, Any]:
         text = self.scrape_text()
         return flatten(text) if names is None else flatten(text, names)
 

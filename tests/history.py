@@ -13,7 +13,10 @@ produced to Kafka. The order is realistic rather than clean:
 
 Customer behaviour: installs spread over every day, decaying return probability,
 churners, lapsers who come back after a gap > 30 days (so they resurrect), uninstalls
-(some reinstall), subscriptions, purchases with 2-decimal amounts, refunds, NPS.
+(some reinstall), purchases with 2-decimal amounts (~3% with 4 decimals), repeat buyers
+and big-spending "whales" (so every RFM segment is populated), full and partial refunds
+(a few without an amount), subscriptions on several plans with 30-day renewals, plan
+changes, cancels and re-subscriptions, and NPS answers with scores spread over 0-10.
 `ts` is a mix of RFC 3339 strings with various UTC offsets and epoch-ms integers.
 """
 
@@ -23,7 +26,9 @@ import math
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 PLATFORMS = ("ios", "android", "web")
@@ -67,7 +72,7 @@ class _Customer:
         self.cid = cid
         self.platform = rng.choice(PLATFORMS)
         self.channel = rng.choice(CHANNELS)
-        self.events: list[tuple[int, str, dict]] = []  # (ts_ms, type, extra)
+        self.events: list[tuple[int, str, dict[str, Any]]] = []  # (ts_ms, type, extra)
 
 
 def generate_history(
@@ -77,7 +82,7 @@ def generate_history(
     start: date = date(2026, 3, 2),
     tz: str = "UTC",
     very_late: float = 0.0,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Event dicts in delivery order (duplicates included).
 
     `very_late` is an extra fraction of events delivered 10-45 days late (beyond the
@@ -107,10 +112,10 @@ def generate_history(
         _simulate(c, rng, days, at)
 
     # Unique events with ids.
-    unique: list[dict] = []
+    unique: list[dict[str, Any]] = []
     for c in custs:
         for ts_ms, kind, extra in c.events:
-            ev: dict = {
+            ev: dict[str, Any] = {
                 "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 "customer_id": c.cid,
                 "type": kind,
@@ -140,7 +145,7 @@ def generate_history(
         ):
             next_day_ts[cid] = min(t, next_day_ts.get(cid, t))
     late_first = {c.cid for c in custs if c.cid in next_day_ts and rng.random() < 0.035}
-    keyed: list[tuple[float, int, dict]] = []
+    keyed: list[tuple[float, int, dict[str, Any]]] = []
     for n, ev in enumerate(unique):
         key = ev["_ts_ms"] + rng.uniform(0, 3 * HOUR_MS)
         if rng.random() < 0.03:
@@ -158,7 +163,7 @@ def generate_history(
     positions: dict[str, list[int]] = defaultdict(list)
     for pos, ev in enumerate(order):
         positions[ev["customer_id"]].append(pos)
-    inserts: dict[int, list[dict]] = defaultdict(list)
+    inserts: dict[int, list[dict[str, Any]]] = defaultdict(list)
     purchase_dups = 0
     for plist in positions.values():
         for k, pos in enumerate(plist):
@@ -169,7 +174,7 @@ def generate_history(
                 ahead = rng.randint(0, min(4, len(plist) - 1 - k))
                 inserts[plist[k + ahead]].append(order[pos])
                 purchase_dups += order[pos]["type"] == "purchase"
-    delivered: list[dict] = []
+    delivered: list[dict[str, Any]] = []
     for pos, ev in enumerate(order):
         delivered.append(_public(ev))
         for dup in inserts.get(pos, ()):
@@ -177,11 +182,27 @@ def generate_history(
     return delivered
 
 
-def _public(ev: dict) -> dict:
+def _public(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if not k.startswith("_")}
 
 
-def _simulate(c: _Customer, rng: random.Random, days: int, at) -> None:
+def _price(rng: random.Random, whale: bool) -> float:
+    """A purchase amount: 2 decimals, bigger for whales; ~3% priced as quantity x unit
+    price less a discount, with 4 decimals (rounded to thousandths by the tracker)."""
+    if rng.random() < 0.03:
+        while True:
+            amount = round(rng.randint(1, 4) * rng.uniform(1, 60) * (1 - rng.uniform(0, 0.3)), 4)
+            if abs(amount * 1000 % 1 - 0.5) > 1e-6:  # keep clear of rounding ties
+                return amount
+    if whale:
+        return round(rng.uniform(40.0, 400.0), 2)
+    return round(rng.uniform(0.99, 149.99), 2)
+
+
+PLANS = (4.99, 9.99, 9.99, 19.99)
+
+
+def _simulate(c: _Customer, rng: random.Random, days: int, at: Callable[..., int]) -> None:
     """Fill c.events with (ts_ms, type, extra) for one customer's life."""
     r = rng.random()
     if r < 0.07 and days >= 45:
@@ -194,11 +215,14 @@ def _simulate(c: _Customer, rng: random.Random, days: int, at) -> None:
             else "uninstaller"
             if r < 0.27
             else "subscriber"
-            if r < 0.35
+            if r < 0.37
             else "regular"
         )
         install = rng.randrange(0, days)
-    engagement = rng.uniform(0.15, 0.8)
+    # Whales buy on most active days and spend more (VIP, pre-VIP and, once they lapse,
+    # at-risk RFM segments).
+    whale = kind == "regular" and rng.random() < 0.08
+    engagement = rng.uniform(0.5, 0.9) if whale else rng.uniform(0.15, 0.8)
     tau = rng.uniform(4, 25)
     lifetime = int(rng.expovariate(1 / 25)) + 1  # churners stop after this many days
     skip_install = rng.random() < 0.05  # first event is not an install
@@ -210,12 +234,15 @@ def _simulate(c: _Customer, rng: random.Random, days: int, at) -> None:
             c.events.append((times[0], "install", {}))  # the install opens the first day
         for ts in times[1:]:
             c.events.append((ts, rng.choice(("app_open", "session", "session")), {}))
-        if rng.random() < 0.12:
-            amount = round(rng.uniform(0.99, 149.99), 2)
+        if rng.random() < (0.6 if whale else 0.12):
+            amount = _price(rng, whale)
             ts = at(day)
             c.events.append((ts, "purchase", {"amount": amount, "currency": "EUR"}))
             if rng.random() < 0.08 and day + 1 < days:
-                c.events.append((at(day + 1), "refund", {"amount": amount, "currency": "EUR"}))
+                # Full or partial refund the next day; a few carry no amount.
+                back = amount if rng.random() < 0.6 else round(amount * rng.uniform(0.1, 0.9), 2)
+                extra = {"amount": back, "currency": "EUR"} if rng.random() < 0.95 else {}
+                c.events.append((at(day + 1), "refund", extra))
 
     activity_day(install, first=True)
     if kind == "one_and_done":
@@ -252,20 +279,12 @@ def _simulate(c: _Customer, rng: random.Random, days: int, at) -> None:
                         if rng.random() < 0.4:
                             activity_day(d)
     if kind == "subscriber":
-        s = install + rng.randint(0, 3)
-        if s < days:
-            c.events.append((at(s), "subscription_start", {"amount": 9.99, "currency": "EUR"}))
-            if s + 30 < days:
-                c.events.append(
-                    (at(s + 30), "subscription_renew", {"amount": 9.99, "currency": "EUR"})
-                )
-            if rng.random() < 0.3:
-                cancel = s + rng.randint(1, 45)
-                if cancel < days:
-                    c.events.append((at(cancel), "subscription_cancel", {}))
-    if rng.random() < 0.04:
-        d = rng.randrange(install, days)
-        c.events.append((at(d), "nps", {"score": rng.randint(0, 10)}))
+        _subscribe(c, rng, days, at, install + rng.randint(0, 3))
+    # NPS answers, scores spread over 0-10, some customers answering twice.
+    if rng.random() < 0.15:
+        for _ in range(rng.choice((1, 1, 1, 2))):
+            d = rng.randrange(install, days)
+            c.events.append((at(d), "nps", {"score": rng.randint(0, 10)}))
     # A few events just around local midnight, to catch day-cutting mistakes.
     if rng.random() < 0.05:
         d = rng.randrange(install, days)
@@ -274,9 +293,34 @@ def _simulate(c: _Customer, rng: random.Random, days: int, at) -> None:
             c.events.append((at(d + 1, 0.0, 0.1), "app_open", {}))
 
 
-def unique_events(delivered: list[dict]) -> list[dict]:
+def _subscribe(
+    c: _Customer, rng: random.Random, days: int, at: Callable[..., int], day: int
+) -> None:
+    """Subscriptions from `day`: renewals every 30 days (sometimes on another plan),
+    cancels, and re-subscriptions after a cancel (now and then on the cancel day)."""
+    plan = rng.choice(PLANS)
+    while day < days:
+        extra = {"amount": plan, "currency": "EUR"} if rng.random() < 0.97 else {}
+        c.events.append((at(day), "subscription_start", extra))
+        cancel = day + rng.randint(1, 70) if rng.random() < 0.45 else None
+        renew = day + 30
+        while renew < days and (cancel is None or renew < cancel):
+            if rng.random() < 0.15:
+                plan = rng.choice(PLANS)  # up- or downgrade at renewal
+            c.events.append((at(renew), "subscription_renew", {"amount": plan, "currency": "EUR"}))
+            renew += 30
+        if cancel is None or cancel >= days:
+            return
+        c.events.append((at(cancel), "subscription_cancel", {}))
+        if rng.random() >= 0.4:
+            return
+        day = cancel + rng.choice((0, 1, 3, 7, 14, 20))  # re-subscribe
+        plan = rng.choice(PLANS)
+
+
+def unique_events(delivered: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The history without re-sent duplicates (first delivery of each event_id), in order."""
-    seen: dict[str, dict] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for ev in delivered:
         seen.setdefault(ev["event_id"], ev)
     return list(seen.values())

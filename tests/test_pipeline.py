@@ -4,8 +4,9 @@ value by value against the independent oracle (tests/oracle.py)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -35,12 +36,13 @@ class Run:
     text: str  # the exporter's /metrics after the first pass
     produced: int
     seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_history(p: Pipeline, history: list[dict], settings: OracleSettings) -> Run:
+def run_history(p: Pipeline, history: list[dict[str, Any]], settings: OracleSettings) -> Run:
     produced = p.produce(history)
     seconds = p.wait_until_consumed(timeout=180)
-    return Run(p, compute(history, settings), p.scrape_text(), produced, seconds)
+    return Run(p, compute(history, settings), p.scrape_text(), produced, seconds, history)
 
 
 def assert_matches(run: Run, text: str | None = None) -> None:
@@ -80,7 +82,47 @@ def test_history_matches_oracle_utc(utc_run: Run) -> None:
     assert sum(1 for k in exp if k[0] == "retention_cohort_ratio") > 100
     assert key("retention_cohort_size", cohort_period="day", cohort="2026-04-30") in exp
     assert key("retention_cohort_size", cohort_period="day", cohort="2026-05-01") not in exp
+    assert_exercises_value_metrics(exp)
     assert_matches(utc_run)
+
+
+def assert_exercises_value_metrics(exp: dict[Key, float]) -> None:
+    """The issue-3 metrics are non-trivial in this history (not all zero or absent)."""
+
+    def values(name: str) -> list[float]:
+        return [v for k, v in exp.items() if k[0] == name]
+
+    for segment in ("new", "vip", "pre_vip", "loyal", "at_risk", "lost", "hibernating", "active"):
+        assert exp[key("retention_rfm_customers", segment=segment)] > 0, segment
+    for group in ("promoter", "passive", "detractor"):
+        assert exp[key("retention_nps_responses", group=group)] > 0, group
+    for tenure in ("quick", "late"):
+        assert exp[key("retention_winback_customers", tenure=tenure)] > 0
+        assert exp[key("retention_winback_ratio", tenure=tenure)] < 1
+    assert exp[key("retention_refunds_total")] > 0
+    assert exp[key("retention_repeat_customers")] > 0
+    assert exp[key("retention_subscription_cancels", period="month")] > 0
+    assert exp[key("retention_subscribers")] > 0 and exp[key("retention_mrr")] > 0
+    assert 0 < exp[key("retention_clv_lifespan_seconds")] < 5 * 365 * 86400
+    assert len(values("retention_clv")) >= 3  # "all" and at least two cohort months
+    # Unbounded differs from N-period retention somewhere; every lifecycle state occurs.
+    differs = [
+        k
+        for k, v in exp.items()
+        if k[0] == "retention_cohort_unbounded_retained"
+        and v != exp[("retention_cohort_retained", k[1])]
+    ]
+    assert len(differs) > 20
+    for state in ("new", "returning", "resurrecting", "dormant"):
+        assert (
+            sum(
+                v
+                for k, v in exp.items()
+                if k[0] == "retention_lifecycle_customers" and ("state", state) in k[1]
+            )
+            > 0
+        ), state
+    assert sum(values("retention_period_installs")) > 0
 
 
 def test_replay_with_new_group_changes_nothing(utc_run: Run) -> None:
