@@ -1,5 +1,7 @@
-# One image for the worker and the exporter; the command picks the role.
+# One image for the worker, the exporter and the sample feed; the command picks the role
+# (docker-compose.yml). Exporter metrics on 8000, worker health metrics on 8001.
 FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY retention retention
@@ -8,5 +10,6 @@ COPY metrics metrics
 COPY scripts scripts
 RUN pip install --no-cache-dir .
 USER nobody
+EXPOSE 8000 8001
 ENTRYPOINT ["retention"]
 CMD ["--help"]

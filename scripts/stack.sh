@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # stack.sh — the ONE place that installs, starts and stops the local service stack
-# (Apache Kafka in KRaft mode, Redis, Prometheus) for development, tests and CI.
+# (Apache Kafka in KRaft mode, Redis, Prometheus, Alertmanager) for development, tests and CI.
 #
 #   bash scripts/stack.sh install          install missing packages / Kafka jars (idempotent)
 #   bash scripts/stack.sh up               install, then start everything and wait until READY
@@ -12,6 +12,8 @@
 # redis/prometheus (if any) never collides with ours. Configuration via env vars:
 #   KAFKA_VERSION (4.4.0)  KAFKA_PORT (19092)  KAFKA_CONTROLLER_PORT (19093)
 #   REDIS_PORT (16379)     PROMETHEUS_PORT (19090)  EXPORTER_PORT (18000)
+#   WORKER_METRICS_PORT (18001)  scraped by Prometheus (the worker's RETENTION_WORKER_METRICS_PORT)
+#   ALERTMANAGER_PORT (19095)    ALERTMANAGER_WEBHOOK_URL (http://127.0.0.1:19096/alerts)
 #   PROMETHEUS_SCRAPE_INTERVAL (5s)
 #   RETENTION_CACHE (~/.cache/retention-tracker)  jar cache, survives `down --purge`
 #   RETENTION_STATE (<repo>/.stack)               pid files, logs, data
@@ -36,6 +38,11 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
 EXPORTER_PORT="${EXPORTER_PORT:-18000}"
+WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-18001}"
+# 19093 is Kafka's controller port and 9094 Alertmanager's cluster port, hence 19095.
+ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19095}"
+# Where Alertmanager POSTs alerts (`python3 prometheus/alert_log.py --port 19096` prints them).
+ALERTMANAGER_WEBHOOK_URL="${ALERTMANAGER_WEBHOOK_URL:-http://127.0.0.1:19096/alerts}"
 PROMETHEUS_SCRAPE_INTERVAL="${PROMETHEUS_SCRAPE_INTERVAL:-5s}"
 RETENTION_CACHE="${RETENTION_CACHE:-$HOME/.cache/retention-tracker}"
 RETENTION_STATE="${RETENTION_STATE:-$REPO_ROOT/.stack}"
@@ -50,7 +57,7 @@ RUN_DIR="$RETENTION_STATE/run"   # pid files
 LOG_DIR="$RETENTION_STATE/logs"  # one log per service
 STATE_MARKER="$RETENTION_STATE/.retention-stack"  # guards `rm -rf` on --purge
 
-SERVICES=(kafka redis prometheus)   # start order; stop order is reversed
+SERVICES=(kafka redis alertmanager prometheus)   # start order; stop order is reversed
 APT_PACKAGES=(redis-server prometheus prometheus-alertmanager)
 
 # ---------------------------------------------------------------------------
@@ -83,6 +90,7 @@ svc_ports() {
         kafka)      echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
         redis)      echo "$REDIS_PORT" ;;
         prometheus) echo "$PROMETHEUS_PORT" ;;
+        alertmanager) echo "$ALERTMANAGER_PORT" ;;
     esac
 }
 
@@ -409,6 +417,8 @@ render_prometheus_config() {
     # Replace only our own placeholders; any other '$' in the file is left alone.
     sed -e "s|\${PROMETHEUS_SCRAPE_INTERVAL}|$PROMETHEUS_SCRAPE_INTERVAL|g" \
         -e "s|\${EXPORTER_PORT}|$EXPORTER_PORT|g" \
+        -e "s|\${WORKER_METRICS_PORT}|$WORKER_METRICS_PORT|g" \
+        -e "s|\${ALERTMANAGER_PORT}|$ALERTMANAGER_PORT|g" \
         -e "s|\${PROMETHEUS_PORT}|$PROMETHEUS_PORT|g" \
         "$tmpl" >"$dir/prometheus.yml"
     # rule_files are relative to the rendered config: point rules/ at the repo's.
@@ -436,6 +446,36 @@ start_prometheus() {
         --web.enable-lifecycle
 }
 
+# The repo's alertmanager.yml is the compose config; locally only its webhook URL
+# (the compose service `alert-log`) is replaced by $ALERTMANAGER_WEBHOOK_URL.
+render_alertmanager_config() {
+    local dir="$1" src="$REPO_ROOT/prometheus/alertmanager.yml"
+    [[ -f "$src" ]] || die "alertmanager: config $src missing"
+    grep -q 'http://alert-log:5001/alerts' "$src" \
+        || die "alertmanager: $src has no 'http://alert-log:5001/alerts' webhook URL to replace"
+    sed -e "s|http://alert-log:5001/alerts|$ALERTMANAGER_WEBHOOK_URL|g" "$src" >"$dir/alertmanager.yml"
+}
+
+start_alertmanager() {
+    local dir out
+    dir="$(svc_dir alertmanager)"
+    mkdir -p "$dir/data"
+    render_alertmanager_config "$dir"
+    if command -v amtool >/dev/null 2>&1; then
+        if ! out="$(amtool check-config "$dir/alertmanager.yml" 2>&1)"; then
+            printf '%s\n' "$out" >&2
+            die "alertmanager: config check failed ($dir/alertmanager.yml)"
+        fi
+    fi
+    # --cluster.listen-address= (empty) turns off HA gossip, which would otherwise
+    # listen on 0.0.0.0:9094.
+    spawn alertmanager /usr/bin/prometheus-alertmanager \
+        --config.file="$dir/alertmanager.yml" \
+        --storage.path="$dir/data" \
+        --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+        --cluster.listen-address=
+}
+
 # ---------------------------------------------------------------------------
 # Readiness checks (each returns 0 when the service can really be used)
 # ---------------------------------------------------------------------------
@@ -445,6 +485,10 @@ ready_redis() {
 
 ready_prometheus() {
     curl -sf -m 3 -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
+}
+
+ready_alertmanager() {
+    curl -sf -m 3 -o /dev/null "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"
 }
 
 # Kafka: send a real Metadata (v4) request and require >= 1 live broker and an
@@ -616,7 +660,7 @@ cmd_status() {
         else
             state=stopped; pid=-; ready=not-ready; all=3
         fi
-        printf '%-10s %-8s pid=%-8s port=%-6s %s\n' \
+        printf '%-12s %-8s pid=%-8s port=%-6s %s\n' \
             "$name" "$state" "$pid" "$(svc_ports "$name" | cut -d' ' -f1)" "$ready"
     done
     return "$all"
@@ -633,6 +677,10 @@ export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export PROMETHEUS_PORT=$PROMETHEUS_PORT
 export PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
 export EXPORTER_PORT=$EXPORTER_PORT
+export WORKER_METRICS_PORT=$WORKER_METRICS_PORT
+export ALERTMANAGER_PORT=$ALERTMANAGER_PORT
+export ALERTMANAGER_URL=http://127.0.0.1:$ALERTMANAGER_PORT
+export ALERTMANAGER_WEBHOOK_URL=$ALERTMANAGER_WEBHOOK_URL
 export PROMETHEUS_SCRAPE_INTERVAL=$PROMETHEUS_SCRAPE_INTERVAL
 export RETENTION_STATE=$RETENTION_STATE
 export RETENTION_CACHE=$RETENTION_CACHE

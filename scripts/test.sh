@@ -18,6 +18,9 @@ if [ "$started_here" = 1 ] && [ -z "${KEEP_STACK:-}" ]; then
   trap 'bash scripts/stack.sh down' EXIT
 fi
 
+# The Compose CLI (for `docker compose config`) is built once from its Go module.
+bash scripts/compose.sh install
+
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest "$@"

@@ -1,0 +1,199 @@
+"""docker-compose.yml: `docker compose config` (the real Compose v2 CLI, built by
+scripts/compose.sh) accepts it, and the pieces fit together: mounted files exist,
+scrape targets, webhook and datasource URLs name real services and ports, and the
+commands the services run are real CLI commands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_SH = ROOT / "scripts" / "compose.sh"
+RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
+SERVICES = {
+    "kafka",
+    "redis",
+    "worker",
+    "exporter",
+    "prometheus",
+    "alertmanager",
+    "alert-log",
+    "grafana",
+}
+
+
+def compose(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(COMPOSE_SH), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def compose_cli() -> None:
+    """Build (once, cached) the Compose v2 plugin; a bare machine needs Go and ~2 minutes."""
+    done = subprocess.run(
+        ["bash", str(COMPOSE_SH), "install"], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def config(compose_cli: None) -> dict[str, Any]:
+    """The normalized config of all services, the demo profile included."""
+    done = compose("--profile", "demo", "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_docker_compose_config_succeeds(compose_cli: None) -> None:
+    done = compose("config", "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", f"warnings: {done.stderr}"
+    services = set(compose("config", "--services").stdout.split())
+    assert services == SERVICES
+    demo = set(compose("--profile", "demo", "config", "--services").stdout.split())
+    assert demo == SERVICES | {"demo"}
+
+
+def test_docker_compose_config_rejects_a_broken_file(compose_cli: None, tmp_path: Path) -> None:
+    """The check has teeth: a misspelt key and a dangling dependency are both refused."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    typo = tmp_path / "typo.yml"
+    typo.write_text(
+        text.replace(
+            '    healthcheck:\n      test: ["CMD", "redis-cli"',
+            '    healtcheck:\n      test: ["CMD", "redis-cli"',
+        )
+    )
+    assert typo.read_text() != text
+    done = compose("-f", str(typo), "config", "-q")
+    assert done.returncode != 0 and "healtcheck" in done.stderr, done.stderr
+    dangling = tmp_path / "dangling.yml"
+    dangling.write_text(text.replace("depends_on: [prometheus]", "depends_on: [promethues]"))
+    done = compose("-f", str(dangling), "config", "-q")
+    assert done.returncode != 0 and "promethues" in done.stderr, done.stderr
+
+
+def test_bind_mounts_exist_in_the_repo(config: dict[str, Any]) -> None:
+    for name, service in config["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                source = Path(volume["source"])
+                assert source.exists(), f"{name}: mounts missing {source}"
+                assert ROOT in source.parents, f"{name}: mounts {source} from outside the repo"
+                assert volume.get("read_only"), f"{name}: repo files are mounted read-only"
+
+
+def mounted(service: dict[str, Any], container_path: str) -> Path:
+    """The repo file behind a container path of a service's bind mounts."""
+    for volume in service.get("volumes", []):
+        if volume["type"] == "bind" and (
+            container_path == volume["target"] or container_path.startswith(volume["target"] + "/")
+        ):
+            return Path(volume["source"]) / Path(container_path).relative_to(volume["target"])
+    raise AssertionError(f"{container_path} is not mounted")
+
+
+def flag(service: dict[str, Any], name: str) -> str:
+    for arg in service["command"]:
+        if arg.startswith(f"--{name}="):
+            return str(arg.split("=", 1)[1])
+    raise AssertionError(f"no --{name}")
+
+
+def test_prometheus_scrapes_the_services_and_sends_to_alertmanager(config: dict[str, Any]) -> None:
+    services = config["services"]
+    prom = services["prometheus"]
+    path = mounted(prom, flag(prom, "config.file"))
+    assert path == ROOT / "prometheus" / "prometheus.compose.yml"
+    prom_config = yaml.safe_load(path.read_text())
+    rules = prom_config["rule_files"][0]
+    assert list(mounted(prom, rules.rsplit("/", 1)[0]).glob("*.yml"))
+    env = {n: services[n]["environment"] for n in ("worker", "exporter")}
+    want = {
+        "retention-exporter": f"exporter:{env['exporter']['RETENTION_EXPORTER_PORT']}",
+        "retention-worker": f"worker:{env['worker']['RETENTION_WORKER_METRICS_PORT']}",
+    }
+    got = {
+        c["job_name"]: c["static_configs"][0]["targets"][0] for c in prom_config["scrape_configs"]
+    }
+    assert got == want
+    for n in ("worker", "exporter"):
+        assert env[n]["RETENTION_EXPORTER_HOST"] == "0.0.0.0", f"{n} only listens on loopback"
+    (am_target,) = prom_config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert am_target == "alertmanager:9093"
+
+
+def test_alertmanager_webhook_reaches_the_alert_log(config: dict[str, Any]) -> None:
+    services = config["services"]
+    am = services["alertmanager"]
+    am_config = yaml.safe_load(mounted(am, flag(am, "config.file")).read_text())
+    url = am_config["receivers"][0]["webhook_configs"][0]["url"]
+    m = re.fullmatch(r"http://([\w-]+):(\d+)/\S*", url)
+    assert m and m[1] in services, url
+    log = services[m[1]]
+    assert log["command"][-2:] == ["--port", m[2]] and m[2] in log["expose"]
+    assert mounted(log, log["command"][2]) == ROOT / "prometheus" / "alert_log.py"
+
+
+def test_grafana_is_provisioned(config: dict[str, Any]) -> None:
+    grafana = config["services"]["grafana"]
+    provisioning = mounted(grafana, "/etc/grafana/provisioning")
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "9090" in str(config["services"]["prometheus"]["ports"][0]["target"])
+    providers = yaml.safe_load((provisioning / "dashboards" / "retention.yml").read_text())
+    dashboards = mounted(grafana, providers["providers"][0]["options"]["path"])
+    assert len(list(dashboards.glob("*.json"))) == 5
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mounted(grafana, home).is_file()
+    assert grafana["ports"][0]["published"] == "3000"
+
+
+def test_kafka_is_the_official_image_in_kraft_mode(config: dict[str, Any]) -> None:
+    kafka = config["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    for name in ("worker", "exporter", "demo"):
+        bootstrap = config["services"][name]["environment"]["RETENTION_KAFKA_BOOTSTRAP"]
+        assert f"//{bootstrap}" in advertised
+
+
+def test_demo_profile_runs_the_sample_feed(config: dict[str, Any]) -> None:
+    demo = config["services"]["demo"]
+    assert demo["profiles"] == ["demo"]
+    assert demo["command"][0] == "sample"
+
+
+def test_image_commands_are_real_cli_commands(config: dict[str, Any]) -> None:
+    """What the Dockerfile installs runs the commands compose gives it."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r'^ENTRYPOINT \["retention"\]$', dockerfile, re.M)
+    assert pyproject["project"]["scripts"]["retention"] == "retention.cli:app"
+    for package in pyproject["tool"]["setuptools"]["packages"]:
+        assert re.search(rf"^COPY {package} {package}$", dockerfile, re.M), package
+    for name, service in config["services"].items():
+        if "build" not in service:
+            continue
+        done = subprocess.run(
+            [str(RETENTION_BIN), *service["command"], "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (
+            f"{name}: `retention {' '.join(service['command'])}` "
+            f"is not a valid command:\n{done.stdout}{done.stderr}"
+        )
