@@ -175,7 +175,9 @@ class Pipeline:
             {
                 "RETENTION_GROUP_ID": group,
                 "RETENTION_WORKER_WEB_PORT": str(free_port()),
-                "RETENTION_WORKER_METRICS_PORT": str(free_port()),
+                "RETENTION_WORKER_METRICS_PORT": self.settings.get(
+                    "RETENTION_WORKER_METRICS_PORT", str(free_port())
+                ),
                 "RETENTION_STATE_DIR": str(state),
             },
         )

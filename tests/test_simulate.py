@@ -172,7 +172,7 @@ def test_live_mode_sends_in_real_time(tmp_path: Path, stack: None) -> None:
     topic = f"events-live-{tmp_path.name[-12:]}"
     env = cli_env(RETENTION_EVENTS_TOPIC=topic, RETENTION_KAFKA_BOOTSTRAP=KAFKA)
     started = time.time()
-    args = ["simulate", "--live", "--days", "1", "--installs", "150000", "--duration", "3"]
+    args = ["simulate", "--live", "--days", "1", "--installs", "600000", "--duration", "3"]
     done = run_cli([*args, "--seed", "2", "--out", str(tmp_path)], env)
     took = time.time() - started
     try:
