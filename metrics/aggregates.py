@@ -200,7 +200,8 @@ class AggregateReader:
     def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
         core = Core(active={n: days[f"{prefix}a{n}:{today}"] for n in WINDOWS})
         for kind in Period:
-            self._fill_cohorts(core, kind, today, periods, prefix)
+            if kind is not Period.DAY:  # daily cohorts are not broken down
+                self._fill_cohorts(core, kind, today, periods, prefix)
             core.churn.append(self._churn(kind, today, days, periods, None, prefix))
         return core
 
@@ -248,6 +249,8 @@ class AggregateReader:
                 fields |= {f"u:{code}:{p}:{k}" for k in range(current - p + 1)}
             for prefix in prefixes:
                 fields |= {f"{prefix}z:{code}:{last}", f"{prefix}s:{code}:{last}"}
+                if prefix and kind is Period.DAY:
+                    continue  # daily cohorts are not broken down
                 for p in self._recent(kind, today):
                     fields.add(f"{prefix}z:{code}:{p}")
                     fields |= {f"{prefix}c:{code}:{p}:{k}" for k in range(current - p + 1)}

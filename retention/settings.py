@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     group_id: str = "retention-worker"
     events_partitions: Annotated[int, Field(ge=1)] = 4
 
-    shards: Annotated[int, Field(ge=1, le=16384)] = 16
+    shards: Annotated[int, Field(ge=1, le=16384)] = 4
     timezone: str = "UTC"
     week_start: str = "monday"
     churn_window_days: Annotated[int, Field(ge=1, le=366)] = 30

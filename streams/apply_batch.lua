@@ -215,8 +215,23 @@ end
 ---------------------------------------------------------------------------
 local SCOPES = { '' }
 
+-- Increments are summed here and written once per field at the end of the batch:
+-- many events of a batch touch the same day and period cells.
+local pending = { [AGG] = {}, [DAYS] = {}, [PER] = {}, [LINE] = {} }
+
 local function incr(key, field, delta)
-  if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
+  if delta ~= 0 then
+    local cells = pending[key]
+    cells[field] = (cells[field] or 0) + delta
+  end
+end
+
+local function flush_increments()
+  for key, cells in pairs(pending) do
+    for field, delta in pairs(cells) do
+      if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
+    end
+  end
 end
 
 local function incr_scoped(key, field, delta)
@@ -228,7 +243,8 @@ end
 local function cell(prefix, P, cohort, offset, delta)
   if offset < K then
     local field = prefix .. P .. ':' .. cohort .. ':' .. offset
-    if prefix == 'c:' then incr_scoped(PER, field, delta) else incr(PER, field, delta) end
+    -- breakdowns keep weekly and monthly cohort cells; daily ones would swamp the scrape
+    if prefix == 'c:' and P ~= 'd' then incr_scoped(PER, field, delta) else incr(PER, field, delta) end
   end
 end
 
@@ -519,6 +535,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
   end
 end
 
+flush_increments()
 for key, st in pairs(customers) do save(key, st) end
 for part, offset in pairs(applied_offsets) do
   redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
