@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from metrics.aggregates import AggregateReader, CohortValue, Snapshot
+from metrics.aggregates import AggregateReader, CohortValue, PeriodChurn, Snapshot
 from metrics.segments import count_segments
 from retention.settings import Settings
 from streams.calendar import Calendar, Period
@@ -31,6 +31,35 @@ def add(family: GaugeMetricFamily, labels: list[str], value: float | None) -> No
     """Add a sample unless the value is undefined (a ratio over zero)."""
     if value is not None:
         family.add_metric(labels, value)
+
+
+class ChurnFamilies:
+    """Base, new, lost, churn and CRR of the last complete periods, under one name prefix."""
+
+    def __init__(self, prefix: str, labels: list[str]) -> None:
+        p = [*labels, "period"]
+        self.start = gauge(f"{prefix}base_start_customers", "Base at the last period's start.", p)
+        self.end = gauge(f"{prefix}base_end_customers", "Base at the end of the last period.", p)
+        self.new = gauge(f"{prefix}new_customers", "Customers first seen in the last period.", p)
+        self.lost = gauge(f"{prefix}lost_customers", "Start-base customers not in the end base.", p)
+        self.churn = gauge(
+            f"{prefix}churn_ratio", "Churn of the last period: lost / start base.", p
+        )
+        self.crr = gauge(
+            f"{prefix}crr", "Customer retention rate: (end base - new) / start base.", p
+        )
+
+    def add(self, labels: list[str], c: PeriodChurn) -> None:
+        where = [*labels, c.period.value]
+        self.start.add_metric(where, c.base_start)
+        self.end.add_metric(where, c.base_end)
+        self.new.add_metric(where, c.new)
+        self.lost.add_metric(where, c.lost)
+        add(self.churn, where, ratio(c.lost, c.base_start))
+        add(self.crr, where, ratio(c.base_end - c.new, c.base_start))
+
+    def all(self) -> tuple[GaugeMetricFamily, ...]:
+        return (self.start, self.end, self.new, self.lost, self.churn, self.crr)
 
 
 class RetentionCollector(Collector):
@@ -137,22 +166,10 @@ class RetentionCollector(Collector):
         yield from (size, retained, rate, unbounded, unbounded_rate)
 
     def _churn(self, snap: Snapshot) -> Iterator[Metric]:
-        p = ["period"]
-        start = gauge("retention_base_start_customers", "Base at the start of the last period.", p)
-        end = gauge("retention_base_end_customers", "Base at the end of the last period.", p)
-        new = gauge("retention_new_customers", "Customers first seen in the last period.", p)
-        lost = gauge("retention_lost_customers", "Start-base customers not in the end base.", p)
-        churn = gauge("retention_churn_ratio", "Churn of the last period: lost / start base.", p)
-        crr = gauge("retention_crr", "Customer retention rate: (end base - new) / start base.", p)
+        families = ChurnFamilies("retention_", [])
         for c in snap.churn:
-            label = [c.period.value]
-            start.add_metric(label, c.base_start)
-            end.add_metric(label, c.base_end)
-            new.add_metric(label, c.new)
-            lost.add_metric(label, c.lost)
-            add(churn, label, ratio(c.lost, c.base_start))
-            add(crr, label, ratio(c.base_end - c.new, c.base_start))
-        yield from (start, end, new, lost, churn, crr)
+            families.add([], c)
+        yield from families.all()
 
     def _lifecycle(self, snap: Snapshot) -> Iterator[Metric]:
         labels = ["period", "start"]
@@ -326,13 +343,7 @@ class RetentionCollector(Collector):
             "N-period retention by breakdown.",
             [*cohort, "offset"],
         )
-        per = [*by, "period"]
-        base_start = gauge("retention_breakdown_base_start_customers", "Start base.", per)
-        base_end = gauge("retention_breakdown_base_end_customers", "End base.", per)
-        new = gauge("retention_breakdown_new_customers", "New in the last period.", per)
-        lost = gauge("retention_breakdown_lost_customers", "Lost in the last period.", per)
-        churn = gauge("retention_breakdown_churn_ratio", "Churn by breakdown.", per)
-        crr = gauge("retention_breakdown_crr", "Customer retention rate by breakdown.", per)
+        churn = ChurnFamilies("retention_breakdown_", by)
         for (dimension, value), core in sorted(snap.breakdowns.items()):
             scope = [dimension, value]
             for days, count in core.active.items():
@@ -345,14 +356,8 @@ class RetentionCollector(Collector):
                 retained.add_metric(labels, count)
                 rate.add_metric(labels, count / core.cohort_size[(cell.period, cell.cohort)])
             for c in core.churn:
-                labels = [*scope, c.period.value]
-                base_start.add_metric(labels, c.base_start)
-                base_end.add_metric(labels, c.base_end)
-                new.add_metric(labels, c.new)
-                lost.add_metric(labels, c.lost)
-                add(churn, labels, ratio(c.lost, c.base_start))
-                add(crr, labels, ratio(c.base_end - c.new, c.base_start))
-        yield from (active, size, retained, rate, base_start, base_end, new, lost, churn, crr)
+                churn.add(scope, c)
+        yield from (active, size, retained, rate, *churn.all())
 
 
 def _per_customer_year(value: CohortValue) -> float | None:

@@ -505,21 +505,25 @@ ready_kafka() {
 import socket, struct, sys
 port = int(sys.argv[1])
 client = b"stack.sh"
-# request header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
-body = struct.pack(">hhih", 3, 4, 42, len(client)) + client
-body += struct.pack(">ib", -1, 0)   # topics = null (all), allow_auto_topic_creation = false
-with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-    s.sendall(struct.pack(">i", len(body)) + body)
-    def recv(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise EOFError("connection closed")
-            buf += chunk
-        return buf
-    (size,) = struct.unpack(">i", recv(4))
-    data = recv(size)
+
+def request(api_key, version, corr, payload):
+    """One Kafka request with a v1 header; returns the response body."""
+    body = struct.pack(">hhih", api_key, version, corr, len(client)) + client + payload
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        def recv(n):
+            buf = b""
+            while len(buf) < n:
+                chunk = s.recv(n - len(buf))
+                if not chunk:
+                    raise EOFError("connection closed")
+                buf += chunk
+            return buf
+        (size,) = struct.unpack(">i", recv(4))
+        return recv(size)
+
+# Metadata v4: topics = null (all), allow_auto_topic_creation = false
+data = request(3, 4, 42, struct.pack(">ib", -1, 0))
 corr, _throttle, nbrokers = struct.unpack_from(">iii", data, 0)
 off = 12
 for _ in range(nbrokers):
@@ -535,20 +539,7 @@ if not (corr == 42 and nbrokers >= 1 and controller >= 0):
 # __consumer_offsets, and until it answers error 0 consumer groups fail with
 # GroupCoordinatorNotAvailable. Clients should never see that from a "ready" stack.
 group = b"stack.sh-ready-probe"
-body = struct.pack(">hhih", 10, 1, 43, len(client)) + client   # FindCoordinator v1
-body += struct.pack(">h", len(group)) + group + struct.pack(">b", 0)
-with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-    s.sendall(struct.pack(">i", len(body)) + body)
-    def recv(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise EOFError("connection closed")
-            buf += chunk
-        return buf
-    (size,) = struct.unpack(">i", recv(4))
-    data = recv(size)
+data = request(10, 1, 43, struct.pack(">h", len(group)) + group + struct.pack(">b", 0))
 corr, _throttle, error = struct.unpack_from(">iih", data, 0)
 sys.exit(0 if corr == 43 and error == 0 else 1)
 PY

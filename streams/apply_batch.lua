@@ -26,7 +26,6 @@ local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ARGS_PER_ITEM = 12
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
-local floor, band, bor, lshift = math.floor, bit.band, bit.bor, bit.lshift
 local PERIODS = { 'd', 'w', 'm' }
 
 local SPAN = W
@@ -78,16 +77,8 @@ local function pend(p, P)
 end
 
 ---------------------------------------------------------------------------
--- Bitmaps: bit i of string s (LSB first in each byte) is day o + i.
+-- Bitmaps (getbit comes from bitmap.lua).
 ---------------------------------------------------------------------------
-local function getbit(s, o, day)
-  local i = day - o
-  if i < 0 then return false end
-  local byte = floor(i / 8) + 1
-  if byte > #s then return false end
-  return band(string.byte(s, byte), lshift(1, i % 8)) ~= 0
-end
-
 local function setbit(s, o, day)
   local i = day - o
   local byte = floor(i / 8) + 1

@@ -9,7 +9,6 @@ same step that records them as published, and this module produces the outbox to
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -18,9 +17,10 @@ from redis.asyncio import Redis
 from metrics.segments import recency_score, segment, threshold_score
 from retention.settings import Settings
 from streams.calendar import Calendar, day_to_date
+from streams.scripts import load_script
 from streams.state import Keys
 
-SCRIPT = resources.files("streams").joinpath("sweep_lifecycle.lua").read_text()
+SCRIPT = load_script("sweep_lifecycle.lua")
 SWEEP_LIMIT = 2000
 
 

@@ -15,7 +15,6 @@ import json
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from importlib import resources
 
 from redis.asyncio import Redis
 
@@ -23,6 +22,7 @@ from retention.settings import Settings
 from streams.calendar import Calendar
 from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
+from streams.scripts import load_script
 
 ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
@@ -35,7 +35,7 @@ FIXED_FLAGS = {
     "install": INSTALL,
     "nps": NPS,
 }
-SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text()
+SCRIPT = load_script("apply_batch.lua")
 
 
 @dataclass(frozen=True, slots=True)

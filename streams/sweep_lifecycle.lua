@@ -11,16 +11,7 @@
 local cfg = cjson.decode(ARGV[1])
 local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
 local DUE, OUTBOX = KEYS[1], KEYS[2]
-local floor, band, lshift = math.floor, bit.band, bit.lshift
 local LOOKBACK = math.max(W, RISK[#RISK] + 1)
-
-local function getbit(s, o, day)
-  local i = day - o
-  if i < 0 then return false end
-  local byte = floor(i / 8) + 1
-  if byte > #s then return false end
-  return band(string.byte(s, byte), lshift(1, i % 8)) ~= 0
-end
 
 local function any_after(s, o, day)
   for d = day + 1, o + #s * 8 - 1 do
