@@ -407,6 +407,9 @@ dir $dir
 logfile ""
 save ""
 appendonly no
+# A customer hash holds its recent event ids in one 128-byte field; let such hashes
+# stay compact listpacks (the default limit of 64 bytes turns them into ~1.2 KB tables).
+hash-max-listpack-value 160
 EOF
     spawn redis /usr/bin/redis-server "$dir/redis.conf"
 }
