@@ -117,8 +117,15 @@ class BatchPipeline:
         self.progress.add(len(records), len(dead), result)
         await self.commit(polled)
         if result.applied:
-            await self.lifecycle.run_once(self.producer)
+            await self.publish_lifecycle()
         self.health.batch_done(len(records), time.perf_counter() - started, applied - applying)
+
+    async def publish_lifecycle(self) -> None:
+        """Lifecycle changes are retried after the next batch; a failure must not stop ingestion."""
+        try:
+            await self.lifecycle.run_once(self.producer)
+        except Exception:
+            log.exception("lifecycle sweep failed; metrics are unaffected, retrying next batch")
 
     async def dead_letter(self, dead: list[tuple[ConsumerRecord, Rejected]]) -> None:
         """Write rejected records with their reason and original bytes, and wait for the acks."""

@@ -11,7 +11,6 @@
 local cfg = cjson.decode(ARGV[1])
 local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
 local DUE, OUTBOX = KEYS[1], KEYS[2]
-local LOOKBACK = math.max(W, RISK[#RISK] + 1)
 
 local function any_after(s, o, day)
   for d = day + 1, o + #s * 8 - 1 do
@@ -59,11 +58,17 @@ local function sweep(key)
   local from = v[5] or 'none'
   local start = tonumber(v[4])
   start = start and start + 1 or o
-  -- Walk forward from the first unpublished day, as the base rule does.
+  -- The state on the day before `start`: the latest activity however long ago (a
+  -- customer published as churned may come back months later), and whether a churn
+  -- event followed it. Then walk forward as the base rule does.
   local last, churned = nil, false
-  for d = start - LOOKBACK, start - 1 do
-    if getbit(a, o, d) then last = d; churned = false end
-    if getbit(x, o, d) then churned = true end
+  for d = start - 1, o, -1 do
+    if getbit(a, o, d) then last = d; break end
+  end
+  if last ~= nil then
+    for d = last, start - 1 do
+      if getbit(x, o, d) then churned = true end
+    end
   end
   local changes = 0
   for t = start, T - 1 do
