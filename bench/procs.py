@@ -136,13 +136,18 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def start_private_redis(workdir: Path, timeout: float = 20.0) -> tuple[Child, str]:
-    """A redis-server of our own, configured as scripts/stack.sh configures the stack's."""
+def start_private_redis(
+    workdir: Path, config: dict[str, str], timeout: float = 20.0
+) -> tuple[Child, str]:
+    """A redis-server of our own: no persistence, loopback, plus `config` (the encoding
+    thresholds copied from the stack's Redis, so customer hashes are encoded alike)."""
     port = free_port()
     data = workdir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     args = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     args += ["--save", "", "--appendonly", "no", "--dir", str(data)]
+    for name, value in config.items():
+        args += [f"--{name}", value]
     child = Child("redis", args, {}, workdir / "redis.log")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

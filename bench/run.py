@@ -170,8 +170,11 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.tag}-"))
         self.private_redis: Child | None = None
         self.redis_url = opts.redis_url
+        self.redis_config = encoding_config(opts.redis_url)
         if opts.private_redis:
-            self.private_redis, self.redis_url = start_private_redis(self.workdir)
+            self.private_redis, self.redis_url = start_private_redis(
+                self.workdir, self.redis_config
+            )
         self.redis = Redis.from_url(self.redis_url)
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.results: dict[str, Any] = {
@@ -181,6 +184,7 @@ class Bench:
             "options": asdict(opts),
             "machine": self._machine(),
             "redis_url": self.redis_url,
+            "redis_encoding_config": self.redis_config,
             "datasets": {},
             "runs": {"limit": [], "naive": [], "tracker": [], "latency": []},
             "load": [],
@@ -511,6 +515,22 @@ class Bench:
             )
         except Exception as exc:
             console.print(f"[yellow]kafka cleanup failed: {exc!r}[/yellow]")
+
+
+ENCODING_SETTINGS = ("hash-max-listpack-*", "zset-max-listpack-*", "set-max-*", "list-max-*")
+
+
+def encoding_config(url: str) -> dict[str, str]:
+    """The stack Redis's encoding thresholds (scripts/stack.sh may tune them)."""
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        config: dict[str, str] = {}
+        for pattern in ENCODING_SETTINGS:
+            for name, value in client.config_get(pattern).items():
+                config[str(name)] = str(value)
+        return config
+    finally:
+        client.close()
 
 
 def code_digest() -> str:
