@@ -91,7 +91,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=0,
         help="records per throughput topic (default min(1M, 4 x customers))",
     )
-    p.add_argument("--runs", type=int, default=3, help="runs of limit, naive, tracker, latency")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="runs of limit, naive, tracker, latency (0: only the memory and scrape phase)",
+    )
     p.add_argument(
         "--naive-events",
         type=int,
@@ -202,14 +207,14 @@ class Bench:
         o = self.opts
         console.print(f"[bold]benchmark {self.tag}[/bold]: logs and state in {self.workdir}")
         try:
-            topics = await self._throughput_topics()
+            topics = await self._throughput_topics() if o.runs else []
             for i, topic in enumerate(topics, 1):
                 self._note_load(f"run {i}")
                 self.results["runs"]["limit"].append(self._limit(topic))
                 self.results["runs"]["naive"].append(self._naive(topic, i))
                 self.results["runs"]["tracker"].append(await self._tracker(topic, i))
             rate = report.spread([r["rate"] for r in self.results["runs"]["tracker"]])["median"]
-            for i, topic in enumerate(topics, 1):
+            for i, topic in enumerate(topics, 1):  # --runs 0: memory and scrape only
                 self._note_load(f"latency {i}")
                 self.results["runs"]["latency"].append(await self._latency(topic, i, rate / 2))
             if o.memory:

@@ -6,10 +6,7 @@
 -- KEYS[4] timeline hash    (deltas and day-keyed counts the exporter sums up to T:
 --                           subscriptions, first churns, RFM keys)
 -- KEYS[5] lifecycle due zset (customer key -> first day to look at again)
--- KEYS[6..] customer hashes (o base day; bitmaps a activity, x churn, s subscribed,
---                           k cancelled; e recent event ids; p/r/q purchases, revenue,
---                           refunded; sa/st/si latest subscription amount, ts, id;
---                           g platform and channel codes, fixed at the first event)
+-- KEYS[6..] customer hashes (their layout is in customer.lua)
 -- ARGV[1] JSON config; ARGV[2..] 12 values per item: key index (0 = invalid),
 --   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
 --   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), and the event id
@@ -376,31 +373,16 @@ local function apply_difference(before, after)
 end
 
 ---------------------------------------------------------------------------
--- Customer state, loaded once per batch and written back at the end.
+-- Customer state (customer.lua), loaded once per batch and written back at the end.
 ---------------------------------------------------------------------------
-local FIELDS = { 'o', 'a', 'x', 's', 'k', 'e', 'f', 'l', 'p', 'r', 'q', 'sa', 'st', 'g', 'pt', 'si' }
 local customers = {}
 
 local function load(key)
   local st = customers[key]
   if st then return st end
-  local v = redis.call('HMGET', key, unpack(FIELDS))
-  st = {
-    o = tonumber(v[1]), a = v[2] or '', x = v[3] or '', s = v[4] or '', k = v[5] or '',
-    e = v[6] or '', f = tonumber(v[7]), l = tonumber(v[8]), p = tonumber(v[9]) or 0,
-    r = tonumber(v[10]) or 0, q = tonumber(v[11]) or 0, sa = tonumber(v[12]) or 0,
-    st = tonumber(v[13]), g = v[14], pt = tonumber(v[15]), si = v[16] or '',
-  }
+  st = read_customer(key)
   customers[key] = st
   return st
-end
-
-local function save(key, st)
-  redis.call('HSET', key, 'o', st.o or 0, 'a', st.a, 'x', st.x, 's', st.s, 'k', st.k,
-    'e', st.e, 'f', string.format('%d', st.f or 0), 'l', string.format('%d', st.l or 0),
-    'p', st.p, 'r', string.format('%d', st.r), 'q', string.format('%d', st.q),
-    'sa', string.format('%d', st.sa), 'st', string.format('%d', st.st or 0), 'g', st.g or '',
-    'si', st.si)
 end
 
 -- Move the bitmaps' base day down so that `day` fits; bases stay multiples of 8.
@@ -415,14 +397,6 @@ local function rebase(st, day)
     end
     st.o = o
   end
-end
-
-local function seen_before(st, id)
-  for i = 1, #st.e, 8 do
-    if string.sub(st.e, i, i + 7) == id then return true end
-  end
-  st.e = string.sub(st.e .. id, -RING * 8)
-  return false
 end
 
 local function mark(st, bitmap, day)
@@ -480,7 +454,7 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
     update_membership(before, st, day)
     -- the lifecycle sweep must look at this customer again from this day on
     local from = st.pt and math.max(day, st.pt + 1) or day
-    redis.call('ZADD', DUE, 'LT', from, key)
+    mark_due(DUE, key, st, from)
   end
   if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
       or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa then
@@ -511,7 +485,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
       applied = applied + 1
     else
       local st = load(KEYS[kidx])
-      if seen_before(st, ARGV[i + 3]) then
+      if seen_before(st, ARGV[i + 3], RING) then
         duplicates = duplicates + 1
       else
         local ts = tonumber(ARGV[i + 7])
@@ -527,7 +501,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
 end
 
 flush_increments()
-for key, st in pairs(customers) do save(key, st) end
+for key, st in pairs(customers) do write_customer(key, st) end
 for part, offset in pairs(applied_offsets) do
   redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
 end

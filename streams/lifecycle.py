@@ -20,7 +20,7 @@ from streams.calendar import Calendar, day_to_date
 from streams.scripts import load_script
 from streams.state import Keys
 
-SCRIPT = load_script("sweep_lifecycle.lua")
+SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
 SWEEP_LIMIT = 2000
 
 

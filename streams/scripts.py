@@ -1,10 +1,11 @@
-"""Load the Redis Lua scripts, each with the shared bitmap helpers in front."""
+"""Load the Redis Lua scripts, each with the shared helpers (bitmaps, customer storage) in front."""
 
 from __future__ import annotations
 
 from importlib import resources
 
 
-def load_script(name: str) -> str:
+def load_script(*names: str) -> str:
+    """The named files, in order, after the bitmap helpers: later files use earlier ones."""
     folder = resources.files("streams")
-    return folder.joinpath("bitmap.lua").read_text() + folder.joinpath(name).read_text()
+    return "".join(folder.joinpath(name).read_text() for name in ("bitmap.lua", *names))

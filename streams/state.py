@@ -35,7 +35,7 @@ FIXED_FLAGS = {
     "install": INSTALL,
     "nps": NPS,
 }
-SCRIPT = load_script("apply_batch.lua")
+SCRIPT = load_script("customer.lua", "apply_batch.lua")
 
 
 @dataclass(frozen=True, slots=True)
