@@ -74,7 +74,8 @@ local function pend(p, P)
 end
 
 ---------------------------------------------------------------------------
--- Bitmaps (getbit comes from bitmap.lua).
+-- Day lists: each bitmap decoded once into its sorted days, cached on the state table
+-- (under '_' .. name, with the string it came from) until the bitmap changes.
 ---------------------------------------------------------------------------
 local function setbit(s, o, day)
   local i = day - o
@@ -84,113 +85,116 @@ local function setbit(s, o, day)
   return string.sub(s, 1, byte - 1) .. string.char(v) .. string.sub(s, byte + 1)
 end
 
-local function first_day(st)
-  for byte = 1, #st.a do
-    local v = string.byte(st.a, byte)
+local function decode_days(s, o)
+  local out = {}
+  for byte = 1, #s do
+    local v = string.byte(s, byte)
     if v ~= 0 then
+      local base = o + (byte - 1) * 8
       for b = 0, 7 do
-        if band(v, lshift(1, b)) ~= 0 then return st.o + (byte - 1) * 8 + b end
+        if band(v, lshift(1, b)) ~= 0 then out[#out + 1] = base + b end
       end
-    end
-  end
-  return nil
-end
-
-local function last_day(st)
-  for byte = #st.a, 1, -1 do
-    local v = string.byte(st.a, byte)
-    if v ~= 0 then
-      for b = 7, 0, -1 do
-        if band(v, lshift(1, b)) ~= 0 then return st.o + (byte - 1) * 8 + b end
-      end
-    end
-  end
-  return nil
-end
-
-local function active_periods(st, P)
-  local out, seen = {}, nil
-  for i = 0, #st.a * 8 - 1 do
-    local d = st.o + i
-    if getbit(st.a, st.o, d) then
-      local p = period(d, P)
-      if p ~= seen then out[#out + 1] = p; seen = p end
     end
   end
   return out
 end
 
+local CACHED = { a = { '_a', '_as' }, x = { '_x', '_xs' }, s = { '_s', '_ss' }, k = { '_k', '_ks' } }
+
+local function days(st, name)
+  local list, src = CACHED[name][1], CACHED[name][2]
+  local s = st[name]
+  if st[src] ~= s then
+    st[list], st[src] = decode_days(s, st.o or 0), s
+  end
+  return st[list]
+end
+
+local function active_periods(st, P)
+  local out, seen = {}, nil
+  for _, d in ipairs(days(st, 'a')) do
+    local p = period(d, P)
+    if p ~= seen then out[#out + 1] = p; seen = p end
+  end
+  return out
+end
+
 local function active_in(st, p, P)
-  for d = pstart(p, P), pend(p, P) do
-    if getbit(st.a, st.o, d) then return true end
+  local from, to = pstart(p, P), pend(p, P)
+  for _, d in ipairs(days(st, 'a')) do
+    if d >= from and d <= to then return true end
   end
   return false
 end
 
 ---------------------------------------------------------------------------
--- Base membership at the end of day t: latest activity a <= t with t - a < W
--- and no churn event on any day of [a, t].
+-- Base membership at the end of day t: latest activity a <= t with t - a < W and no
+-- churn event on any day of [a, t]. As maximal runs [from, to) of days, built from
+-- the day lists: each activity opens W days that a churn event cuts short.
 ---------------------------------------------------------------------------
-local function last_active(st, t, limit)
-  for d = t, t - limit + 1, -1 do
-    if getbit(st.a, st.o, d) then return d end
+local function base_runs(st)
+  local A, X = days(st, 'a'), days(st, 'x')
+  local runs, xi, n = {}, 1, 0
+  for _, a in ipairs(A) do
+    while X[xi] ~= nil and X[xi] < a do xi = xi + 1 end
+    local stop = a + W
+    if X[xi] ~= nil and X[xi] < stop then stop = X[xi] end
+    if stop > a then
+      if n > 0 and a <= runs[n][2] then
+        if stop > runs[n][2] then runs[n][2] = stop end
+      else
+        n = n + 1
+        runs[n] = { a, stop }
+      end
+    end
   end
-  return nil
+  return runs
 end
 
-local function churned_between(st, a, t)
-  for d = a, t do
-    if getbit(st.x, st.o, d) then return true end
+-- Days on which an activity falls within the last `width` days, as maximal runs.
+local function window_runs(st, width)
+  local runs, n = {}, 0
+  for _, a in ipairs(days(st, 'a')) do
+    if n > 0 and a <= runs[n][2] then
+      runs[n][2] = a + width
+    else
+      n = n + 1
+      runs[n] = { a, a + width }
+    end
+  end
+  return runs
+end
+
+local function inside(runs, t)
+  for _, r in ipairs(runs) do
+    if t < r[1] then return false end
+    if t < r[2] then return true end
   end
   return false
-end
-
-local function member(st, t)
-  local a = last_active(st, t, W)
-  return a ~= nil and not churned_between(st, a, t)
-end
-
--- Membership and latest activity for each day of [d - 1, d + SPAN - 1], in one pass.
-local function trace(st, d)
-  local last = last_active(st, d - 1, SPAN)
-  local churned = last ~= nil and churned_between(st, last, d - 1)
-  local M, L = {}, {}
-  M[d - 1] = last ~= nil and (d - 1 - last) < W and not churned
-  L[d - 1] = last
-  for t = d, d + SPAN - 1 do
-    if getbit(st.a, st.o, t) then last = t; churned = false end
-    if getbit(st.x, st.o, t) then churned = true end
-    M[t] = last ~= nil and (t - last) < W and not churned
-    L[t] = last
-  end
-  return M, L
 end
 
 -- First day t >= first activity at whose end the customer is not in the base.
-local function first_churn(st, f)
-  local last, churned, t = nil, false, f
-  while true do
-    if getbit(st.a, st.o, t) then last = t; churned = false end
-    if getbit(st.x, st.o, t) then churned = true end
-    if churned or t - last >= W then return t end
-    t = t + 1
-  end
+local function first_churn(runs, f)
+  local first = runs[1]
+  if first ~= nil and first[1] == f then return first[2] end
+  return f -- churned on the day of the first activity
 end
 
 -- Days on which the customer is subscribed, as [from, to) intervals (to may be nil).
 local function subscribed_intervals(st)
-  local out, open = {}, nil
-  for i = 0, math.max(#st.s, #st.k) * 8 - 1 do
-    local d = st.o + i
-    local off, on = getbit(st.k, st.o, d), getbit(st.s, st.o, d)
-    if off or on then
-      local now = on and not off
-      if now and open == nil then
-        open = d
-      elseif not now and open ~= nil then
-        out[#out + 1] = { open, d }
-        open = nil
-      end
+  local S, Kd = days(st, 's'), days(st, 'k')
+  local out, open, i, j = {}, nil, 1, 1
+  while S[i] ~= nil or Kd[j] ~= nil do
+    local d = math.min(S[i] or math.huge, Kd[j] or math.huge)
+    local on, off = S[i] == d, Kd[j] == d
+    if on then i = i + 1 end
+    if off then j = j + 1 end
+    local now = on and not off
+    if now and open == nil then
+      open = d
+    elseif not now and open ~= nil then
+      out[#out + 1] = { open, d }
+      open = nil
     end
   end
   if open ~= nil then out[#out + 1] = { open, nil } end
@@ -214,17 +218,54 @@ local function incr(key, field, delta)
   end
 end
 
-local function flush_increments()
-  for key, cells in pairs(pending) do
-    for field, delta in pairs(cells) do
-      if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
+local function incr_scoped(key, field, delta)
+  if delta ~= 0 then
+    for _, scope in ipairs(SCOPES) do incr(key, scope .. field, delta) end
+  end
+end
+
+-- Counters over runs of consecutive numbers (days, offsets) are kept as difference
+-- arrays until the end of the batch: an event adds or removes a run in O(1), and
+-- the flush expands each array into one increment per number.
+local ranges = { [DAYS] = {}, [PER] = {} }
+
+local function add_range(key, prefix, from, to, delta)
+  if from >= to or delta == 0 then return end
+  local edges = ranges[key][prefix]
+  if edges == nil then edges = {}; ranges[key][prefix] = edges end
+  edges[from] = (edges[from] or 0) + delta
+  edges[to] = (edges[to] or 0) - delta
+end
+
+local function add_range_scoped(key, prefix, from, to, delta)
+  for _, scope in ipairs(SCOPES) do add_range(key, scope .. prefix, from, to, delta) end
+end
+
+local function expand_ranges()
+  for key, by_prefix in pairs(ranges) do
+    for prefix, edges in pairs(by_prefix) do
+      local at = {}
+      for n, delta in pairs(edges) do
+        if delta ~= 0 then at[#at + 1] = n end
+      end
+      table.sort(at)
+      local sum = 0
+      for i = 1, #at - 1 do
+        sum = sum + edges[at[i]]
+        if sum ~= 0 then
+          for n = at[i], at[i + 1] - 1 do incr(key, prefix .. n, sum) end
+        end
+      end
     end
   end
 end
 
-local function incr_scoped(key, field, delta)
-  if delta ~= 0 then
-    for _, scope in ipairs(SCOPES) do incr(key, scope .. field, delta) end
+local function flush_increments()
+  expand_ranges()
+  for key, cells in pairs(pending) do
+    for field, delta in pairs(cells) do
+      if delta ~= 0 then redis.call('HINCRBY', key, field, string.format('%d', delta)) end
+    end
   end
 end
 
@@ -249,45 +290,49 @@ local function score(value, thresholds)
   return s
 end
 
+-- Add (sign 1) or remove (sign -1) a customer's runs from day d on; nothing before d
+-- changes when an event lands on day d.
+local function add_runs(key, prefix, runs, d, sign, shift)
+  for _, r in ipairs(runs) do
+    add_range_scoped(key, prefix, math.max(r[1] + shift, d), r[2], sign)
+  end
+end
+
 -- Carry the difference between two states of one customer, changed at day d, into
 -- the base, active-window and stayed-in-base aggregates.
 local function update_membership(old, new, d)
-  local Mo, Lo = trace(old, d)
-  local Mn, Ln = trace(new, d)
-  for t = d, d + SPAN - 1 do
-    if Mo[t] ~= Mn[t] then incr_scoped(DAYS, 'b:' .. t, Mn[t] and 1 or -1) end
-  end
-  for _, n in ipairs(WINS) do
-    for t = d, d + n - 1 do
-      local was = Lo[t] ~= nil and t - Lo[t] < n
-      local is = Ln[t] ~= nil and t - Ln[t] < n
-      if was ~= is then incr_scoped(DAYS, 'a' .. n .. ':' .. t, is and 1 or -1) end
+  local Bo, Bn = base_runs(old), base_runs(new)
+  add_runs(DAYS, 'b:', Bo, d, -1, 0)
+  add_runs(DAYS, 'b:', Bn, d, 1, 0)
+  -- stayed in the base through day p = in the base at the end of p - 1 and of p
+  add_runs(PER, 's:d:', Bo, d, -1, 1)
+  add_runs(PER, 's:d:', Bn, d, 1, 1)
+  if old.a ~= new.a then
+    for _, n in ipairs(WINS) do
+      add_runs(DAYS, 'a' .. n .. ':', window_runs(old, n), d, -1, 0)
+      add_runs(DAYS, 'a' .. n .. ':', window_runs(new, n), d, 1, 0)
     end
   end
-  local function at(M, t)
-    local v = M[t]
-    if v == nil then return member(new, t) end -- outside the traced days nothing changed
-    return v
-  end
-  for _, P in ipairs(PERIODS) do
+  for i = 2, #PERIODS do
+    local P = PERIODS[i]
     for p = period(d, P), period(d + SPAN, P) do
       local s, e = pstart(p, P) - 1, pend(p, P)
-      local was = at(Mo, s) and at(Mo, e)
-      local is = at(Mn, s) and at(Mn, e)
+      local was = inside(Bo, s) and inside(Bo, e)
+      local is = inside(Bn, s) and inside(Bn, e)
       if was ~= is then incr_scoped(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
     end
   end
 end
 
 -- Unbounded retention: a customer counts at every offset up to their latest period.
-local function unbounded(P, cohort, latest, delta)
-  for k = 0, math.min(latest - cohort, K - 1) do cell('u:', P, cohort, k, delta) end
+local function unbounded(P, cohort, from, to, delta)
+  add_range(PER, 'u:' .. P .. ':' .. cohort .. ':', from, math.min(to, K - 1) + 1, delta)
 end
 
 -- A new activity day d: cohort sizes and cells, active and returning per period.
 local function update_cohorts(old, d)
-  local first = first_day(old)
-  if first == nil then
+  local A = days(old, 'a')
+  if A[1] == nil then
     incr(AGG, 'customers', 1)
     for _, P in ipairs(PERIODS) do
       local c = period(d, P)
@@ -298,7 +343,7 @@ local function update_cohorts(old, d)
     end
     return
   end
-  local last = last_day(old)
+  local first, last = A[1], A[#A]
   for _, P in ipairs(PERIODS) do
     local pd, cohort, latest = period(d, P), period(first, P), period(last, P)
     local fresh = not active_in(old, pd, P)
@@ -313,15 +358,11 @@ local function update_cohorts(old, d)
       for _, q in ipairs(active_periods(old, P)) do cell('c:', P, cohort, q - cohort, -1) end
       cell('c:', P, pd, 0, 1)
       for _, q in ipairs(active_periods(old, P)) do cell('c:', P, pd, q - pd, 1) end
-      unbounded(P, cohort, latest, -1)
-      unbounded(P, pd, latest, 1)
+      unbounded(P, cohort, 0, latest - cohort, -1)
+      unbounded(P, pd, 0, latest - pd, 1)
     else
       if fresh then cell('c:', P, cohort, pd - cohort, 1) end
-      if pd > latest then
-        for k = latest - cohort + 1, math.min(pd - cohort, K - 1) do
-          cell('u:', P, cohort, k, 1)
-        end
-      end
+      if pd > latest then unbounded(P, cohort, latest - cohort + 1, pd - cohort, 1) end
     end
   end
 end
@@ -334,17 +375,18 @@ local function contributions(st)
   local net = st.r - st.q
   if st.p >= 1 then add(AGG, 'purchasing', 1) end
   if st.p >= 2 then add(AGG, 'repeat', 1) end
-  local f = first_day(st)
+  local A = days(st, 'a')
+  local f = A[1]
   if f ~= nil then
     local month = period(f, 'm')
     add(AGG, 'sumf', f)
     add(PER, 'vp:' .. month, st.p)
     add(PER, 'vr:' .. month, net)
     add(PER, 'vf:' .. month, f)
-    local L = last_day(st)
+    local L = A[#A]
     local fkey = (L - f < NEWKEY) and tostring(f) or 'x'
     add(LINE, 'rf:' .. L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey, 1)
-    local c = first_churn(st, f)
+    local c = first_churn(base_runs(st), f)
     local class = (c - f < QUICK) and 'q' or 'l'
     add(LINE, 'c' .. class .. ':' .. c, 1)
     if L > c then add(LINE, 'w' .. class .. ':' .. c, 1) end
@@ -407,7 +449,8 @@ end
 
 local function copy(st)
   return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
-    sa = st.sa }
+    sa = st.sa, _a = st._a, _as = st._as, _x = st._x, _xs = st._xs, _s = st._s, _ss = st._ss,
+    _k = st._k, _ks = st._ks }
 end
 
 ---------------------------------------------------------------------------
@@ -458,7 +501,10 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   end
   if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
       or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa then
-    apply_difference(contributions(before), contributions(st))
+    -- st._c: the contributions of the state before this event, kept from the last one
+    local after = contributions(st)
+    apply_difference(st._c or contributions(before), after)
+    st._c = after
   end
 end
 
