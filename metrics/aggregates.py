@@ -1,14 +1,14 @@
 """Read the per-shard aggregates from Redis and sum them into one snapshot.
 
-Two pipelined round trips per scrape, whatever the number of customers: the shard
-totals and timelines first (they give the watermark), then exactly the day and
-period cells the metrics need.
+Three pipelined round trips per scrape, whatever the number of customers: the shard
+totals, timelines and dimension registries first (they give the watermark), then
+the day cells and the per-period heads (cohort sizes among them), and last the
+retention cells of the cohorts that have customers.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -129,17 +129,19 @@ class AggregateReader:
 
     def read(self) -> Snapshot:
         snap = Snapshot()
-        timeline = self._read_totals(snap)
+        timeline, scopes = self._read_totals(snap)
         max_ts = snap.totals.pop("watermark_ms", None)
         if max_ts is None:
             return snap
         snap.watermark_ms = max_ts - self.lateness_ms
         today = self.calendar.day(snap.watermark_ms)
         snap.watermark_day = today
-        scopes = self._scopes()
         prefixes = ["", *scopes.values()]
-        days = self._sum_fields(1, self._day_fields(today, prefixes))
-        periods = self._sum_fields(2, self._period_fields(today, prefixes))
+        days, periods = self._sum_fields(
+            (1, self._day_fields(today, prefixes)), (2, self._period_heads(today, prefixes))
+        )
+        (cells,) = self._sum_fields((2, self._cohort_cells(today, prefixes, periods)))
+        periods |= cells
         snap.active = {n: days[f"a{n}:{today}"] for n in WINDOWS}
         snap.nps = Counter(
             {
@@ -158,16 +160,19 @@ class AggregateReader:
         self._fill_timeline(snap, today, timeline)
         return snap
 
-    def _read_totals(self, snap: Snapshot) -> Timeline:
-        """Sum the shard totals into the snapshot; return the summed timeline hash."""
+    def _read_totals(self, snap: Snapshot) -> tuple[Timeline, dict[tuple[str, str], str]]:
+        """Sum the shard totals into the snapshot; return the summed timeline and the scopes."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             agg, _, _, line = self.keys.aggregates(shard)
             pipe.hgetall(agg)
             pipe.hgetall(line)
+        for dimension in DIMENSIONS:
+            pipe.hgetall(registry_key(self.namespace, dimension))
         replies = pipe.execute()
+        shard_replies = replies[: 2 * self.keys.shards]
         timeline: Timeline = defaultdict(Counter)
-        for totals, line in zip(replies[::2], replies[1::2], strict=True):
+        for totals, line in zip(shard_replies[::2], shard_replies[1::2], strict=True):
             for raw_name, raw_value in totals.items():
                 name, value = raw_name.decode(), int(raw_value)
                 if name == "watermark_ms":
@@ -182,20 +187,7 @@ class AggregateReader:
                 series, _, rest = raw_name.decode().partition(":")
                 timeline[series][rest] += int(raw_value)
         snap.customers = snap.totals["customers"]
-        return timeline
-
-    def _scopes(self) -> dict[tuple[str, str], str]:
-        """(dimension, value) -> field prefix, from the registries plus unknown and other."""
-        pipe = self.redis.pipeline(transaction=False)
-        for dimension in DIMENSIONS:
-            pipe.hgetall(registry_key(self.namespace, dimension))
-        scopes: dict[tuple[str, str], str] = {}
-        for (dimension, letter), registry in zip(DIMENSIONS.items(), pipe.execute(), strict=True):
-            values = {v.decode(): c.decode() for v, c in registry.items()}
-            values |= {"unknown": UNKNOWN, "other": OTHER}
-            for value, code in values.items():
-                scopes[(dimension, value)] = f"{letter}{code}|"
-        return scopes
+        return timeline, _scopes(replies[2 * self.keys.shards :])
 
     def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
         core = Core(active={n: days[f"{prefix}a{n}:{today}"] for n in WINDOWS})
@@ -205,17 +197,21 @@ class AggregateReader:
             core.churn.append(self._churn(kind, today, days, periods, None, prefix))
         return core
 
-    def _sum_fields(self, which: int, names: Iterable[str]) -> dict[str, int]:
-        ordered = sorted(set(names))
+    def _sum_fields(self, *requests: tuple[int, list[str]]) -> list[dict[str, int]]:
+        """HMGET each (aggregate hash, fields) request on every shard in one round trip,
+        and sum the shards; a field missing on a shard counts 0."""
         pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.keys.shards):
-            pipe.hmget(self.keys.aggregates(shard)[which], ordered)
-        totals = dict.fromkeys(ordered, 0)
-        for values in pipe.execute():
-            for name, value in zip(ordered, values, strict=True):
-                if value is not None:
-                    totals[name] += int(value)
-        return totals
+        for which, names in requests:
+            for shard in range(self.keys.shards):
+                if names:  # HMGET needs at least one field
+                    pipe.hmget(self.keys.aggregates(shard)[which], names)
+        replies = iter(pipe.execute())
+        sums = []
+        for _, names in requests:
+            shards = [next(replies) for _ in range(self.keys.shards)] if names else []
+            totals = [sum(map(int, filter(None, column))) for column in zip(*shards, strict=True)]
+            sums.append(dict(zip(names, totals, strict=True)))
+        return sums
 
     def _recent(self, kind: Period, today: int) -> range:
         current = self.calendar.period(today, kind)
@@ -226,36 +222,52 @@ class AggregateReader:
         last = self.calendar.period(today, kind) - 1
         return last, self.calendar.period_start(last, kind), self.calendar.period_end(last, kind)
 
-    def _day_fields(self, today: int, prefixes: list[str]) -> set[str]:
-        fields: set[str] = set()
+    def _day_fields(self, today: int, prefixes: list[str]) -> list[str]:
+        fields: list[str] = []
         for code in ("np", "nq", "nd"):
-            fields |= {f"{code}:{today - i}" for i in range(self.nps_days)}
+            fields += [f"{code}:{today - i}" for i in range(self.nps_days)]
         for prefix in prefixes:
-            fields |= {f"{prefix}a{n}:{today}" for n in WINDOWS}
+            fields += [f"{prefix}a{n}:{today}" for n in WINDOWS]
             for kind in Period:
                 _, start, end = self._last_complete(kind, today)
-                fields |= {f"{prefix}b:{start - 1}", f"{prefix}b:{end}"}
-        return fields
+                fields += [f"{prefix}b:{start - 1}", f"{prefix}b:{end}"]
+        return list(dict.fromkeys(fields))
 
-    def _period_fields(self, today: int, prefixes: list[str]) -> set[str]:
-        fields: set[str] = set()
+    def _period_heads(self, today: int, prefixes: list[str]) -> list[str]:
+        """Every per-period field except the retention cells: those wait for the sizes."""
+        fields: list[str] = []
+        for kind in Period:
+            code = PERIOD_CODES[kind]
+            last = self.calendar.period(today, kind) - 1
+            fields.append(f"sc:{code}:{last}")
+            for p in self._recent(kind, today):
+                fields += [f"p:{code}:{p}", f"p:{code}:{p - 1}", f"r:{code}:{p}", f"i:{code}:{p}"]
+            for prefix in prefixes:
+                fields += [f"{prefix}z:{code}:{last}", f"{prefix}s:{code}:{last}"]
+                if prefix and kind is Period.DAY:
+                    continue  # daily cohorts are not broken down
+                fields += [f"{prefix}z:{code}:{p}" for p in self._recent(kind, today)]
+        for month in self._recent(Period.MONTH, today):
+            fields += [f"vp:{month}", f"vr:{month}", f"vf:{month}"]
+        return list(dict.fromkeys(fields))
+
+    def _cohort_cells(self, today: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
+        """Retained (and, for the totals, unbounded) cells of the cohorts with customers:
+        a cohort of size 0 exports nothing, so its cells are not read."""
+        fields: list[str] = []
         for kind in Period:
             code = PERIOD_CODES[kind]
             current = self.calendar.period(today, kind)
-            last = current - 1
-            fields.add(f"sc:{code}:{last}")
-            for p in self._recent(kind, today):
-                fields |= {f"p:{code}:{p}", f"p:{code}:{p - 1}", f"r:{code}:{p}", f"i:{code}:{p}"}
-                fields |= {f"u:{code}:{p}:{k}" for k in range(current - p + 1)}
             for prefix in prefixes:
-                fields |= {f"{prefix}z:{code}:{last}", f"{prefix}s:{code}:{last}"}
                 if prefix and kind is Period.DAY:
-                    continue  # daily cohorts are not broken down
+                    continue
                 for p in self._recent(kind, today):
-                    fields.add(f"{prefix}z:{code}:{p}")
-                    fields |= {f"{prefix}c:{code}:{p}:{k}" for k in range(current - p + 1)}
-        for month in self._recent(Period.MONTH, today):
-            fields |= {f"vp:{month}", f"vr:{month}", f"vf:{month}"}
+                    if heads[f"{prefix}z:{code}:{p}"] <= 0:
+                        continue
+                    offsets = range(current - p + 1)
+                    fields += [f"{prefix}c:{code}:{p}:{k}" for k in offsets]
+                    if not prefix:
+                        fields += [f"u:{code}:{p}:{k}" for k in offsets]
         return fields
 
     def _fill_cohorts(
@@ -355,3 +367,14 @@ class AggregateReader:
 def _sum_until(timeline: Timeline, series: str, day: int) -> int:
     """Sum of a day-keyed timeline series over all days up to and including `day`."""
     return sum(value for when, value in timeline[series].items() if int(when) <= day)
+
+
+def _scopes(registries: list[dict[bytes, bytes]]) -> dict[tuple[str, str], str]:
+    """(dimension, value) -> field prefix, from the registries plus unknown and other."""
+    scopes: dict[tuple[str, str], str] = {}
+    for (dimension, letter), registry in zip(DIMENSIONS.items(), registries, strict=True):
+        values = {v.decode(): c.decode() for v, c in registry.items()}
+        values |= {"unknown": UNKNOWN, "other": OTHER}
+        for value, code in values.items():
+            scopes[(dimension, value)] = f"{letter}{code}|"
+    return scopes
