@@ -27,6 +27,10 @@ BUILTIN_TYPES = frozenset(
     }
 )
 
+# Customer hashes across all shards (RETENTION_CUSTOMER_BUCKETS); many customers share
+# one. 32768 keeps each a compact listpack (<= 512 customers) up to ~12M customers.
+CUSTOMER_BUCKETS = 32768
+
 TypeSet = Annotated[frozenset[str], NoDecode]
 Thresholds = Annotated[tuple[int, int, int, int], NoDecode]
 
@@ -53,6 +57,7 @@ class Settings(BaseSettings):
     events_partitions: Annotated[int, Field(ge=1)] = 4
 
     shards: Annotated[int, Field(ge=1, le=16384)] = 4
+    customer_buckets: Annotated[int, Field(ge=1, le=1 << 24)] = CUSTOMER_BUCKETS
     timezone: str = "UTC"
     week_start: str = "monday"
     churn_window_days: Annotated[int, Field(ge=1, le=366)] = 30

@@ -407,9 +407,12 @@ dir $dir
 logfile ""
 save ""
 appendonly no
-# A customer hash holds its recent event ids in one 128-byte field; let such hashes
-# stay compact listpacks (the default limit of 64 bytes turns them into ~1.2 KB tables).
-hash-max-listpack-value 160
+# Customers live many to a hash, each one binary value (streams/customer.lua): keep
+# those buckets compact listpacks. RETENTION_CUSTOMER_BUCKETS is sized for at most 512
+# customers per bucket; a value over the limit (a customer with years of day bitmaps)
+# would turn its whole bucket into a hashtable of ~2.5x the memory, so allow large ones.
+hash-max-listpack-entries 512
+hash-max-listpack-value 2048
 EOF
     spawn redis /usr/bin/redis-server "$dir/redis.conf"
 }

@@ -5,12 +5,13 @@
 -- KEYS[3] per-period hash  (cohort sizes and cells, lifecycle, installs, cohort value)
 -- KEYS[4] timeline hash    (deltas and day-keyed counts the exporter sums up to T:
 --                           subscriptions, first churns, RFM keys)
--- KEYS[5] lifecycle due zset (customer key -> first day to look at again)
--- KEYS[6..] customer hashes (their layout is in customer.lua)
--- ARGV[1] JSON config; ARGV[2..] 12 values per item: key index (0 = invalid),
+-- KEYS[5] lifecycle due zset (bucket number -> earliest day one of its customers is due)
+-- KEYS[6..] customer buckets (hashes of many customers; the layout is in customer.lua)
+-- ARGV[1] JSON config; ARGV[2..] 13 values per item: bucket key index (0 = invalid),
 --   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
---   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), and the event id
---   itself for subscription starts and renewals (it breaks ts ties for MRR)
+--   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), the event id itself
+--   for subscription starts and renewals (it breaks ts ties for MRR), and the
+--   customer's field in its bucket
 --
 -- Days are local days since 1970-01-01. A customer is a few day bitmaps, so late,
 -- out-of-order and duplicate events land exactly; every aggregate changes only by
@@ -20,7 +21,7 @@ local cfg = cjson.decode(ARGV[1])
 local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
 local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ARGS_PER_ITEM = 12
+local ARGS_PER_ITEM = 13
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 local PERIODS = { 'd', 'w', 'm' }
@@ -417,13 +418,18 @@ end
 ---------------------------------------------------------------------------
 -- Customer state (customer.lua), loaded once per batch and written back at the end.
 ---------------------------------------------------------------------------
-local customers = {}
+local customers, stored = {}, {} -- bucket key -> field -> state, and the blob as read
 
-local function load(key)
-  local st = customers[key]
+local function load(key, field)
+  local bucket = customers[key]
+  if bucket == nil then
+    bucket = {}
+    customers[key], stored[key] = bucket, {}
+  end
+  local st = bucket[field]
   if st then return st end
-  st = read_customer(key)
-  customers[key] = st
+  st, stored[key][field] = read_customer(key, field)
+  bucket[field] = st
   return st
 end
 
@@ -530,7 +536,7 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
       incr(AGG, 'i:' .. kind, 1)
       applied = applied + 1
     else
-      local st = load(KEYS[kidx])
+      local st = load(KEYS[kidx], ARGV[i + 12])
       if seen_before(st, ARGV[i + 3], RING) then
         duplicates = duplicates + 1
       else
@@ -547,7 +553,9 @@ for i = 2, #ARGV, ARGS_PER_ITEM do
 end
 
 flush_increments()
-for key, st in pairs(customers) do write_customer(key, st) end
+for key, bucket in pairs(customers) do
+  for field, st in pairs(bucket) do write_customer(DUE, key, field, st, stored[key][field]) end
+end
 for part, offset in pairs(applied_offsets) do
   redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
 end

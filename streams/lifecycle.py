@@ -21,7 +21,7 @@ from streams.scripts import load_script
 from streams.state import Keys
 
 SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
-SWEEP_LIMIT = 2000
+SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
 
 
 class LifecyclePublisher:
@@ -30,7 +30,7 @@ class LifecyclePublisher:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.namespace, settings.shards)
+        self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.script = redis.register_script(SCRIPT)
         self.published = 0
@@ -64,7 +64,7 @@ class LifecyclePublisher:
         return self.calendar.day(min(newest.values()) - lateness_ms)
 
     async def _sweep(self, today: int) -> bool:
-        """One pass over every shard; True when some shard had more due than the limit."""
+        """One pass over every shard; True when some shard has due customers left."""
         config = json.dumps(
             {
                 "T": today,
@@ -75,9 +75,11 @@ class LifecyclePublisher:
         )
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
-                await self.script(keys=list(self.keys.lifecycle(shard)), args=[config], client=pipe)
+                keys = list(self.keys.lifecycle(shard))
+                args = [config, self.keys.bucket_prefix(shard)]
+                await self.script(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
-        return any(due >= SWEEP_LIMIT for due, _ in results)
+        return any(more for _, _, more in results)
 
     async def _drain(self, producer: AIOKafkaProducer) -> int:
         sent = 0
@@ -101,7 +103,7 @@ class LifecyclePublisher:
 
     def message(self, change: dict[str, Any]) -> tuple[bytes, bytes]:
         """Kafka key and JSON value of one queued change."""
-        customer = change["key"].split(":c:", 1)[1]
+        customer = change["customer"]
         day = change["day"]
         body = {
             "customer_id": customer,

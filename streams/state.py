@@ -5,20 +5,24 @@ Key layout (every key of a shard carries the same hash tag, so it is Redis Clust
   <ns>:{s:N}:days  per-day base size and active-window counts
   <ns>:{s:N}:per   per-period cohort sizes and cells, stayed-in-base, lifecycle, value
   <ns>:{s:N}:line  day-keyed deltas and counts summed up to the watermark by the exporter
-  <ns>:{s:N}:c:<customer_id>  one small hash per customer
+  <ns>:{s:N}:b:<n> a bucket of customers: field = customer id (customer_field), value =
+                   the customer's state as one binary blob (layout in customer.lua)
+  <ns>:{s:N}:due   lifecycle due set: bucket number -> earliest day one of its customers is due
+  <ns>:{s:N}:outbox lifecycle changes waiting to be produced
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from retention.settings import Settings
+from retention.settings import CUSTOMER_BUCKETS, Settings
 from streams.calendar import Calendar
 from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
@@ -27,7 +31,10 @@ from streams.scripts import load_script
 ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
-INVALID_TAIL = (0, 0, 0, 0, -1, "", "")  # flags, day, ts, amount, score, codes, id
+INVALID_TAIL = (0, 0, 0, 0, -1, "", "", "")  # flags, day, ts, amount, score, codes, id, field
+# Bytes of an event-id hash in a customer's dedup ring: a new event is taken for a
+# duplicate with probability <= ring / 2**48 (16 ids: 5.7e-14, ~1 in 17 trillion events).
+EVENT_HASH_BYTES = 6
 FIXED_FLAGS = {
     "subscription_start": SUB_ON,
     "subscription_renew": SUB_ON,
@@ -58,9 +65,10 @@ class ApplyResult:
 class Keys:
     """Names of a namespace's keys; the only place that spells them."""
 
-    def __init__(self, namespace: str, shards: int) -> None:
+    def __init__(self, namespace: str, shards: int, buckets: int = CUSTOMER_BUCKETS) -> None:
         self.namespace = namespace
         self.shards = shards
+        self.buckets_per_shard = max(1, buckets // shards)
 
     def shard_of(self, customer_id: str) -> int:
         return zlib.crc32(customer_id.encode()) % self.shards
@@ -73,12 +81,41 @@ class Keys:
         return f"{tag}:agg", f"{tag}:days", f"{tag}:per", f"{tag}:line"
 
     def lifecycle(self, shard: int) -> tuple[str, str]:
-        """The shard's lifecycle due set and outbox."""
+        """The shard's lifecycle due set (of buckets) and outbox."""
         tag = self.tag(shard)
         return f"{tag}:due", f"{tag}:outbox"
 
-    def customer(self, customer_id: str) -> str:
-        return f"{self.tag(self.shard_of(customer_id))}:c:{customer_id}"
+    def bucket_prefix(self, shard: int) -> str:
+        """Bucket n of the shard is this prefix followed by n."""
+        return f"{self.tag(shard)}:b:"
+
+    def customer(self, customer_id: str) -> tuple[str, bytes]:
+        """The bucket hash holding the customer, and the customer's field in it."""
+        crc = zlib.crc32(customer_id.encode())
+        shard, bucket = crc % self.shards, crc // self.shards % self.buckets_per_shard
+        return f"{self.bucket_prefix(shard)}{bucket}", customer_field(customer_id)
+
+
+def customer_field(customer_id: str) -> bytes:
+    """A customer's field in its bucket: a canonical UUID as its 16 raw bytes (20 bytes
+    less per customer), any other id as UTF-8, behind a 0xff byte if it is 16 bytes long
+    too (0xff never occurs in UTF-8). customer.lua customer_id reverses it."""
+    if len(customer_id) == 36:
+        try:
+            parsed = uuid.UUID(customer_id)
+        except ValueError:
+            parsed = None
+        if parsed is not None and str(parsed) == customer_id:
+            return parsed.bytes
+    raw = customer_id.encode()
+    return b"\xff" + raw if len(raw) == 16 else raw
+
+
+def customer_of_field(field: bytes) -> str:
+    """The customer id behind a bucket field (the inverse of customer_field)."""
+    if len(field) == 16:
+        return str(uuid.UUID(bytes=field))
+    return (field[1:] if field[:1] == b"\xff" else field).decode()
 
 
 class StateWriter:
@@ -86,7 +123,7 @@ class StateWriter:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
-        self.keys = Keys(settings.namespace, settings.shards)
+        self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.script = redis.register_script(SCRIPT)
         self.config = json.dumps(
@@ -118,7 +155,7 @@ class StateWriter:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, batch in shards.items():
                 due = self.keys.lifecycle(shard)[0]
-                keys = [*self.keys.aggregates(shard), due, *batch.customer_keys]
+                keys = [*self.keys.aggregates(shard), due, *batch.bucket_keys]
                 await self.script(keys=keys, args=[self.config, *batch.args], client=pipe)
             for applied, duplicates, replayed in await pipe.execute():
                 result.applied += applied
@@ -136,11 +173,12 @@ class StateWriter:
         batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
         flags = self.flags.get(event.type, 0)
         amount = round((event.amount or 0.0) * 1000) if flags & MONEY_FLAGS else 0
+        bucket, member = self.keys.customer(event.customer_id)
         batch.args += [
-            batch.key_index(self.keys.customer(event.customer_id)),
+            batch.key_index(bucket),
             record.partition,
             record.offset,
-            hashlib.blake2b(event.event_id.encode(), digest_size=8).digest(),
+            hashlib.blake2b(event.event_id.encode(), digest_size=EVENT_HASH_BYTES).digest(),
             event.type,
             flags,
             self.calendar.day(event.ts_ms),
@@ -149,21 +187,22 @@ class StateWriter:
             -1 if event.score is None else event.score,
             await self.dimensions.codes(event.platform, event.channel),
             event.event_id if flags & SUB_ON else "",
+            member,
         ]
 
 
 @dataclass(slots=True)
 class ShardBatch:
-    """The script arguments for one shard; customer keys are numbered from KEYS[6]."""
+    """The script arguments for one shard; bucket keys are numbered from KEYS[6]."""
 
-    customer_keys: list[str] = field(default_factory=list)
+    bucket_keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     args: list[str | int | bytes] = field(default_factory=list)
 
     def key_index(self, key: str) -> int:
         if key not in self.index:
-            self.customer_keys.append(key)
-            self.index[key] = len(self.customer_keys) + 5
+            self.bucket_keys.append(key)
+            self.index[key] = len(self.bucket_keys) + 5
         return self.index[key]
 
 

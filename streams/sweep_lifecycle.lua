@@ -1,16 +1,18 @@
 -- Find one shard's lifecycle changes for complete days up to T - 1 and queue them.
 --
--- KEYS[1] due zset   (customer key -> first day whose state is not yet published)
+-- KEYS[1] due zset   (bucket number -> earliest day one of its customers is due)
 -- KEYS[2] outbox list (JSON changes waiting to be produced to Kafka)
--- ARGV[1] JSON {T, W, risk = {2, 7}, limit}
+-- ARGV[1] JSON {T, W, risk = {2, 7}, limit}; ARGV[2] the shard's bucket key prefix
 --
--- Per customer: pt = last published day, ls = last published state. Changes are
--- computed from pt + 1 to T - 1 over the customer's day bitmaps, appended to the
--- outbox in the same atomic step that advances pt, so nothing is published twice.
+-- Per customer (customer.lua): pt = last published day, ls = last published state,
+-- due = first day whose state is not yet published. Changes are computed from pt + 1
+-- to T - 1 over the customer's day bitmaps, appended to the outbox in the same atomic
+-- step that advances pt, so nothing is published twice. A due bucket is read whole;
+-- its customers that are not due yet are skipped on their blob's header.
 
 local cfg = cjson.decode(ARGV[1])
 local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
-local DUE, OUTBOX = KEYS[1], KEYS[2]
+local DUE, OUTBOX, BUCKET = KEYS[1], KEYS[2], ARGV[2]
 
 local function any_after(s, o, day)
   for d = day + 1, o + #s * 8 - 1 do
@@ -48,16 +50,26 @@ local function reason(from, to, last, t)
   return 'inactive ' .. (t - last) .. ' days'
 end
 
-local function sweep(key)
-  local v = redis.call('HMGET', key, 'o', 'a', 'x', 'pt', 'ls', 'p', 'r', 'q')
-  local o, a, x = tonumber(v[1]), v[2] or '', v[3] or ''
-  if o == nil or #a == 0 then
-    redis.call('ZREM', DUE, key)
+-- When could the state change next, if no new event came? nil: never.
+local function next_due(st, from, last)
+  if any_after(st.a, st.o, T - 1) or any_after(st.x, st.o, T - 1) then return T end
+  if from == 'churned' or last == nil then return nil end
+  local day = last + W
+  for _, r in ipairs(RISK) do
+    if last + r >= T and last + r < day then day = last + r end
+  end
+  return math.max(day, T)
+end
+
+-- Queue one due customer's changes up to T - 1 and record them as published.
+local function sweep_customer(id, st)
+  local o, a, x = st.o, st.a, st.x
+  if #a == 0 then
+    st.due = nil
     return 0
   end
-  local from = v[5] or 'none'
-  local start = tonumber(v[4])
-  start = start and start + 1 or o
+  local from = st.ls or 'none'
+  local start = st.pt and st.pt + 1 or o
   -- The state on the day before `start`: the latest activity however long ago (a
   -- customer published as churned may come back months later), and whether a churn
   -- event followed it. Then walk forward as the base rule does.
@@ -77,31 +89,49 @@ local function sweep(key)
     local now = state_of(last, churned, t)
     if now ~= from then
       redis.call('RPUSH', OUTBOX, cjson.encode({
-        key = key, from = from, to = now, day = t, reason = reason(from, now, last, t),
-        last = last, first = first_set(a, o), purchases = tonumber(v[6]) or 0,
-        net_milli = (tonumber(v[7]) or 0) - (tonumber(v[8]) or 0),
+        customer = id, from = from, to = now, day = t, reason = reason(from, now, last, t),
+        last = last, first = first_set(a, o), purchases = st.p, net_milli = st.r - st.q,
       }))
       changes = changes + 1
       from = now
     end
   end
-  redis.call('HSET', key, 'pt', T - 1, 'ls', from)
-  -- When could the state change next, if no new event came?
-  if any_after(a, o, T - 1) or any_after(x, o, T - 1) then
-    redis.call('ZADD', DUE, T, key)
-  elseif from == 'churned' or last == nil then
-    redis.call('ZREM', DUE, key)
-  else
-    local next_day = last + W
-    for _, r in ipairs(RISK) do
-      if last + r >= T and last + r < next_day then next_day = last + r end
-    end
-    redis.call('ZADD', DUE, math.max(next_day, T), key)
-  end
+  st.pt, st.ls = T - 1, from
+  st.due = next_due(st, from, last)
   return changes
 end
 
-local due = redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, LIMIT)
-local changes = 0
-for _, key in ipairs(due) do changes = changes + sweep(key) end
-return { #due, changes }
+-- Sweep the due customers of bucket `b` and set its score to its new earliest due day.
+-- Returns the customers looked at and the changes queued.
+local function sweep_bucket(b)
+  local key = BUCKET .. b
+  local entries = redis.call('HGETALL', key)
+  local earliest, changes = nil, 0
+  for i = 1, #entries, 2 do
+    local field, blob = entries[i], entries[i + 1]
+    local due = due_day(blob)
+    if due ~= nil and due <= T - 1 then
+      local st = decode_customer(blob)
+      changes = changes + sweep_customer(customer_id(field), st)
+      redis.call('HSET', key, field, encode_customer(st))
+      due = st.due
+    end
+    if due ~= nil and (earliest == nil or due < earliest) then earliest = due end
+  end
+  if earliest == nil then
+    redis.call('ZREM', DUE, b)
+  else
+    redis.call('ZADD', DUE, earliest, b)
+  end
+  return #entries / 2, changes
+end
+
+-- Whole buckets until about LIMIT customers have been looked at, so one call stays short.
+local looked, changes = 0, 0
+for _, b in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, LIMIT)) do
+  local n, c = sweep_bucket(b)
+  looked, changes = looked + n, changes + c
+  if looked >= LIMIT then break end
+end
+local more = redis.call('ZCOUNT', DUE, '-inf', T - 1) > 0 and 1 or 0
+return { looked, changes, more }

@@ -146,6 +146,7 @@ EXAMPLES = int(os.environ.get("RETENTION_STATE_EXAMPLES", "150"))
     window=st.sampled_from([2, 7, 30]),
     kept=st.integers(1, 5),
     shards=st.sampled_from([1, 3]),
+    buckets=st.sampled_from([1, 5, 32768]),  # customers per bucket hash: many to one
     lateness=st.sampled_from([0, 0, 3600, 86400 + 7200]),
     knobs=st.fixed_dictionaries(
         {
@@ -163,6 +164,7 @@ def test_state_matches_oracle(
     window: int,
     kept: int,
     shards: int,
+    buckets: int,
     lateness: int,
     knobs: dict[str, Any],
 ) -> None:
@@ -177,6 +179,7 @@ def test_state_matches_oracle(
         churn_window_days=window,
         cohorts_kept=kept,
         shards=shards,
+        customer_buckets=buckets,
         allowed_lateness_seconds=lateness,
         **knobs,
     )
