@@ -6,9 +6,11 @@ synthetic writer). Three views of its size:
   issue asks for; it also sees any other client's writes in the meantime, so the
   key count of other namespaces is reported beside it);
 - Σ `MEMORY USAGE` over every key of the namespace, split by kind of key (customer
-  hashes, shard aggregates, lifecycle due sets), which other users cannot disturb;
-- `MEMORY USAGE` and field lengths of a random sample of customer hashes, grouped by
-  how many events the customer had, to show what a heavier customer costs.
+  buckets, shard aggregates, lifecycle due sets), which other users cannot disturb;
+- for a random sample of customers: their bucket's `MEMORY USAGE` shared out over its
+  customers, and the bytes of their own listpack entry (field and blob, by part of
+  the blob), grouped by how many events the customer had, to show what a heavier
+  customer costs.
 """
 
 from __future__ import annotations
@@ -26,25 +28,29 @@ from redis import Redis
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
 from bench.tracker import Target
+from retention.settings import Settings
 from streams.state import Keys
 
-CUSTOMER_FIELDS = (
-    "o",
-    "a",
-    "x",
-    "s",
-    "k",
-    "e",
-    "f",
-    "l",
-    "p",
-    "r",
-    "q",
-    "sa",
-    "st",
-    "g",
-    "pt",
-    "ls",
+# Optional fields of a customer blob in order, and how each is written: length-prefixed
+# bytes, one varint, or breakdown codes (a varint, odd: 2 * length + 1 and the text).
+# The layout of streams/customer.lua FIELDS.
+BLOB_FIELDS = (
+    ("a", "bytes"),
+    ("e", "bytes"),
+    ("f", "varint"),
+    ("l", "varint"),
+    ("g", "codes"),
+    ("pt", "varint"),
+    ("ls", "varint"),
+    ("x", "bytes"),
+    ("s", "bytes"),
+    ("k", "bytes"),
+    ("p", "varint"),
+    ("r", "varint"),
+    ("q", "varint"),
+    ("sa", "varint"),
+    ("st", "varint"),
+    ("si", "bytes"),
 )
 
 
@@ -84,14 +90,52 @@ def namespace_usage(redis: Redis, namespace: str) -> dict[str, dict[str, int]]:
 
 
 def _kind(key: str) -> str:
-    if ":c:" in key:
-        return "customer hashes"
+    if ":b:" in key:
+        return "customer buckets"
     tail = key.rsplit(":", 1)[-1]
     if tail in ("agg", "days", "per", "line"):
         return "shard aggregates"
     if tail in ("due", "outbox"):
         return f"lifecycle {tail}"
     return "other"
+
+
+def blob_parts(blob: bytes) -> dict[str, int]:
+    """Bytes each part of a customer blob takes (header = base day, due day and mask)."""
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        n, shift = 0, 0
+        while True:
+            b = blob[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return n
+
+    varint()
+    varint()
+    mask = varint()
+    parts = {"header": pos}
+    for bit, (name, kind) in enumerate(BLOB_FIELDS):
+        if mask & (1 << bit):
+            at = pos
+            n = varint()
+            if kind == "bytes":
+                pos += n
+            elif kind == "codes" and n % 2:
+                pos += n // 2
+            parts[name] = pos - at
+    return parts
+
+
+def listpack_entry_bytes(length: int) -> int:
+    """Bytes a string of `length` bytes takes in a listpack: header, data, back-length."""
+    header = 1 if length < 64 else 2 if length < 4096 else 5
+    total = header + length
+    return total + (1 if total < 128 else 2 if total < 16384 else 3)
 
 
 def sample_customers(
@@ -102,32 +146,41 @@ def sample_customers(
     size: int,
     events: dict[int, int],
 ) -> dict[str, object]:
-    """MEMORY USAGE and field sizes of `size` random customers of the history."""
-    keys = Keys(target.namespace, target.shards)
+    """Sizes of `size` random customers of the history: their bucket entries (field and
+    blob) and, for their buckets, MEMORY USAGE shared out over the bucket's customers."""
+    # the worker reads RETENTION_CUSTOMER_BUCKETS from the same environment
+    keys = Keys(target.namespace, target.shards, Settings().customer_buckets)
     picks = random.Random(99).sample(range(customers), min(size, customers))
-    names = [keys.customer(customer_id(c, seed)) for c in picks]
+    places = [keys.customer(customer_id(c, seed)) for c in picks]
     pipe = redis.pipeline(transaction=False)
-    for name in names:
-        pipe.memory_usage(name, samples=0)
-        pipe.object("encoding", name)
-        for f in CUSTOMER_FIELDS:
-            pipe.hstrlen(name, f)
+    for bucket, member in places:
+        pipe.hget(bucket, member)
+    blobs = pipe.execute()
+    buckets = sorted({bucket for bucket, _ in places})
+    pipe = redis.pipeline(transaction=False)
+    for bucket in buckets:
+        pipe.memory_usage(bucket, samples=0)
+        pipe.object("encoding", bucket)
+        pipe.hlen(bucket)
     replies = pipe.execute()
-    per = 2 + len(CUSTOMER_FIELDS)
-    usages: list[int] = []
+    shares: list[float] = []
     encodings: Counter[str] = Counter()
-    field_bytes: Counter[str] = Counter()
-    by_events: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(picks):
-        usage, encoding, *lengths = replies[i * per : (i + 1) * per]
-        if usage is None:
-            continue
-        usages.append(int(usage))
+    for i in range(len(buckets)):
+        usage, encoding, length = replies[3 * i : 3 * i + 3]
+        if usage and length:
+            shares.append(int(usage) / int(length))
         encodings[encoding.decode() if isinstance(encoding, bytes) else str(encoding)] += 1
-        for f, n in zip(CUSTOMER_FIELDS, lengths, strict=True):
-            field_bytes[f] += int(n)
+    entries: list[int] = []
+    part_bytes: Counter[str] = Counter()
+    by_events: dict[str, list[int]] = defaultdict(list)
+    for c, (_, member), blob in zip(picks, places, blobs, strict=True):
+        if blob is None:
+            continue
+        entry = listpack_entry_bytes(len(member)) + listpack_entry_bytes(len(blob))
+        entries.append(entry)
+        part_bytes.update(blob_parts(blob))
         n_events = events.get(c, 0)
-        bucket = (
+        group = (
             "1-3"
             if n_events <= 3
             else "4-7"
@@ -136,22 +189,26 @@ def sample_customers(
             if n_events <= 15
             else "16+"
         )
-        by_events[bucket].append(int(usage))
-    found = len(usages)
+        by_events[group].append(entry)
+    found = len(entries)
     return {
         "sampled": len(picks),
         "found": found,
-        "memory_usage_median": statistics.median(usages) if usages else 0,
-        "memory_usage_mean": round(statistics.fmean(usages), 1) if usages else 0,
-        "memory_usage_p90": statistics.quantiles(usages, n=10)[8] if len(usages) > 10 else 0,
+        "buckets": len(buckets),
+        "customers_per_bucket_mean": round(
+            statistics.fmean(int(n) for n in replies[2::3]) if buckets else 0, 1
+        ),
+        "memory_usage_median": round(statistics.median(shares), 1) if shares else 0,
+        "memory_usage_mean": round(statistics.fmean(shares), 1) if shares else 0,
         "encodings": dict(encodings),
-        "key_name_bytes_mean": round(statistics.fmean(len(n) for n in names), 1),
-        "field_value_bytes_mean": {
-            f: round(field_bytes[f] / max(found, 1), 1) for f in CUSTOMER_FIELDS
+        "key_name_bytes_mean": round(statistics.fmean(len(m) for _, m in places), 1),
+        "entry_bytes_mean": round(statistics.fmean(entries), 1) if entries else 0,
+        "blob_part_bytes_mean": {
+            part: round(n / max(found, 1), 1) for part, n in part_bytes.most_common()
         },
         "memory_usage_by_events": {
-            b: {"customers": len(v), "median": statistics.median(v)}
-            for b, v in sorted(by_events.items())
+            g: {"customers": len(v), "median": statistics.median(v)}
+            for g, v in sorted(by_events.items())
         },
     }
 

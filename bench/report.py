@@ -143,11 +143,11 @@ def render(results: dict[str, Any], console: Console) -> None:
         sample = mem["sample"]
         table.add_row(
             "  Σ MEMORY USAGE / customer",
-            f"{ns:,.0f} B (customer hash median {sample['memory_usage_median']:,} B)",
+            f"{ns:,.0f} B (bucket share median {sample['memory_usage_median']:,} B)",
             "",
             "",
             "every key of the namespace, by kind in the JSON; sample of "
-            f"{sample['found']:,} customer hashes",
+            f"{sample['found']:,} customers",
         )
     fill = results.get("fill")
     if fill:
@@ -225,15 +225,19 @@ def _render_memory(results: dict[str, Any], console: Console) -> None:
     sample = mem["sample"]
     enc = sample["encodings"]
     hashtable = enc.get("hashtable", 0) / max(sum(enc.values()), 1)
-    buckets = ", ".join(
-        f"{b} events: {v['median']:,.0f} B (n={v['customers']})"
-        for b, v in sample["memory_usage_by_events"].items()
+    groups = ", ".join(
+        f"{g} events: {v['median']:,.0f} B (n={v['customers']})"
+        for g, v in sample["memory_usage_by_events"].items()
     )
+    parts = ", ".join(f"{p} {n:.1f}" for p, n in sample.get("blob_part_bytes_mean", {}).items())
     console.print(f"memory per customer by kind of key: {kinds}")
     console.print(
-        f"customer hashes: key name {sample['key_name_bytes_mean']:.0f} B, "
-        f"{hashtable:.1%} not listpack; MEMORY USAGE by records per customer: {buckets}"
+        f"customer buckets: {sample.get('customers_per_bucket_mean', 0):.0f} customers each, "
+        f"{hashtable:.1%} not listpack; a customer's field {sample['key_name_bytes_mean']:.0f} B, "
+        f"listpack entry by records per customer: {groups}"
     )
+    if parts:
+        console.print(f"customer blob, mean bytes by part: {parts}")
 
 
 def _render_profile(results: dict[str, Any], console: Console) -> None:
