@@ -2,41 +2,48 @@
 
 Counts are exported beside every ratio so that recording rules can sum numerators
 and denominators before dividing. Ratios whose denominator is zero are left out.
+Families are built as light `Family` objects (metrics/exposition.py): the exporter
+writes them straight to text, and `collect()` hands them to prometheus-client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from metrics.aggregates import AggregateReader, CohortValue, PeriodChurn, Snapshot
+from metrics.exposition import Family
 from metrics.segments import count_segments
 from retention.settings import Settings
 from streams.calendar import Calendar, Period
 
 SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
 
+# (cohort_period, cohort) label values by (period type, cohort number).
+CohortLabels = dict[tuple[Period, int], tuple[str, str]]
 
-def gauge(name: str, text: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, text, labels=list(labels))
+
+def gauge(name: str, text: str, labels: Sequence[str] = ()) -> Family:
+    return Family(name, text, tuple(labels))
+
+
+def single(name: str, text: str, value: float | None, kind: str = "gauge") -> Family:
+    """A family of one unlabelled sample (none when the value is undefined)."""
+    family = Family(name, text, kind=kind)
+    family.add((), value)
+    return family
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def add(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
-    """Add a sample unless the value is undefined (a ratio over zero)."""
-    if value is not None:
-        family.add_metric(labels, value)
-
-
 class ChurnFamilies:
     """Base, new, lost, churn and CRR of the last complete periods, under one name prefix."""
 
-    def __init__(self, prefix: str, labels: list[str]) -> None:
+    def __init__(self, prefix: str, labels: Sequence[str]) -> None:
         p = [*labels, "period"]
         self.start = gauge(f"{prefix}base_start_customers", "Base at the last period's start.", p)
         self.end = gauge(f"{prefix}base_end_customers", "Base at the end of the last period.", p)
@@ -49,16 +56,16 @@ class ChurnFamilies:
             f"{prefix}crr", "Customer retention rate: (end base - new) / start base.", p
         )
 
-    def add(self, labels: list[str], c: PeriodChurn) -> None:
-        where = [*labels, c.period.value]
-        self.start.add_metric(where, c.base_start)
-        self.end.add_metric(where, c.base_end)
-        self.new.add_metric(where, c.new)
-        self.lost.add_metric(where, c.lost)
-        add(self.churn, where, ratio(c.lost, c.base_start))
-        add(self.crr, where, ratio(c.base_end - c.new, c.base_start))
+    def add(self, labels: tuple[str, ...], c: PeriodChurn) -> None:
+        where = (*labels, c.period.value)
+        self.start.add(where, c.base_start)
+        self.end.add(where, c.base_end)
+        self.new.add(where, c.new)
+        self.lost.add(where, c.lost)
+        self.churn.add(where, ratio(c.lost, c.base_start))
+        self.crr.add(where, ratio(c.base_end - c.new, c.base_start))
 
-    def all(self) -> tuple[GaugeMetricFamily, ...]:
+    def all(self) -> tuple[Family, ...]:
         return (self.start, self.end, self.new, self.lost, self.churn, self.crr)
 
 
@@ -71,49 +78,58 @@ class RetentionCollector(Collector):
         self.calendar: Calendar = reader.calendar
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.reader.read()
-        yield from self._totals(snap)
-        if snap.watermark_day is None:
-            return
-        yield from self._activity(snap)
-        yield from self._cohorts(snap)
-        yield from self._churn(snap)
-        yield from self._lifecycle(snap)
-        yield from self._purchases(snap)
-        yield from self._value(snap)
-        yield from self._subscriptions(snap)
-        yield from self._nps(snap)
-        yield from self._churn_tenure(snap)
-        yield from self._rfm(snap)
-        yield from self._breakdowns(snap)
+        for family in self.families():
+            yield family.metric()
 
-    def _totals(self, snap: Snapshot) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "retention_customers",
-            "Customers tracked (seen with at least one activity).",
-            value=snap.customers,
-        )
-        events = CounterMetricFamily(
-            "retention_events", "Unique valid events applied, by type.", labels=["type"]
+    def families(self) -> list[Family]:
+        """Every family from one fresh snapshot, in exposition order."""
+        snap = self.reader.read()
+        families = self._totals(snap)
+        if snap.watermark_day is None:
+            return families
+        for part in (
+            self._activity,
+            self._cohorts,
+            self._churn,
+            self._lifecycle,
+            self._purchases,
+            self._value,
+            self._subscriptions,
+            self._nps,
+            self._churn_tenure,
+            self._rfm,
+            self._breakdowns,
+        ):
+            families += part(snap)
+        return families
+
+    def _totals(self, snap: Snapshot) -> list[Family]:
+        events = Family(
+            "retention_events", "Unique valid events applied, by type.", ("type",), "counter"
         )
         for name, count in sorted(snap.events.items()):
-            events.add_metric([name], count)
-        yield events
-        invalid = CounterMetricFamily(
+            events.add((name,), count)
+        invalid = Family(
             "retention_events_invalid",
             "Events rejected to the dead-letter topic, by reason.",
-            labels=["reason"],
+            ("reason",),
+            "counter",
         )
         for reason, count in sorted(snap.invalid.items()):
-            invalid.add_metric([reason], count)
-        yield invalid
+            invalid.add((reason,), count)
+        customers = single(
+            "retention_customers",
+            "Customers tracked (seen with at least one activity).",
+            snap.customers,
+        )
+        return [customers, events, invalid]
 
-    def _activity(self, snap: Snapshot) -> Iterator[Metric]:
+    def _activity(self, snap: Snapshot) -> list[Family]:
         assert snap.watermark_ms is not None
-        yield GaugeMetricFamily(
+        watermark = single(
             "retention_watermark_seconds",
             "Event-time watermark: newest event time less the allowed lateness.",
-            value=snap.watermark_ms / 1000,
+            snap.watermark_ms / 1000,
         )
         active = gauge(
             "retention_active_customers",
@@ -121,13 +137,15 @@ class RetentionCollector(Collector):
             ["window"],
         )
         for days, count in snap.active.items():
-            active.add_metric([f"{days}d"], count)
-        yield active
-        sticky = gauge("retention_stickiness_ratio", "Stickiness: 1-day / 30-day active.")
-        add(sticky, [], ratio(snap.active[1], snap.active[30]))
-        yield sticky
+            active.add((f"{days}d",), count)
+        sticky = single(
+            "retention_stickiness_ratio",
+            "Stickiness: 1-day / 30-day active.",
+            ratio(snap.active[1], snap.active[30]),
+        )
+        return [watermark, active, sticky]
 
-    def _cohorts(self, snap: Snapshot) -> Iterator[Metric]:
+    def _cohorts(self, snap: Snapshot) -> list[Family]:
         cohort_labels = ["cohort_period", "cohort"]
         cell_labels = [*cohort_labels, "offset"]
         size = gauge(
@@ -153,25 +171,33 @@ class RetentionCollector(Collector):
             "Unbounded (rolling) retention: unbounded retained / cohort size.",
             cell_labels,
         )
-        for (kind, cohort), count in snap.cohort_size.items():
-            size.add_metric([kind.value, self.calendar.label(cohort, kind)], count)
+        labels = self._cohort_labels(snap.cohort_size)
+        for key, count in snap.cohort_size.items():
+            size.add(labels[key], count)
         for cell, count in snap.retained.items():
-            label = self.calendar.label(cell.cohort, cell.period)
-            labels = [cell.period.value, label, str(cell.offset)]
-            cohort_size = snap.cohort_size[(cell.period, cell.cohort)]
-            retained.add_metric(labels, count)
-            rate.add_metric(labels, count / cohort_size)
-            unbounded.add_metric(labels, snap.unbounded[cell])
-            unbounded_rate.add_metric(labels, snap.unbounded[cell] / cohort_size)
-        yield from (size, retained, rate, unbounded, unbounded_rate)
+            key = (cell.period, cell.cohort)
+            where = (*labels[key], str(cell.offset))
+            cohort_size = snap.cohort_size[key]
+            retained.add(where, count)
+            rate.add(where, count / cohort_size)
+            unbounded.add(where, snap.unbounded[cell])
+            unbounded_rate.add(where, snap.unbounded[cell] / cohort_size)
+        return [size, retained, rate, unbounded, unbounded_rate]
 
-    def _churn(self, snap: Snapshot) -> Iterator[Metric]:
+    def _cohort_labels(self, cohorts: Iterable[tuple[Period, int]]) -> CohortLabels:
+        """(cohort_period, cohort) label values of each cohort, worked out once."""
+        return {
+            (kind, number): (kind.value, self.calendar.label(number, kind))
+            for kind, number in cohorts
+        }
+
+    def _churn(self, snap: Snapshot) -> list[Family]:
         families = ChurnFamilies("retention_", [])
         for c in snap.churn:
-            families.add([], c)
-        yield from families.all()
+            families.add((), c)
+        return list(families.all())
 
-    def _lifecycle(self, snap: Snapshot) -> Iterator[Metric]:
+    def _lifecycle(self, snap: Snapshot) -> list[Family]:
         labels = ["period", "start"]
         states = gauge(
             "retention_lifecycle_customers",
@@ -186,36 +212,38 @@ class RetentionCollector(Collector):
         )
         installs = gauge("retention_period_installs", "Install events in the period.", labels)
         for cycle in snap.lifecycle:
-            where = [cycle.period.value, self.calendar.label(cycle.number, cycle.period)]
+            where = (cycle.period.value, self.calendar.label(cycle.number, cycle.period))
             for state, count in (
                 ("new", cycle.new),
                 ("returning", cycle.returning),
                 ("resurrecting", cycle.resurrecting),
                 ("dormant", cycle.dormant),
             ):
-                states.add_metric([*where, state], count)
-            add(churn, where, ratio(cycle.dormant, cycle.previous_active))
-            active.add_metric(where, cycle.active)
-            installs.add_metric(where, cycle.installs)
-        yield from (states, churn, active, installs)
+                states.add((*where, state), count)
+            churn.add(where, ratio(cycle.dormant, cycle.previous_active))
+            active.add(where, cycle.active)
+            installs.add(where, cycle.installs)
+        return [states, churn, active, installs]
 
-    def _purchases(self, snap: Snapshot) -> Iterator[Metric]:
+    def _purchases(self, snap: Snapshot) -> list[Family]:
         t = snap.totals
         purchases, net = t["purchases"], t["revenue_milli"] - t["refunded_milli"]
-        for name, text, total in (
-            ("retention_purchases", "Purchase events.", purchases),
-            ("retention_revenue", "Revenue of purchase events.", t["revenue_milli"] / 1000),
-            ("retention_refunds", "Refund events.", t["refunds"]),
-            ("retention_refunded_revenue", "Amount refunded.", t["refunded_milli"] / 1000),
-        ):
-            yield CounterMetricFamily(name, text, value=total)
+        families = [
+            single(name, text, total, "counter")
+            for name, text, total in (
+                ("retention_purchases", "Purchase events.", purchases),
+                ("retention_revenue", "Revenue of purchase events.", t["revenue_milli"] / 1000),
+                ("retention_refunds", "Refund events.", t["refunds"]),
+                ("retention_refunded_revenue", "Amount refunded.", t["refunded_milli"] / 1000),
+            )
+        ]
         # A refund lowers it, so it is a gauge rather than a counter.
-        yield GaugeMetricFamily("retention_net_revenue", "Revenue less refunds.", value=net / 1000)
-        yield GaugeMetricFamily(
-            "retention_purchasing_customers", "Customers with a purchase.", value=t["purchasing"]
+        families.append(single("retention_net_revenue", "Revenue less refunds.", net / 1000))
+        families.append(
+            single("retention_purchasing_customers", "Customers with a purchase.", t["purchasing"])
         )
-        yield GaugeMetricFamily(
-            "retention_repeat_customers", "Customers with two or more.", value=t["repeat"]
+        families.append(
+            single("retention_repeat_customers", "Customers with two or more.", t["repeat"])
         )
         derived: tuple[tuple[str, str, float | None], ...] = (
             (
@@ -234,17 +262,15 @@ class RetentionCollector(Collector):
                 ratio(net / 1000, purchases),
             ),
         )
-        for name, text, value in derived:
-            family = gauge(name, text)
-            add(family, [], value)
-            yield family
+        families += [single(name, text, value) for name, text, value in derived]
+        return families
 
-    def _value(self, snap: Snapshot) -> Iterator[Metric]:
+    def _value(self, snap: Snapshot) -> list[Family]:
         lifespan = self._lifespan_years(snap)
-        yield GaugeMetricFamily(
+        seconds = single(
             "retention_clv_lifespan_seconds",
             "Average lifespan from last month's churn (capped), in seconds.",
-            value=lifespan * SECONDS_PER_YEAR,
+            lifespan * SECONDS_PER_YEAR,
         )
         per_year = gauge(
             "retention_purchases_per_customer_year",
@@ -255,13 +281,13 @@ class RetentionCollector(Collector):
             "retention_clv", "Customer lifetime value: AOV x purchases/year x lifespan.", ["cohort"]
         )
         for month, value in snap.value.items():
-            label = "all" if month is None else self.calendar.label(month, Period.MONTH)
+            label = ("all" if month is None else self.calendar.label(month, Period.MONTH),)
             rate = _per_customer_year(value)
-            add(per_year, [label], rate)
+            per_year.add(label, rate)
             aov = ratio(value.net_milli / 1000, value.purchases)
             if aov is not None and rate is not None and aov > 0:
-                clv.add_metric([label], aov * rate * lifespan)
-        yield from (per_year, clv)
+                clv.add(label, aov * rate * lifespan)
+        return [seconds, per_year, clv]
 
     def _lifespan_years(self, snap: Snapshot) -> float:
         cap = self.settings.clv_max_lifespan_years
@@ -269,50 +295,50 @@ class RetentionCollector(Collector):
         churn = ratio(month.lost, month.base_start)
         return cap if not churn else min(cap, 1 / (12 * churn))
 
-    def _subscriptions(self, snap: Snapshot) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "retention_subscribers", "Subscribed at the watermark day.", value=snap.subscribers
+    def _subscriptions(self, snap: Snapshot) -> list[Family]:
+        subscribers = single(
+            "retention_subscribers", "Subscribed at the watermark day.", snap.subscribers
         )
-        yield GaugeMetricFamily(
-            "retention_mrr",
-            "Monthly recurring revenue of subscribers.",
-            value=snap.mrr_milli / 1000,
+        mrr = single(
+            "retention_mrr", "Monthly recurring revenue of subscribers.", snap.mrr_milli / 1000
         )
         p = ["period"]
         cancels = gauge("retention_subscription_cancels", "Cancels in the last period.", p)
         start = gauge("retention_subscribers_start", "Subscribers at the last period's start.", p)
         churn = gauge("retention_subscription_churn_ratio", "Cancels / subscribers at start.", p)
         for c in snap.churn:
-            label = [c.period.value]
-            cancels.add_metric(label, c.cancels)
-            start.add_metric(label, c.subscribers_start)
-            add(churn, label, ratio(c.cancels, c.subscribers_start))
-        yield from (cancels, start, churn)
+            label = (c.period.value,)
+            cancels.add(label, c.cancels)
+            start.add(label, c.subscribers_start)
+            churn.add(label, ratio(c.cancels, c.subscribers_start))
+        return [subscribers, mrr, cancels, start, churn]
 
-    def _nps(self, snap: Snapshot) -> Iterator[Metric]:
+    def _nps(self, snap: Snapshot) -> list[Family]:
         responses = gauge(
             "retention_nps_responses", "NPS answers in the trailing window.", ["group"]
         )
         for group in ("promoter", "passive", "detractor"):
-            responses.add_metric([group], snap.nps[group])
-        yield responses
+            responses.add((group,), snap.nps[group])
         total = sum(snap.nps.values())
-        score = gauge("retention_nps", "Net promoter score (-100 to 100), trailing window.")
-        add(score, [], ratio(100 * (snap.nps["promoter"] - snap.nps["detractor"]), total))
-        yield score
+        score = single(
+            "retention_nps",
+            "Net promoter score (-100 to 100), trailing window.",
+            ratio(100 * (snap.nps["promoter"] - snap.nps["detractor"]), total),
+        )
+        return [responses, score]
 
-    def _churn_tenure(self, snap: Snapshot) -> Iterator[Metric]:
+    def _churn_tenure(self, snap: Snapshot) -> list[Family]:
         labels = ["tenure"]
         churned = gauge("retention_churned_customers", "Customers churned, by tenure.", labels)
         won = gauge("retention_winback_customers", "Churned customers who came back.", labels)
         rate = gauge("retention_winback_ratio", "Won back / churned.", labels)
         for tenure in ("quick", "late"):
-            churned.add_metric([tenure], snap.churned[tenure])
-            won.add_metric([tenure], snap.won_back[tenure])
-            add(rate, [tenure], ratio(snap.won_back[tenure], snap.churned[tenure]))
-        yield from (churned, won, rate)
+            churned.add((tenure,), snap.churned[tenure])
+            won.add((tenure,), snap.won_back[tenure])
+            rate.add((tenure,), ratio(snap.won_back[tenure], snap.churned[tenure]))
+        return [churned, won, rate]
 
-    def _rfm(self, snap: Snapshot) -> Iterator[Metric]:
+    def _rfm(self, snap: Snapshot) -> list[Family]:
         assert snap.watermark_day is not None
         counts = count_segments(
             snap.rfm,
@@ -322,10 +348,10 @@ class RetentionCollector(Collector):
         )
         family = gauge("retention_rfm_customers", "Customers per RFM segment.", ["segment"])
         for name, count in counts.items():
-            family.add_metric([name], count)
-        yield family
+            family.add((name,), count)
+        return [family]
 
-    def _breakdowns(self, snap: Snapshot) -> Iterator[Metric]:
+    def _breakdowns(self, snap: Snapshot) -> list[Family]:
         """Active customers, cohorts and churn per platform and per channel value."""
         by = ["dimension", "value"]
         active = gauge(
@@ -344,20 +370,22 @@ class RetentionCollector(Collector):
             [*cohort, "offset"],
         )
         churn = ChurnFamilies("retention_breakdown_", by)
+        labels: CohortLabels = {}
         for (dimension, value), core in sorted(snap.breakdowns.items()):
-            scope = [dimension, value]
+            scope = (dimension, value)
+            labels |= self._cohort_labels(core.cohort_size.keys() - labels.keys())
             for days, count in core.active.items():
-                active.add_metric([*scope, f"{days}d"], count)
-            for (kind, number), count in core.cohort_size.items():
-                size.add_metric([*scope, kind.value, self.calendar.label(number, kind)], count)
+                active.add((*scope, f"{days}d"), count)
+            for key, count in core.cohort_size.items():
+                size.add((*scope, *labels[key]), count)
             for cell, count in core.retained.items():
-                label = self.calendar.label(cell.cohort, cell.period)
-                labels = [*scope, cell.period.value, label, str(cell.offset)]
-                retained.add_metric(labels, count)
-                rate.add_metric(labels, count / core.cohort_size[(cell.period, cell.cohort)])
+                key = (cell.period, cell.cohort)
+                where = (*scope, *labels[key], str(cell.offset))
+                retained.add(where, count)
+                rate.add(where, count / core.cohort_size[key])
             for c in core.churn:
                 churn.add(scope, c)
-        yield from (active, size, retained, rate, *churn.all())
+        return [active, size, retained, rate, *churn.all()]
 
 
 def _per_customer_year(value: CohortValue) -> float | None:
