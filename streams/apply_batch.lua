@@ -57,17 +57,30 @@ local function month_start(y, m)
   return era * 146097 + doe - 719468
 end
 
+-- Months are remembered for the batch: the civil arithmetic is the costly part.
+local month_of, month_first = {}, {}
+
 local function period(d, P)
   if P == 'd' then return d end
   if P == 'w' then return floor((d + 3 - WS) / 7) end
-  local y, m = civil(d)
-  return y * 12 + m - 1
+  local p = month_of[d]
+  if p == nil then
+    local y, m = civil(d)
+    p = y * 12 + m - 1
+    month_of[d] = p
+  end
+  return p
 end
 
 local function pstart(p, P)
   if P == 'd' then return p end
   if P == 'w' then return p * 7 - 3 + WS end
-  return month_start(floor(p / 12), p % 12 + 1)
+  local d = month_first[p]
+  if d == nil then
+    d = month_start(floor(p / 12), p % 12 + 1)
+    month_first[p] = d
+  end
+  return d
 end
 
 local function pend(p, P)
@@ -134,6 +147,7 @@ end
 -- the day lists: each activity opens W days that a churn event cuts short.
 ---------------------------------------------------------------------------
 local function base_runs(st)
+  if st._Ba == st.a and st._Bx == st.x then return st._B end
   local A, X = days(st, 'a'), days(st, 'x')
   local runs, xi, n = {}, 1, 0
   for _, a in ipairs(A) do
@@ -149,11 +163,16 @@ local function base_runs(st)
       end
     end
   end
+  st._B, st._Ba, st._Bx = runs, st.a, st.x
   return runs
 end
 
--- Days on which an activity falls within the last `width` days, as maximal runs.
+-- Days on which an activity falls within the last `width` days, as maximal runs
+-- (cached per width until the activity bitmap changes).
 local function window_runs(st, width)
+  if st._Wa ~= st.a then st._W, st._Wa = {}, st.a end
+  local cached = st._W[width]
+  if cached ~= nil then return cached end
   local runs, n = {}, 0
   for _, a in ipairs(days(st, 'a')) do
     if n > 0 and a <= runs[n][2] then
@@ -163,6 +182,7 @@ local function window_runs(st, width)
       runs[n] = { a, a + width }
     end
   end
+  st._W[width] = runs
   return runs
 end
 
@@ -238,10 +258,6 @@ local function add_range(key, prefix, from, to, delta)
   edges[to] = (edges[to] or 0) - delta
 end
 
-local function add_range_scoped(key, prefix, from, to, delta)
-  for _, scope in ipairs(SCOPES) do add_range(key, scope .. prefix, from, to, delta) end
-end
-
 local function expand_ranges()
   for key, by_prefix in pairs(ranges) do
     for prefix, edges in pairs(by_prefix) do
@@ -291,32 +307,59 @@ local function score(value, thresholds)
   return s
 end
 
--- Add (sign 1) or remove (sign -1) a customer's runs from day d on; nothing before d
--- changes when an event lands on day d.
-local function add_runs(key, prefix, runs, d, sign, shift)
-  for _, r in ipairs(runs) do
-    add_range_scoped(key, prefix, math.max(r[1] + shift, d), r[2], sign)
+-- The edges (day -> +1/-1) that turn the old runs into the new ones from day d on;
+-- nothing before d changes when an event lands on day d.
+local function run_edges(old, new, d, shift)
+  local edges = {}
+  for sign = -1, 1, 2 do
+    for _, r in ipairs(sign < 0 and old or new) do
+      local from = r[1] + shift
+      if from < d then from = d end
+      if from < r[2] then
+        edges[from] = (edges[from] or 0) + sign
+        edges[r[2]] = (edges[r[2]] or 0) - sign
+      end
+    end
   end
+  return edges
+end
+
+-- Add the non-zero edges to a day counter of every scope; returns the days they sit on.
+local function move_runs(key, prefix, edges)
+  local at, all = {}, ranges[key]
+  for n, delta in pairs(edges) do
+    if delta ~= 0 then
+      at[#at + 1] = n
+      for _, scope in ipairs(SCOPES) do
+        local name = scope .. prefix
+        local e = all[name]
+        if e == nil then e = {}; all[name] = e end
+        e[n] = (e[n] or 0) + delta
+      end
+    end
+  end
+  return at
 end
 
 -- Carry the difference between two states of one customer, changed at day d, into
 -- the base, active-window and stayed-in-base aggregates.
 local function update_membership(old, new, d)
   local Bo, Bn = base_runs(old), base_runs(new)
-  add_runs(DAYS, 'b:', Bo, d, -1, 0)
-  add_runs(DAYS, 'b:', Bn, d, 1, 0)
-  -- stayed in the base through day p = in the base at the end of p - 1 and of p
-  add_runs(PER, 's:d:', Bo, d, -1, 1)
-  add_runs(PER, 's:d:', Bn, d, 1, 1)
   if old.a ~= new.a then
     for _, n in ipairs(WINS) do
-      add_runs(DAYS, 'a' .. n .. ':', window_runs(old, n), d, -1, 0)
-      add_runs(DAYS, 'a' .. n .. ':', window_runs(new, n), d, 1, 0)
+      move_runs(DAYS, 'a' .. n .. ':', run_edges(window_runs(old, n), window_runs(new, n), d, 0))
     end
   end
+  local at = move_runs(DAYS, 'b:', run_edges(Bo, Bn, d, 0))
+  if #at == 0 then return end
+  -- stayed in the base through day p = in the base at the end of p - 1 and of p
+  move_runs(PER, 's:d:', run_edges(Bo, Bn, d, 1))
+  -- weeks and months: only those with a first or last day inside the changed days
+  table.sort(at)
+  local from, to = at[1], at[#at]
   for i = 2, #PERIODS do
     local P = PERIODS[i]
-    for p = period(d, P), period(d + SPAN, P) do
+    for p = period(from, P), period(to, P) do
       local s, e = pstart(p, P) - 1, pend(p, P)
       local was = inside(Bo, s) and inside(Bo, e)
       local is = inside(Bn, s) and inside(Bn, e)
@@ -369,50 +412,46 @@ local function update_cohorts(old, d)
 end
 
 -- Everything that is a plain function of one customer's whole state: the new value
--- minus the old one is what an event changes. Returns {key, field, amount} triples.
+-- minus the old one is what an event changes. Returns {key = {field = amount}}.
 local function contributions(st)
-  local out = {}
-  local function add(key, field, v) out[#out + 1] = { key, field, v } end
+  local agg, per, line = {}, {}, {}
+  local function add(cells, field, v) cells[field] = (cells[field] or 0) + v end
   local net = st.r - st.q
-  if st.p >= 1 then add(AGG, 'purchasing', 1) end
-  if st.p >= 2 then add(AGG, 'repeat', 1) end
+  if st.p >= 1 then agg.purchasing = 1 end
+  if st.p >= 2 then agg['repeat'] = 1 end
   local A = days(st, 'a')
   local f = A[1]
   if f ~= nil then
     local month = period(f, 'm')
-    add(AGG, 'sumf', f)
-    add(PER, 'vp:' .. month, st.p)
-    add(PER, 'vr:' .. month, net)
-    add(PER, 'vf:' .. month, f)
+    agg.sumf = f
+    per['vp:' .. month], per['vr:' .. month], per['vf:' .. month] = st.p, net, f
     local L = A[#A]
     local fkey = (L - f < NEWKEY) and tostring(f) or 'x'
-    add(LINE, 'rf:' .. L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey, 1)
+    line['rf:' .. L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey] = 1
     local c = first_churn(base_runs(st), f)
     local class = (c - f < QUICK) and 'q' or 'l'
-    add(LINE, 'c' .. class .. ':' .. c, 1)
-    if L > c then add(LINE, 'w' .. class .. ':' .. c, 1) end
+    line['c' .. class .. ':' .. c] = 1
+    if L > c then line['w' .. class .. ':' .. c] = 1 end
   end
   for _, span in ipairs(subscribed_intervals(st)) do
-    add(LINE, 'sd:' .. span[1], 1)
-    add(LINE, 'sm:' .. span[1], st.sa)
+    add(line, 'sd:' .. span[1], 1)
+    add(line, 'sm:' .. span[1], st.sa)
     if span[2] ~= nil then
-      add(LINE, 'sd:' .. span[2], -1)
-      add(LINE, 'sm:' .. span[2], -st.sa)
+      add(line, 'sd:' .. span[2], -1)
+      add(line, 'sm:' .. span[2], -st.sa)
     end
   end
-  return out
+  return { [AGG] = agg, [PER] = per, [LINE] = line }
 end
 
 local function apply_difference(before, after)
-  local delta, order = {}, {}
-  local function put(t, sign)
-    local id = t[1] .. '\0' .. t[2]
-    if delta[id] == nil then delta[id] = 0; order[#order + 1] = { t[1], t[2], id } end
-    delta[id] = delta[id] + sign * t[3]
+  for key, cells in pairs(after) do
+    local old = before[key]
+    for field, v in pairs(cells) do incr(key, field, v - (old[field] or 0)) end
+    for field, v in pairs(old) do
+      if cells[field] == nil then incr(key, field, -v) end
+    end
   end
-  for _, t in ipairs(before) do put(t, -1) end
-  for _, t in ipairs(after) do put(t, 1) end
-  for _, o in ipairs(order) do incr(o[1], o[2], delta[o[3]]) end
 end
 
 ---------------------------------------------------------------------------
@@ -456,7 +495,8 @@ end
 local function copy(st)
   return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
     sa = st.sa, _a = st._a, _as = st._as, _x = st._x, _xs = st._xs, _s = st._s, _ss = st._ss,
-    _k = st._k, _ks = st._ks }
+    _k = st._k, _ks = st._ks, _B = st._B, _Ba = st._Ba, _Bx = st._Bx,
+    _W = st._W, _Wa = st._Wa }
 end
 
 ---------------------------------------------------------------------------
