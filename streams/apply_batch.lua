@@ -226,7 +226,6 @@ end
 -- Writing aggregates. Scoped counters are also kept per breakdown value of the
 -- current customer (field prefixes like "P0|" for platform code 0).
 ---------------------------------------------------------------------------
-local SCOPES = { '' }
 
 -- Increments are summed here and written once per field at the end of the batch:
 -- many events of a batch touch the same day and period cells.
@@ -239,16 +238,55 @@ local function incr(key, field, delta)
   end
 end
 
-local function incr_scoped(key, field, delta)
-  if delta ~= 0 then
-    for _, scope in ipairs(SCOPES) do incr(key, scope .. field, delta) end
-  end
-end
-
 -- Counters over runs of consecutive numbers (days, offsets) are kept as difference
 -- arrays until the end of the batch: an event adds or removes a run in O(1), and
 -- the flush expands each array into one increment per number.
 local ranges = { [DAYS] = {}, [PER] = {} }
+
+-- Scoped counters are summed per group of customers with the same breakdown codes
+-- (a handful per batch) and copied to each of the group's scopes at the flush, so an
+-- event pays for one scope, not three.
+local groups = {}
+local group -- the current customer's: scopes, cells and ranges by key
+
+local function set_scopes(codes)
+  group = groups[codes]
+  if group == nil then
+    local scopes = { '' }
+    for code in string.gmatch(codes, '[^\t]+') do scopes[#scopes + 1] = code .. '|' end
+    group = { scopes = scopes, cells = { [DAYS] = {}, [PER] = {} },
+      ranges = { [DAYS] = {}, [PER] = {} } }
+    groups[codes] = group
+  end
+end
+
+local function incr_scoped(key, field, delta)
+  if delta ~= 0 then
+    local cells = group.cells[key]
+    cells[field] = (cells[field] or 0) + delta
+  end
+end
+
+local function spread_groups()
+  for _, g in pairs(groups) do
+    for key, cells in pairs(g.cells) do
+      for field, delta in pairs(cells) do
+        for _, scope in ipairs(g.scopes) do incr(key, scope .. field, delta) end
+      end
+    end
+    for key, by_prefix in pairs(g.ranges) do
+      local all = ranges[key]
+      for prefix, edges in pairs(by_prefix) do
+        for _, scope in ipairs(g.scopes) do
+          local name = scope .. prefix
+          local e = all[name]
+          if e == nil then e = {}; all[name] = e end
+          for n, delta in pairs(edges) do e[n] = (e[n] or 0) + delta end
+        end
+      end
+    end
+  end
+end
 
 local function add_range(key, prefix, from, to, delta)
   if from >= to or delta == 0 then return end
@@ -278,6 +316,7 @@ local function expand_ranges()
 end
 
 local function flush_increments()
+  spread_groups()
   expand_ranges()
   for key, cells in pairs(pending) do
     for field, delta in pairs(cells) do
@@ -292,11 +331,6 @@ local function cell(prefix, P, cohort, offset, delta)
     -- breakdowns keep weekly and monthly cohort cells; daily ones would swamp the scrape
     if prefix == 'c:' and P ~= 'd' then incr_scoped(PER, field, delta) else incr(PER, field, delta) end
   end
-end
-
-local function set_scopes(codes)
-  SCOPES = { '' }
-  for code in string.gmatch(codes, '[^\t]+') do SCOPES[#SCOPES + 1] = code .. '|' end
 end
 
 local function score(value, thresholds)
@@ -324,18 +358,15 @@ local function run_edges(old, new, d, shift)
   return edges
 end
 
--- Add the non-zero edges to a day counter of every scope; returns the days they sit on.
+-- Add the non-zero edges to a scoped day counter; returns the days they sit on.
 local function move_runs(key, prefix, edges)
-  local at, all = {}, ranges[key]
+  local at, all = {}, group.ranges[key]
+  local e = all[prefix]
+  if e == nil then e = {}; all[prefix] = e end
   for n, delta in pairs(edges) do
     if delta ~= 0 then
       at[#at + 1] = n
-      for _, scope in ipairs(SCOPES) do
-        local name = scope .. prefix
-        local e = all[name]
-        if e == nil then e = {}; all[name] = e end
-        e[n] = (e[n] or 0) + delta
-      end
+      e[n] = (e[n] or 0) + delta
     end
   end
   return at
