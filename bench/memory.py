@@ -31,27 +31,32 @@ from bench.tracker import Target
 from retention.settings import Settings
 from streams.state import Keys
 
-# Optional fields of a customer blob in order, and how each is written: length-prefixed
-# bytes, one varint, or breakdown codes (a varint, odd: 2 * length + 1 and the text).
-# The layout of streams/customer.lua FIELDS.
-BLOB_FIELDS = (
-    ("a", "bytes"),
-    ("e", "bytes"),
-    ("f", "varint"),
-    ("l", "varint"),
-    ("g", "codes"),
-    ("pt", "varint"),
-    ("ls", "varint"),
-    ("x", "bytes"),
-    ("s", "bytes"),
-    ("k", "bytes"),
-    ("p", "varint"),
-    ("r", "varint"),
-    ("q", "varint"),
-    ("sa", "varint"),
-    ("st", "varint"),
-    ("si", "bytes"),
+# The values of a customer blob in order (streams/customer.lua SLOTS).
+BLOB_SLOTS = (
+    "o8",
+    "due",
+    "a",
+    "e",
+    "f",
+    "l",
+    "gp",
+    "gc",
+    "pt",
+    "ls",
+    "p",
+    "r",
+    "q",
+    "x",
+    "s",
+    "k",
+    "sa",
+    "st",
+    "si",
 )
+# MessagePack first bytes of fixed size (1 + that many bytes): ints and floats.
+FIXED_SIZES = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+FIXED_SIZES |= {0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+STR_LENGTH_BYTES = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,33 +106,22 @@ def _kind(key: str) -> str:
 
 
 def blob_parts(blob: bytes) -> dict[str, int]:
-    """Bytes each part of a customer blob takes (header = base day, due day and mask)."""
+    """Bytes each value of a customer blob (a MessagePack sequence of scalars) takes."""
+    parts: dict[str, int] = {}
     pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        n, shift = 0, 0
-        while True:
-            b = blob[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return n
-
-    varint()
-    varint()
-    mask = varint()
-    parts = {"header": pos}
-    for bit, (name, kind) in enumerate(BLOB_FIELDS):
-        if mask & (1 << bit):
-            at = pos
-            n = varint()
-            if kind == "bytes":
-                pos += n
-            elif kind == "codes" and n % 2:
-                pos += n // 2
-            parts[name] = pos - at
+    for slot in BLOB_SLOTS:
+        if pos >= len(blob):
+            break
+        first, at = blob[pos], pos
+        pos += 1
+        if 0xA0 <= first <= 0xBF:  # fixstr
+            pos += first & 0x1F
+        elif first in STR_LENGTH_BYTES:
+            width = STR_LENGTH_BYTES[first]
+            pos += width + int.from_bytes(blob[pos : pos + width], "big")
+        else:
+            pos += FIXED_SIZES.get(first, 0)  # fixints and nil are one byte
+        parts[slot] = pos - at
     return parts
 
 
