@@ -99,29 +99,40 @@ local function setbit(s, o, day)
   return string.sub(s, 1, byte - 1) .. string.char(v) .. string.sub(s, byte + 1)
 end
 
+-- BITS[v]: the set bits of byte value v, lowest first.
+local BITS = {}
+for v = 0, 255 do
+  local bits = {}
+  for b = 0, 7 do
+    if band(v, lshift(1, b)) ~= 0 then bits[#bits + 1] = b end
+  end
+  BITS[v] = bits
+end
+
 local function decode_days(s, o)
-  local out = {}
+  local out, n = {}, 0
   for byte = 1, #s do
     local v = string.byte(s, byte)
     if v ~= 0 then
       local base = o + (byte - 1) * 8
-      for b = 0, 7 do
-        if band(v, lshift(1, b)) ~= 0 then out[#out + 1] = base + b end
+      for _, b in ipairs(BITS[v]) do
+        n = n + 1
+        out[n] = base + b
       end
     end
   end
   return out
 end
 
-local CACHED = { a = { '_a', '_as' }, x = { '_x', '_xs' }, s = { '_s', '_ss' }, k = { '_k', '_ks' } }
+local LIST = { a = '_a', x = '_x', s = '_s', k = '_k' }
+local SOURCE = { a = '_as', x = '_xs', s = '_ss', k = '_ks' }
 
 local function days(st, name)
-  local list, src = CACHED[name][1], CACHED[name][2]
-  local s = st[name]
+  local src, s = SOURCE[name], st[name]
   if st[src] ~= s then
-    st[list], st[src] = decode_days(s, st.o or 0), s
+    st[LIST[name]], st[src] = decode_days(s, st.o or 0), s
   end
-  return st[list]
+  return st[LIST[name]]
 end
 
 local function active_periods(st, P)
@@ -133,12 +144,15 @@ local function active_periods(st, P)
   return out
 end
 
-local function active_in(st, p, P)
-  local from, to = pstart(p, P), pend(p, P)
-  for _, d in ipairs(days(st, 'a')) do
-    if d >= from and d <= to then return true end
+-- Whether the customer was active in the periods before, at and after period p.
+local function active_around(A, p, P)
+  local s0, s1, s2, s3 = pstart(p - 1, P), pstart(p, P), pstart(p + 1, P), pstart(p + 2, P)
+  local before, at, after = false, false, false
+  for _, d in ipairs(A) do
+    if d >= s3 then break end
+    if d >= s2 then after = true elseif d >= s1 then at = true elseif d >= s0 then before = true end
   end
-  return false
+  return before, at, after
 end
 
 ---------------------------------------------------------------------------
@@ -343,8 +357,8 @@ end
 
 -- The edges (day -> +1/-1) that turn the old runs into the new ones from day d on;
 -- nothing before d changes when an event lands on day d.
-local function run_edges(old, new, d, shift)
-  local edges = {}
+local function run_edges(old, new, d, shift, edges)
+  edges = edges or {}
   for sign = -1, 1, 2 do
     for _, r in ipairs(sign < 0 and old or new) do
       local from = r[1] + shift
@@ -357,6 +371,17 @@ local function run_edges(old, new, d, shift)
   end
   return edges
 end
+
+-- The current group's difference array of a scoped day counter.
+local function scoped_edges(key, prefix)
+  local all = group.ranges[key]
+  local e = all[prefix]
+  if e == nil then e = {}; all[prefix] = e end
+  return e
+end
+
+local WIN_PREFIX = {}
+for _, n in ipairs(WINS) do WIN_PREFIX[n] = 'a' .. n .. ':' end
 
 -- Add the non-zero edges to a scoped day counter; returns the days they sit on.
 local function move_runs(key, prefix, edges)
@@ -378,13 +403,13 @@ local function update_membership(old, new, d)
   local Bo, Bn = base_runs(old), base_runs(new)
   if old.a ~= new.a then
     for _, n in ipairs(WINS) do
-      move_runs(DAYS, 'a' .. n .. ':', run_edges(window_runs(old, n), window_runs(new, n), d, 0))
+      run_edges(window_runs(old, n), window_runs(new, n), d, 0, scoped_edges(DAYS, WIN_PREFIX[n]))
     end
   end
   local at = move_runs(DAYS, 'b:', run_edges(Bo, Bn, d, 0))
   if #at == 0 then return end
   -- stayed in the base through day p = in the base at the end of p - 1 and of p
-  move_runs(PER, 's:d:', run_edges(Bo, Bn, d, 1))
+  run_edges(Bo, Bn, d, 1, scoped_edges(PER, 's:d:'))
   -- weeks and months: only those with a first or last day inside the changed days
   table.sort(at)
   local from, to = at[1], at[#at]
@@ -421,11 +446,12 @@ local function update_cohorts(old, d)
   local first, last = A[1], A[#A]
   for _, P in ipairs(PERIODS) do
     local pd, cohort, latest = period(d, P), period(first, P), period(last, P)
-    local fresh = not active_in(old, pd, P)
+    local before, at, after = active_around(A, pd, P)
+    local fresh = not at
     if fresh then
       incr(PER, 'p:' .. P .. ':' .. pd, 1)
-      if active_in(old, pd - 1, P) then incr(PER, 'r:' .. P .. ':' .. pd, 1) end
-      if active_in(old, pd + 1, P) then incr(PER, 'r:' .. P .. ':' .. pd + 1, 1) end
+      if before then incr(PER, 'r:' .. P .. ':' .. pd, 1) end
+      if after then incr(PER, 'r:' .. P .. ':' .. pd + 1, 1) end
     end
     if pd < cohort then
       incr_scoped(PER, 'z:' .. P .. ':' .. cohort, -1)
@@ -517,9 +543,21 @@ local function rebase(st, day)
   end
 end
 
+-- Set a day's bit; a decoded day list that was current gets the day inserted.
 local function mark(st, bitmap, day)
-  if getbit(st[bitmap], st.o, day) then return false end
-  st[bitmap] = setbit(st[bitmap], st.o, day)
+  local old = st[bitmap]
+  if getbit(old, st.o, day) then return false end
+  local new = setbit(old, st.o, day)
+  st[bitmap] = new
+  if st[SOURCE[bitmap]] == old then
+    local list, out, placed = st[LIST[bitmap]], {}, false
+    for _, d in ipairs(list) do
+      if not placed and d > day then out[#out + 1] = day; placed = true end
+      out[#out + 1] = d
+    end
+    if not placed then out[#out + 1] = day end
+    st[LIST[bitmap]], st[SOURCE[bitmap]] = out, new
+  end
   return true
 end
 
