@@ -4,9 +4,10 @@ Offsets are committed only after Redis has the batch and the dead-letter topic h
 its records, so a crash anywhere in between replays the batch, and the offsets
 stored in Redis make that replay change nothing.
 
-A batch's tail (offset commit, lifecycle sweep and publishing) runs while the next
-batch is polled, decoded and applied, so Redis and the worker's CPU work side by
-side; tails run one at a time and in order, so commits never go backwards.
+Three stages overlap, so Redis and the worker's CPU work side by side: batch N+1 is
+polled, decoded and turned into script arguments while Redis applies batch N, and
+N's tail (offset commit, lifecycle sweep and publishing) runs after it. Each stage
+handles one batch at a time, in order, so applies and commits never go backwards.
 """
 
 from __future__ import annotations
@@ -26,9 +27,20 @@ from retention.settings import Settings
 from streams.events import EventDecoder, Rejected
 from streams.health import WorkerHealth
 from streams.lifecycle import LifecyclePublisher
-from streams.state import ApplyResult, Record, StateWriter
+from streams.state import ApplyResult, Record, ShardBatch, StateWriter
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A polled batch between the stages: its records, script arguments and counts."""
+
+    polled: dict[TopicPartition, list[ConsumerRecord]]
+    shards: dict[int, ShardBatch]
+    size: int
+    rejected: int
+    started: float
 
 
 @dataclass(slots=True)
@@ -62,7 +74,8 @@ class BatchPipeline:
         self.health = WorkerHealth()
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
-        self.tail: asyncio.Task[None] | None = None
+        self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
+        self.tail: asyncio.Task[None] | None = None  # the last applied batch's commit
 
     async def run(self) -> None:
         """Consume until cancelled; clients are made here because aiokafka needs the loop."""
@@ -78,12 +91,14 @@ class BatchPipeline:
                 )
                 if polled:
                     await self.process(polled)
-                elif self.tail is not None:
-                    await self.finish_tail()  # idle: let the last commit land now
+                else:  # idle: let the last batch land and commit now
+                    await self.finish(self.inflight)
+                    await self.finish(self.tail)
                 await self.health.update_lag(self.consumer)
         finally:
-            if self.tail is not None:
-                self.tail.cancel()  # its batch is replayed harmlessly
+            for task in (self.inflight, self.tail):
+                if task is not None:
+                    task.cancel()  # an uncommitted batch is replayed harmlessly
             await self.consumer.stop()
             await self.producer.stop()
             await self.redis.aclose()
@@ -109,6 +124,7 @@ class BatchPipeline:
         )
 
     async def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Decode and prepare a batch, then hand it to Redis once the previous one is in."""
         started = time.perf_counter()
         records: list[Record] = []
         dead: list[tuple[ConsumerRecord, Rejected]] = []
@@ -121,13 +137,20 @@ class BatchPipeline:
                     records.append(Record(message.partition, message.offset, reason=exc.reason))
                     dead.append((message, exc))
         await self.dead_letter(dead)
+        shards = await self.writer.prepare(records)
+        await self.finish(self.inflight)
+        batch = Batch(polled, shards, len(records), len(dead), started)
+        self.inflight = asyncio.create_task(self.apply(batch))
+
+    async def apply(self, batch: Batch) -> None:
+        """Apply in Redis, then queue the commit behind the previous batch's."""
         applying = time.perf_counter()
-        result = await self.writer.apply(records)
+        result = await self.writer.send(batch.shards)
         applied = time.perf_counter()
-        self.progress.add(len(records), len(dead), result)
-        await self.finish_tail()
-        self.tail = asyncio.create_task(self.after_apply(polled, result.applied > 0))
-        self.health.batch_done(len(records), time.perf_counter() - started, applied - applying)
+        self.progress.add(batch.size, batch.rejected, result)
+        await self.finish(self.tail)
+        self.tail = asyncio.create_task(self.after_apply(batch.polled, result.applied > 0))
+        self.health.batch_done(batch.size, applied - batch.started, applied - applying)
 
     async def after_apply(
         self, polled: dict[TopicPartition, list[ConsumerRecord]], applied: bool
@@ -137,11 +160,11 @@ class BatchPipeline:
         if applied:
             await self.publish_lifecycle()
 
-    async def finish_tail(self) -> None:
-        """Wait for the previous batch's tail; its errors (other than commit races) surface here."""
-        tail, self.tail = self.tail, None
-        if tail is not None:
-            await tail
+    @staticmethod
+    async def finish(task: asyncio.Task[None] | None) -> None:
+        """Wait for an earlier stage; its errors (other than commit races) surface here."""
+        if task is not None:
+            await task
 
     async def publish_lifecycle(self) -> None:
         """Lifecycle changes are retried after the next batch; a failure must not stop ingestion."""

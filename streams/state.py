@@ -145,10 +145,18 @@ class StateWriter:
         self.dimensions = DimensionRegistry(redis, settings.namespace, settings.dimension_cap)
 
     async def apply(self, records: list[Record]) -> ApplyResult:
-        """Send every shard's part of the batch in one pipeline and sum what the scripts did."""
+        """Apply a batch: the script arguments per shard, then one pipelined round trip."""
+        return await self.send(await self.prepare(records))
+
+    async def prepare(self, records: list[Record]) -> dict[int, ShardBatch]:
+        """The script arguments of each shard's part of the batch (the CPU-bound half)."""
         shards: dict[int, ShardBatch] = {}
         for record in records:
             await self._add(record, shards)
+        return shards
+
+    async def send(self, shards: dict[int, ShardBatch]) -> ApplyResult:
+        """Run every shard's script in one pipeline and sum what the scripts did."""
         result = ApplyResult()
         if not shards:
             return result
