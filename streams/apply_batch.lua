@@ -181,25 +181,6 @@ local function base_runs(st)
   return runs
 end
 
--- Days on which an activity falls within the last `width` days, as maximal runs
--- (cached per width until the activity bitmap changes).
-local function window_runs(st, width)
-  if st._Wa ~= st.a then st._W, st._Wa = {}, st.a end
-  local cached = st._W[width]
-  if cached ~= nil then return cached end
-  local runs, n = {}, 0
-  for _, a in ipairs(days(st, 'a')) do
-    if n > 0 and a <= runs[n][2] then
-      runs[n][2] = a + width
-    else
-      n = n + 1
-      runs[n] = { a, a + width }
-    end
-  end
-  st._W[width] = runs
-  return runs
-end
-
 local function inside(runs, t)
   for _, r in ipairs(runs) do
     if t < r[1] then return false end
@@ -402,8 +383,21 @@ end
 local function update_membership(old, new, d)
   local Bo, Bn = base_runs(old), base_runs(new)
   if old.a ~= new.a then
+    -- day d became active: windows gain the days of [d, d + n) that the neighbouring
+    -- active days (before and after d) did not already cover
+    local before, after = nil, nil
+    for _, a in ipairs(days(old, 'a')) do
+      if a < d then before = a elseif a > d then after = a; break end
+    end
     for _, n in ipairs(WINS) do
-      run_edges(window_runs(old, n), window_runs(new, n), d, 0, scoped_edges(DAYS, WIN_PREFIX[n]))
+      local from, to = d, d + n
+      if before ~= nil and before + n > from then from = before + n end
+      if after ~= nil and after < to then to = after end
+      if from < to then
+        local e = scoped_edges(DAYS, WIN_PREFIX[n])
+        e[from] = (e[from] or 0) + 1
+        e[to] = (e[to] or 0) - 1
+      end
     end
   end
   local at = move_runs(DAYS, 'b:', run_edges(Bo, Bn, d, 0))
@@ -564,8 +558,7 @@ end
 local function copy(st)
   return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
     sa = st.sa, _a = st._a, _as = st._as, _x = st._x, _xs = st._xs, _s = st._s, _ss = st._ss,
-    _k = st._k, _ks = st._ks, _B = st._B, _Ba = st._Ba, _Bx = st._Bx,
-    _W = st._W, _Wa = st._Wa }
+    _k = st._k, _ks = st._ks, _B = st._B, _Ba = st._Ba, _Bx = st._Bx }
 end
 
 ---------------------------------------------------------------------------
