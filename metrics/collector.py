@@ -177,11 +177,11 @@ class RetentionCollector(Collector):
         for cell, count in snap.retained.items():
             key = (cell.period, cell.cohort)
             where = (*labels[key], str(cell.offset))
-            cohort_size = snap.cohort_size[key]
+            cohort_size, later = snap.cohort_size[key], snap.unbounded[cell]
             retained.add(where, count)
             rate.add(where, count / cohort_size)
-            unbounded.add(where, snap.unbounded[cell])
-            unbounded_rate.add(where, snap.unbounded[cell] / cohort_size)
+            unbounded.add(where, later)
+            unbounded_rate.add(where, later / cohort_size)
         return [size, retained, rate, unbounded, unbounded_rate]
 
     def _cohort_labels(self, cohorts: Iterable[tuple[Period, int]]) -> CohortLabels:
