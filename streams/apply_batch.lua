@@ -181,10 +181,18 @@ local function base_runs(st)
   return runs
 end
 
-local function inside(runs, t)
+-- In the base at the end of day s and of day e (s < e)? Runs are sorted and disjoint.
+local function stayed(runs, s, e)
+  local s_in = false
   for _, r in ipairs(runs) do
-    if t < r[1] then return false end
-    if t < r[2] then return true end
+    if not s_in then
+      if s < r[1] then return false end -- s is in a gap
+      s_in = s < r[2]
+    end
+    if s_in then
+      if e < r[1] then return false end
+      if e < r[2] then return true end
+    end
   end
   return false
 end
@@ -410,9 +418,8 @@ local function update_membership(old, new, d)
   for i = 2, #PERIODS do
     local P = PERIODS[i]
     for p = period(from, P), period(to, P) do
-      local s, e = pstart(p, P) - 1, pend(p, P)
-      local was = inside(Bo, s) and inside(Bo, e)
-      local is = inside(Bn, s) and inside(Bn, e)
+      local s, e = pstart(p, P) - 1, pstart(p + 1, P) - 1
+      local was, is = stayed(Bo, s, e), stayed(Bn, s, e)
       if was ~= is then incr_scoped(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
     end
   end
