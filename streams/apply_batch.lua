@@ -99,31 +99,6 @@ local function setbit(s, o, day)
   return string.sub(s, 1, byte - 1) .. string.char(v) .. string.sub(s, byte + 1)
 end
 
--- BITS[v]: the set bits of byte value v, lowest first.
-local BITS = {}
-for v = 0, 255 do
-  local bits = {}
-  for b = 0, 7 do
-    if band(v, lshift(1, b)) ~= 0 then bits[#bits + 1] = b end
-  end
-  BITS[v] = bits
-end
-
-local function decode_days(s, o)
-  local out, n = {}, 0
-  for byte = 1, #s do
-    local v = string.byte(s, byte)
-    if v ~= 0 then
-      local base = o + (byte - 1) * 8
-      for _, b in ipairs(BITS[v]) do
-        n = n + 1
-        out[n] = base + b
-      end
-    end
-  end
-  return out
-end
-
 local LIST = { a = '_a', x = '_x', s = '_s', k = '_k' }
 local SOURCE = { a = '_as', x = '_xs', s = '_ss', k = '_ks' }
 

@@ -6,27 +6,13 @@
 --
 -- Per customer (customer.lua): pt = last published day, ls = last published state,
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
--- to T - 1 over the customer's day bitmaps, appended to the outbox in the same atomic
+-- to T - 1 over the customer's decoded days, appended to the outbox in the same atomic
 -- step that advances pt, so nothing is published twice. A due bucket is read whole;
 -- its customers that are not due yet are skipped on their blob's header.
 
 local cfg = cjson.decode(ARGV[1])
 local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
 local DUE, OUTBOX, BUCKET = KEYS[1], KEYS[2], ARGV[2]
-
-local function any_after(s, o, day)
-  for d = day + 1, o + #s * 8 - 1 do
-    if getbit(s, o, d) then return true end
-  end
-  return false
-end
-
-local function first_set(s, o)
-  for i = 0, #s * 8 - 1 do
-    if getbit(s, o, o + i) then return o + i end
-  end
-  return nil
-end
 
 local function state_of(last, churned, t)
   if last == nil then return 'none' end
@@ -51,8 +37,8 @@ local function reason(from, to, last, t)
 end
 
 -- When could the state change next, if no new event came? nil: never.
-local function next_due(st, from, last)
-  if any_after(st.a, st.o, T - 1) or any_after(st.x, st.o, T - 1) then return T end
+local function next_due(A, X, from, last)
+  if A[#A] > T - 1 or (X[#X] ~= nil and X[#X] > T - 1) then return T end
   if from == 'churned' or last == nil then return nil end
   local day = last + W
   for _, r in ipairs(RISK) do
@@ -61,43 +47,61 @@ local function next_due(st, from, last)
   return math.max(day, T)
 end
 
+-- The days of [start, T - 1] on which the state can change: activity and churn days,
+-- the at-risk and churn thresholds after each activity, and start itself. Between two
+-- of them the state stays the same, so only these days are looked at.
+local function turning_days(A, X, start)
+  local out = { start }
+  local function add(d)
+    if d > start and d < T then out[#out + 1] = d end
+  end
+  for _, a in ipairs(A) do
+    add(a)
+    for _, r in ipairs(RISK) do add(a + r) end
+    add(a + W)
+  end
+  for _, x in ipairs(X) do add(x) end
+  table.sort(out)
+  return out
+end
+
 -- Queue one due customer's changes up to T - 1 and record them as published.
 local function sweep_customer(id, st)
-  local o, a, x = st.o, st.a, st.x
-  if #a == 0 then
+  local A, X = decode_days(st.a, st.o), decode_days(st.x, st.o)
+  if #A == 0 then
     st.due = nil
     return 0
   end
   local from = st.ls or 'none'
-  local start = st.pt and st.pt + 1 or o
-  -- The state on the day before `start`: the latest activity however long ago (a
-  -- customer published as churned may come back months later), and whether a churn
-  -- event followed it. Then walk forward as the base rule does.
-  local last, churned = nil, false
-  for d = start - 1, o, -1 do
-    if getbit(a, o, d) then last = d; break end
+  local start = st.pt and st.pt + 1 or st.o
+  -- The state on day t is that of the base rule: the latest activity on or before t
+  -- (however long ago: a customer published as churned may come back months later)
+  -- and whether a churn event fell between it and t.
+  local ai, xi, last, changes, seen = 0, 0, nil, 0, nil
+  local function advance(t)
+    while A[ai + 1] ~= nil and A[ai + 1] <= t do ai = ai + 1 end
+    while X[xi + 1] ~= nil and X[xi + 1] <= t do xi = xi + 1 end
+    last = A[ai]
   end
-  if last ~= nil then
-    for d = last, start - 1 do
-      if getbit(x, o, d) then churned = true end
+  for _, t in ipairs(turning_days(A, X, start)) do
+    if t ~= seen then
+      seen = t
+      advance(t)
+      local churned = last ~= nil and X[xi] ~= nil and X[xi] >= last
+      local now = state_of(last, churned, t)
+      if now ~= from then
+        redis.call('RPUSH', OUTBOX, cjson.encode({
+          customer = id, from = from, to = now, day = t, reason = reason(from, now, last, t),
+          last = last, first = A[1], purchases = st.p, net_milli = st.r - st.q,
+        }))
+        changes = changes + 1
+        from = now
+      end
     end
   end
-  local changes = 0
-  for t = start, T - 1 do
-    if getbit(a, o, t) then last = t; churned = false end
-    if getbit(x, o, t) then churned = true end
-    local now = state_of(last, churned, t)
-    if now ~= from then
-      redis.call('RPUSH', OUTBOX, cjson.encode({
-        customer = id, from = from, to = now, day = t, reason = reason(from, now, last, t),
-        last = last, first = first_set(a, o), purchases = st.p, net_milli = st.r - st.q,
-      }))
-      changes = changes + 1
-      from = now
-    end
-  end
+  advance(T - 1)
   st.pt, st.ls = T - 1, from
-  st.due = next_due(st, from, last)
+  st.due = next_due(A, X, from, last)
   return changes
 end
 
