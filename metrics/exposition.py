@@ -2,12 +2,13 @@
 
 prometheus-client builds a Sample with a label dict per sample, then sorts, checks
 and escapes every label set again as it writes; at ~20k samples per scrape that cost
-more than reading Redis. A Family keeps label values as tuples, and the writer fills
-one format template per family whose placeholders already stand in sorted label
-order. The bytes are exactly those of prometheus-client's Prometheus text (0.0.4 and
-1.0.0) and OpenMetrics 1.0.0 writers for the same families (tests/test_exposition.py),
-and `Family.metric()` hands the same samples to prometheus-client where a registry
-is wanted.
+more than reading Redis. A Family keeps label values as tuples, and the writer
+formats each distinct label set (from a template already in sorted label order) and
+each distinct value once per scrape; the cohort families share their label sets.
+The bytes are exactly those of prometheus-client's Prometheus text (0.0.4 and 1.0.0)
+and OpenMetrics 1.0.0 writers for the same families (tests/test_exposition.py), and
+`Family.metric()` hands the same samples to prometheus-client where a registry is
+wanted.
 """
 
 from __future__ import annotations
