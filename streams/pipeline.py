@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -30,6 +31,7 @@ from streams.lifecycle import LifecyclePublisher
 from streams.state import ApplyResult, Record, ShardBatch, StateWriter
 
 log = logging.getLogger(__name__)
+MAX_TAILS = 2  # batches applied but not yet committed, before the apply stage waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,8 @@ class BatchPipeline:
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
-        self.tail: asyncio.Task[None] | None = None  # the last applied batch's commit
+        self.tails: deque[asyncio.Task[None]] = deque()  # applied batches' commits, in order
+        self.sweep_due = False  # a batch was applied since the last lifecycle sweep
 
     async def run(self) -> None:
         """Consume until cancelled; clients are made here because aiokafka needs the loop."""
@@ -93,10 +96,12 @@ class BatchPipeline:
                     await self.process(polled)
                 else:  # idle: let the last batch land and commit now
                     await self.finish(self.inflight)
-                    await self.finish(self.tail)
+                    while self.tails:  # the newest must still be listed while it runs
+                        await self.tails[0]
+                        self.tails.popleft()
                 await self.health.update_lag(self.consumer)
         finally:
-            for task in (self.inflight, self.tail):
+            for task in (self.inflight, *self.tails):
                 if task is not None:
                     task.cancel()  # an uncommitted batch is replayed harmlessly
             await self.consumer.stop()
@@ -148,16 +153,26 @@ class BatchPipeline:
         result = await self.writer.send(batch.shards)
         applied = time.perf_counter()
         self.progress.add(batch.size, batch.rejected, result)
-        await self.finish(self.tail)
-        self.tail = asyncio.create_task(self.after_apply(batch.polled, result.applied > 0))
+        self.sweep_due |= result.applied > 0
+        previous = self.tails[-1] if self.tails else None
+        self.tails.append(asyncio.create_task(self.after_apply(previous, batch.polled)))
+        while self.tails and (self.tails[0].done() or len(self.tails) > MAX_TAILS):
+            await self.tails[0]  # errors surface here; and back-pressure
+            self.tails.popleft()
         self.health.batch_done(batch.size, applied - batch.started, applied - applying)
 
     async def after_apply(
-        self, polled: dict[TopicPartition, list[ConsumerRecord]], applied: bool
+        self,
+        previous: asyncio.Task[None] | None,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
     ) -> None:
-        """Commit a batch Redis holds, then sweep and publish its lifecycle changes."""
+        """Commit a batch Redis holds, after the batch before it; then sweep and publish
+        lifecycle changes, unless a newer batch is queued whose sweep will cover these."""
+        await self.finish(previous)
         await self.commit(polled)
-        if applied:
+        newest = self.tails and self.tails[-1] is asyncio.current_task()
+        if newest and self.sweep_due:
+            self.sweep_due = False
             await self.publish_lifecycle()
 
     @staticmethod
