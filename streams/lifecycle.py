@@ -9,9 +9,11 @@ same step that records them as published, and this module produces the outbox to
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from metrics.segments import recency_score, segment, threshold_score
@@ -21,6 +23,7 @@ from streams.scripts import load_script
 from streams.state import Keys
 
 SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
+PARTITIONER = DefaultPartitioner()
 SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
 
 
@@ -82,24 +85,53 @@ class LifecyclePublisher:
         return any(more for _, _, more in results)
 
     async def _drain(self, producer: AIOKafkaProducer) -> int:
-        sent = 0
-        for shard in range(self.keys.shards):
-            outbox = self.keys.lifecycle(shard)[1]
-            entries = await self.redis.lrange(outbox, 0, -1)
-            if not entries:
-                continue
-            futures = []
-            for raw in entries:
-                customer, value = self.message(json.loads(raw))
-                futures.append(
-                    await producer.send(self.settings.lifecycle_topic, value=value, key=customer)
-                )
-            for future in futures:
-                await future
-            await self.redis.ltrim(outbox, len(entries), -1)
-            sent += len(entries)
-        self.published += sent
-        return sent
+        """Produce every shard's outbox, wait for Kafka's acks, then trim what was sent."""
+        outboxes = [self.keys.lifecycle(shard)[1] for shard in range(self.keys.shards)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for outbox in outboxes:
+                pipe.lrange(outbox, 0, -1)
+            pending: list[list[bytes]] = await pipe.execute()
+        messages = [self.message(json.loads(raw)) for entries in pending for raw in entries]
+        if not messages:
+            return 0
+        await self._produce(producer, messages)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for outbox, entries in zip(outboxes, pending, strict=True):
+                if entries:
+                    pipe.ltrim(outbox, len(entries), -1)
+            await pipe.execute()
+        self.published += len(messages)
+        return len(messages)
+
+    async def _produce(
+        self, producer: AIOKafkaProducer, messages: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Kafka's default (murmur2) key partitioning, one record batch per partition.
+
+        A batch's changes go out together, and appending to a record batch costs a
+        fraction of a send() per message; order per partition, so per customer, is kept.
+        """
+        topic = self.settings.lifecycle_topic
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: defaultdict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        partition_of: dict[bytes, int] = {}
+        for key, value in messages:
+            if key not in partition_of:
+                partition_of[key] = PARTITIONER(key, partitions, partitions)
+            by_partition[partition_of[key]].append((key, value))
+        acks = []
+        for partition, records in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"lifecycle record of {len(value)} B exceeds a batch")
+            batch.close()
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        for ack in acks:
+            await ack
 
     def message(self, change: dict[str, Any]) -> tuple[bytes, bytes]:
         """Kafka key and JSON value of one queued change."""

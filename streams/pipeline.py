@@ -32,6 +32,7 @@ from streams.state import ApplyResult, Record, ShardBatch, StateWriter
 
 log = logging.getLogger(__name__)
 MAX_TAILS = 2  # batches applied but not yet committed, before the apply stage waits
+PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,12 @@ class BatchPipeline:
             bootstrap_servers=self.settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            max_request_size=max(1024 * 1024, 2 * self.settings.max_event_bytes + 4096),
+            # a batch's lifecycle changes go out together: with idempotence only one
+            # request per partition is in flight, so the default 16 KiB batches made
+            # publishing wait on dozens of round trips
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            linger_ms=5,
+            max_request_size=max(PRODUCER_BATCH_BYTES, 2 * self.settings.max_event_bytes + 4096),
         )
 
     async def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -142,6 +142,10 @@ async def read_topic(topic: str, expected: int, linger: float = 3.0) -> list[dic
                 for record in records:
                     body = json.loads(record.value)
                     assert record.key.decode() == body["customer_id"]
+                    # Kafka's default key partitioning, so a customer's changes stay in order
+                    partitions = sorted(consumer.partitions_for_topic(topic) or ())
+                    assert len(partitions) > 1
+                    assert record.partition == DefaultPartitioner()(record.key, partitions, [])
                     out.append(body)
             if len(out) >= expected:
                 quiet_until = quiet_until or time.monotonic() + linger
