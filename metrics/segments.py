@@ -6,6 +6,7 @@ recency depends on the watermark, so segments are decided here at scrape time.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 
 SEGMENTS = ("new", "vip", "pre_vip", "loyal", "at_risk", "lost", "hibernating", "active")
@@ -20,8 +21,8 @@ def recency_score(days_since: int, thresholds: tuple[int, ...]) -> int:
 
 
 def threshold_score(value: float, thresholds: tuple[int, ...]) -> int:
-    """F and M scores: 1 plus the number of thresholds the value reaches."""
-    return 1 + sum(1 for t in thresholds if value >= t)
+    """F and M scores: 1 plus the number of thresholds the value reaches (they are sorted)."""
+    return 1 + bisect_right(thresholds, value)
 
 
 def segment(r: int, f: int, m: int, is_new: bool) -> str:

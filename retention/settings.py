@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
     batch_max_events: Annotated[int, Field(ge=1)] = 5000
     batch_timeout_ms: Annotated[int, Field(ge=1)] = 200
+    # lifecycle sweeps run at most this often while the worker has batches queued
+    # (catching up); an idle worker sweeps at once
+    lifecycle_interval_ms: Annotated[int, Field(ge=0)] = 1000
 
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 18000

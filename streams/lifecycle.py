@@ -8,14 +8,15 @@ same step that records them as published, and this module produces the outbox to
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import struct
 from collections import defaultdict
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from metrics.segments import recency_score, segment, threshold_score
@@ -31,11 +32,30 @@ ENCODE = msgspec.json.Encoder().encode
 
 @functools.lru_cache(maxsize=1 << 16)
 def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partition of a keyed record (murmur2, as the Java client), cached:
-    a customer's changes come a few days apart and the hash is pure Python."""
-    return int(DefaultPartitioner()(key, list(range(partitions)), []))
+    """Kafka's default partition of a keyed record, as the Java client computes it, so
+    the lifecycle topic is co-partitioned with anything else keyed by customer id."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), reading whole
+    32-bit words at once: three times faster than aiokafka's byte-wise version."""
+    m, mask, length = 0x5BD1E995, 0xFFFFFFFF, len(data)
+    h = 0x9747B28C ^ length
+    words = length // 4
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = data[words * 4 :]
+    if tail:
+        h ^= int.from_bytes(tail, "little")
+        h = (h * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
+
+
+YIELD_EVERY = 500  # changes formatted between turns of the event loop
 SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
 
 
@@ -103,7 +123,12 @@ class LifecyclePublisher:
             for outbox in outboxes:
                 pipe.lrange(outbox, 0, -1)
             pending: list[list[bytes]] = await pipe.execute()
-        messages = [self.message(DECODE(raw)) for entries in pending for raw in entries]
+        messages = []
+        for entries in pending:
+            for raw in entries:
+                messages.append(self.message(DECODE(raw)))
+                if len(messages) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the next batch's apply be sent meanwhile
         if not messages:
             return 0
         await self._produce(producer, messages)

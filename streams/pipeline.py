@@ -80,6 +80,7 @@ class BatchPipeline:
         self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
         self.tails: deque[asyncio.Task[None]] = deque()  # applied batches' commits, in order
         self.sweep_due = False  # a batch was applied since the last lifecycle sweep
+        self.last_sweep = 0.0  # time.monotonic() of the last sweep
 
     async def run(self) -> None:
         """Consume until cancelled; clients are made here because aiokafka needs the loop."""
@@ -95,11 +96,12 @@ class BatchPipeline:
                 )
                 if polled:
                     await self.process(polled)
-                else:  # idle: let the last batch land and commit now
+                else:  # idle: let the last batch land, commit and publish now
                     await self.finish(self.inflight)
                     while self.tails:  # the newest must still be listed while it runs
                         await self.tails[0]
                         self.tails.popleft()
+                    await self.sweep_lifecycle()
                 await self.health.update_lag(self.consumer)
         finally:
             for task in (self.inflight, *self.tails):
@@ -173,12 +175,20 @@ class BatchPipeline:
         polled: dict[TopicPartition, list[ConsumerRecord]],
     ) -> None:
         """Commit a batch Redis holds, after the batch before it; then sweep and publish
-        lifecycle changes, unless a newer batch is queued whose sweep will cover these."""
+        lifecycle changes, unless a newer batch is queued whose sweep will cover these or
+        the last sweep was less than the lifecycle interval ago (catching up)."""
         await self.finish(previous)
         await self.commit(polled)
         newest = self.tails and self.tails[-1] is asyncio.current_task()
-        if newest and self.sweep_due:
+        interval = self.settings.lifecycle_interval_ms / 1000
+        if newest and time.monotonic() - self.last_sweep >= interval:
+            await self.sweep_lifecycle()
+
+    async def sweep_lifecycle(self) -> None:
+        """Sweep and publish if a batch was applied since the last sweep."""
+        if self.sweep_due:
             self.sweep_due = False
+            self.last_sweep = time.monotonic()
             await self.publish_lifecycle()
 
     @staticmethod
