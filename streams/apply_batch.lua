@@ -83,10 +83,6 @@ local function pstart(p, P)
   return d
 end
 
-local function pend(p, P)
-  return pstart(p + 1, P) - 1
-end
-
 ---------------------------------------------------------------------------
 -- Day lists: each bitmap decoded once into its sorted days, cached on the state table
 -- (under '_' .. name, with the string it came from) until the bitmap changes.
