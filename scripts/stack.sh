@@ -5,6 +5,7 @@
 #   bash scripts/stack.sh install          install missing packages / Kafka jars (idempotent)
 #   bash scripts/stack.sh up               install, then start everything and wait until READY
 #   bash scripts/stack.sh down [--purge]   stop what we started; --purge also deletes the state dir
+#   bash scripts/stack.sh restart SERVICE  stop and start one service (kafka, redis, ...) on its data
 #   bash scripts/stack.sh status           one line per service; exit 0 if all running, 3 otherwise
 #   bash scripts/stack.sh env              print `export ...` lines (eval "$(bash scripts/stack.sh env)")
 #
@@ -403,10 +404,18 @@ bind 127.0.0.1
 protected-mode yes
 daemonize no
 pidfile $dir/redis-server.pid
+# Redis chdirs into its dir, and svc_pid recognises our process by its cwd: keep it the
+# service dir. The append-only files go to $dir/appendonlydir (purged with the rest).
 dir $dir
 logfile ""
+# Durable: every write is appended to the AOF and fsynced once a second, so a crash
+# loses at most the last second and a stop or restart loses nothing. The AOF rewrite
+# keeps an RDB preamble, so no separate RDB snapshots.
 save ""
-appendonly no
+appendonly yes
+appendfsync everysec
+# When full, refuse writes (the worker retries) rather than evict customer state.
+maxmemory-policy noeviction
 # Customers live many to a hash, each one binary value (streams/customer.lua): keep
 # those buckets compact listpacks. RETENTION_CUSTOMER_BUCKETS is sized for at most 512
 # customers per bucket; a value over the limit (a customer with years of day bitmaps)
@@ -582,10 +591,21 @@ take_lock() {
     fi
 }
 
+# Start a service that is not running and wait until it is ready.
+start_service() {
+    local name="$1" t0=$SECONDS
+    rm -f "$(pid_file "$name")"
+    check_ports_free "$name"
+    mkdir -p "$(svc_dir "$name")"
+    "start_$name"
+    wait_ready "$name"
+    say "$name ready (pid $(svc_pid "$name"), port $(svc_ports "$name" | cut -d' ' -f1), $((SECONDS - t0))s)"
+}
+
 cmd_up() {
     cmd_install
     take_lock
-    local name pid t0
+    local name pid
     for name in "${SERVICES[@]}"; do
         pid="$(svc_pid "$name")"
         if [[ -n "$pid" ]]; then
@@ -593,14 +613,19 @@ cmd_up() {
             say "$name already running (pid $pid, port $(svc_ports "$name" | cut -d' ' -f1))"
             continue
         fi
-        rm -f "$(pid_file "$name")"
-        check_ports_free "$name"
-        mkdir -p "$(svc_dir "$name")"
-        t0=$SECONDS
-        "start_$name"
-        wait_ready "$name"
-        say "$name ready (pid $(svc_pid "$name"), port $(svc_ports "$name" | cut -d' ' -f1), $((SECONDS - t0))s)"
+        start_service "$name"
     done
+}
+
+# Stop one service and start it again on the data it has (a stopped one is just
+# started). The others keep running, e.g. a worker that has to ride out the restart.
+cmd_restart() {
+    (($# == 1)) || die "restart: name one service (${SERVICES[*]})"
+    local name="$1"
+    [[ " ${SERVICES[*]} " == *" $name "* ]] || die "restart: unknown service '$name' (${SERVICES[*]})"
+    take_lock
+    stop_service "$name"
+    start_service "$name"
 }
 
 # ---------------------------------------------------------------------------
@@ -685,7 +710,7 @@ EOF
 }
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -696,6 +721,7 @@ main() {
         install) cmd_install ;;
         up)      cmd_up ;;
         down)    cmd_down "$@" ;;
+        restart) cmd_restart "$@" ;;
         status)  cmd_status ;;
         env)     cmd_env ;;
         *)       usage ;;

@@ -160,6 +160,31 @@ def test_grafana_is_provisioned(config: dict[str, Any]) -> None:
     assert grafana["ports"][0]["published"] == "3000"
 
 
+def stack_redis_conf() -> dict[str, str]:
+    """The directives of the redis.conf that scripts/stack.sh writes."""
+    script = (ROOT / "scripts" / "stack.sh").read_text()
+    m = re.search(r'cat >"\$dir/redis\.conf" <<EOF\n(.*?)\nEOF\n', script, re.S)
+    assert m, "no redis.conf heredoc in scripts/stack.sh"
+    lines = [line.split(None, 1) for line in m[1].splitlines() if not line.startswith("#")]
+    return {k: v.strip('"') for k, v in lines}
+
+
+def test_redis_is_durable_and_never_evicts(config: dict[str, Any]) -> None:
+    """AOF fsynced every second in a named volume, noeviction: as the local stack's Redis."""
+    redis = config["services"]["redis"]
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    args = dict(zip(command[1::2], command[2::2], strict=True))
+    assert args["--appendonly"] == "yes"
+    assert args["--appendfsync"] == "everysec"
+    assert args["--maxmemory-policy"] == "noeviction"
+    (data,) = [v for v in redis["volumes"] if v["target"] == "/data"]
+    assert data["type"] == "volume" and data["source"] in config["volumes"]
+    local = stack_redis_conf()
+    for name, value in args.items():
+        assert local.get(name.removeprefix("--")) == value, f"{name}: stack.sh has another value"
+
+
 def test_kafka_is_the_official_image_in_kraft_mode(config: dict[str, Any]) -> None:
     kafka = config["services"]["kafka"]
     assert kafka["image"].startswith("apache/kafka:")

@@ -35,6 +35,8 @@ ALERTS = (
     "ConsumerLagHigh",
     "InvalidEventsRate",
     "RetentionTargetDown",
+    "WorkerBackendDown",
+    "DeadLetterTopicUnwritable",
 )
 
 
