@@ -72,6 +72,7 @@ def exporter() -> None:
 
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _refuse_foreign_state(settings)
     console.print(
         f"exporter on http://{settings.exporter_host}:{settings.exporter_port}/metrics "
         f"(namespace {settings.namespace})"
@@ -81,6 +82,30 @@ def exporter() -> None:
     except OSError as exc:
         console.print(f"[red]cannot listen on port {settings.exporter_port}:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+def _refuse_foreign_state(settings: Settings) -> None:
+    """Exit 2 when the state was built under other settings (or Redis evicts keys): the
+    exporter would read numbers that mean something else."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from streams.guard import StateRefused, check_state
+
+    async def check() -> None:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        try:
+            await check_state(redis, settings, record=False)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(check())
+    except StateRefused as exc:
+        console.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except RedisError as exc:
+        console.print(f"[yellow]Redis not reachable yet ({exc}); serving anyway[/yellow]")
 
 
 def run_stack(*args: str) -> int:
@@ -688,3 +713,44 @@ def status(
         out.print(table(result))
     if not result.ok:
         raise typer.Exit(EXIT_UNREACHABLE)
+
+
+# --- rebuild ------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog="Exit codes: 0 rebuilt; 2 workers still running, an evicting Redis or bad "
+    "settings; 3 Kafka or Redis unreachable."
+)
+def rebuild(
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Clear the namespace without asking.")
+    ] = False,
+) -> None:
+    """Rebuild the state from the events topic under the current settings.
+
+    Stop every worker first. This clears every key of RETENTION_NAMESPACE, records the
+    current settings with the state, and consumes RETENTION_EVENTS_TOPIC from its first
+    offset until the end it had when the command started, with a progress bar. Start the
+    workers again afterwards; they continue from where the rebuild stopped. Lifecycle
+    changes are published again as the history is replayed.
+    """
+    from retention.rebuild import rebuild as run_rebuild
+
+    settings = load_settings()
+    if not yes:
+        if not sys.stdin.isatty():
+            console.print("[red]refusing to clear the namespace without --yes[/red]")
+            raise typer.Exit(EXIT_USAGE)
+        typer.confirm(
+            f"Delete every key of namespace {settings.namespace!r} and rebuild it from "
+            f"{settings.events_topic!r}?",
+            abort=True,
+        )
+    with command_errors():
+        started = time.monotonic()
+        records = asyncio.run(run_rebuild(settings, console))
+    console.print(
+        f"rebuilt namespace {settings.namespace!r} from {records} records "
+        f"in {time.monotonic() - started:.1f} s"
+    )

@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     churn_window_days: Annotated[int, Field(ge=1, le=366)] = 30
     allowed_lateness_seconds: Annotated[int, Field(ge=0)] = 0
     cohorts_kept: Annotated[int, Field(ge=1, le=400)] = 12
-    dedup_window: Annotated[int, Field(ge=1, le=256)] = 16
 
     activity_types: TypeSet = frozenset(
         {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
@@ -85,6 +84,14 @@ class Settings(BaseSettings):
 
     max_event_bytes: Annotated[int, Field(ge=256)] = 65536
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
+    # largest accepted `amount`: totals are kept in integer thousandths, exact while
+    # a shard's sum stays below 2**53 thousandths (9e12 currency units)
+    max_amount: Annotated[float, Field(gt=0, le=1e12)] = 1e9
+    # events may be this far ahead of the wall clock before the watermark stops following
+    max_clock_skew_seconds: Annotated[int, Field(ge=0)] = 300
+    # retention.ms of the events topic when the project creates it (-1 = keep forever):
+    # state is rebuilt from this history after a loss or a settings change
+    events_retention_ms: Annotated[int, Field(ge=-1)] = -1
     batch_max_events: Annotated[int, Field(ge=1)] = 5000
     batch_timeout_ms: Annotated[int, Field(ge=1)] = 200
     # lifecycle sweeps run at most this often while the worker has batches queued

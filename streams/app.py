@@ -8,12 +8,21 @@ whole batch, and because Faust's per-event path costs tens of microseconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
 
+from retention.errors import EXIT_USAGE
 from retention.settings import Settings
-from streams.pipeline import BatchPipeline
+from streams.guard import StateRefused, check_state, start_position, stored_positions
+from streams.pipeline import BatchPipeline, partitions_of
+from streams.state import Keys
+from streams.topic_identity import topic_id
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,12 @@ def make_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
     )
     topics = [
-        app.topic(settings.events_topic, partitions=settings.events_partitions),
+        app.topic(
+            settings.events_topic,
+            partitions=settings.events_partitions,
+            # the state is rebuilt from this history after a loss or a settings change
+            config={"retention.ms": str(settings.events_retention_ms)},
+        ),
         app.topic(settings.dlq_topic, partitions=1),
         app.topic(settings.lifecycle_topic, partitions=settings.events_partitions),
     ]
@@ -48,7 +62,14 @@ def make_app(settings: Settings) -> faust.App:
             await topic.maybe_declare()
         log.info("consuming %s as group %s", settings.events_topic, settings.group_id)
         pipeline.health.serve(settings.exporter_host, settings.worker_metrics_port)
-        await pipeline.run()
+        try:
+            await pipeline.run()
+        except StateRefused as exc:
+            # The state cannot be continued exactly; stopping is the only safe answer,
+            # and a restart would refuse again, so exit without Faust's restart dance.
+            log.critical("%s", exc)
+            logging.shutdown()
+            os._exit(EXIT_USAGE)
 
     @app.timer(interval=10.0)
     async def report_progress() -> None:
@@ -66,7 +87,39 @@ def make_app(settings: Settings) -> faust.App:
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Start the Faust worker in the foreground until SIGINT/SIGTERM."""
+    """Check the state can be continued, then run the Faust worker in the foreground until
+    SIGINT/SIGTERM; a refusal exits with code 2 and says why."""
+    try:
+        asyncio.run(preflight(settings))
+    except StateRefused as exc:
+        print(f"retention worker: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     app = make_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()
+
+
+async def preflight(settings: Settings) -> None:
+    """Refuse an evicting Redis, state built under other settings, and partitions whose
+    applied offsets Kafka can no longer continue (history deleted, topic recreated)."""
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await check_state(redis, settings, record=True)
+        await consumer.start()
+        topic = settings.events_topic
+        partitions = await partitions_of(consumer, topic)
+        if not partitions:
+            return  # the worker creates the topic
+        ident = await topic_id(consumer._client, topic)
+        source = f"{topic}@{ident}" if ident else topic
+        keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
+        stored = await stored_positions(redis, keys, source, partitions)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            start_position(topic, tp.partition, stored[tp.partition], starts[tp], ends[tp])
+    finally:
+        await consumer.stop()
+        await redis.aclose()

@@ -7,18 +7,27 @@
 --                           subscriptions, first churns, RFM keys)
 -- KEYS[5] lifecycle due zset (bucket number -> earliest day one of its customers is due)
 -- KEYS[6..] customer buckets (hashes of many customers; the layout is in customer.lua)
--- ARGV[1] JSON config; ARGV[2..] 13 values per item: bucket key index (0 = invalid),
---   partition, offset, event-id hash, type (or reason), flags, day, ts ms,
---   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), the event id itself
---   for subscription starts and renewals (it breaks ts ties for MRR), and the
---   customer's field in its bucket
+-- ARGV[1] JSON config; ARGV[2] the source (events topic, and its id when known);
+-- ARGV[3] the watermark's ceiling (wall clock plus allowed skew, ms); ARGV[4] the
+--   number n of partitions in the batch, followed by n triples: partition, the offset
+--   the batch continues from (-1: the partition's beginning), the offset after its last
+--   record. Every shard gets every batch's triples, so all shards' markers agree.
+-- Then 13 values per item: bucket key index (0 = invalid), partition, offset, event-id
+--   hash, type (or reason), flags, day, ts ms, amount milli, NPS score, breakdown codes
+--   (e.g. "P0\tC3"), the event id itself for subscription starts and renewals (it
+--   breaks ts ties for MRR), and the customer's field in its bucket
+--
+-- A partition's marker o:<source>:<partition> is the offset after the last record
+-- applied. A batch that continues from beyond the marker would leave a hole (Redis
+-- lost writes, was emptied or restored from an older copy): then nothing is applied
+-- and the markers are returned, so the worker can go back and re-read from there.
 --
 -- Days are local days since 1970-01-01. A customer is a few day bitmaps, so late,
 -- out-of-order and duplicate events land exactly; every aggregate changes only by
 -- the difference between a customer's state before and after an event.
 
 local cfg = cjson.decode(ARGV[1])
-local W, WINS, WS, RING, K = cfg.W, cfg.win, cfg.ws, cfg.ring, cfg.K
+local W, WINS, WS, K = cfg.W, cfg.win, cfg.ws, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
 local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ARGS_PER_ITEM = 13
@@ -592,38 +601,63 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
     apply_difference(st._c or contributions(before), after)
     st._c = after
   end
+  return new_activity
 end
 
 ---------------------------------------------------------------------------
 -- Main loop.
 ---------------------------------------------------------------------------
-local applied_offsets, partition_marks = {}, {}
+local SOURCE_ID, CEILING = ARGV[2], tonumber(ARGV[3])
+local FIRST_ITEM = 5 + 3 * tonumber(ARGV[4])
+
+local function marker(part) return 'o:' .. SOURCE_ID .. ':' .. part end
+
+-- The stored markers of the batch's partitions; a hole stops the batch here.
+local next_offsets, holes = {}, {}
+for i = 5, FIRST_ITEM - 1, 3 do
+  local part, from = ARGV[i], tonumber(ARGV[i + 1])
+  local stored = redis.call('HGET', AGG, marker(part))
+  local at = stored and tonumber(stored) or -1
+  if (stored == false and from ~= -1) or (stored and at < from) then
+    holes[#holes + 1] = tonumber(part)
+    holes[#holes + 1] = at
+  end
+  next_offsets[part] = { at = at, to = tonumber(ARGV[i + 2]) }
+end
+if #holes > 0 then
+  local out = { 0, 0, 0 }
+  for _, v in ipairs(holes) do out[#out + 1] = v end
+  return out
+end
+
+local partition_marks = {}
 local watermark = tonumber(redis.call('HGET', AGG, 'watermark_ms') or '0')
 local new_watermark = watermark
 local applied, duplicates, replayed = 0, 0, 0
 
-for i = 2, #ARGV, ARGS_PER_ITEM do
+for i = FIRST_ITEM, #ARGV, ARGS_PER_ITEM do
   local kidx, part, offset = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  if applied_offsets[part] == nil then
-    applied_offsets[part] = tonumber(redis.call('HGET', AGG, 'o:' .. part) or '-1')
-  end
-  if offset <= applied_offsets[part] then
+  if offset < next_offsets[part].at then
     replayed = replayed + 1
   else
-    applied_offsets[part] = offset
     local kind = ARGV[i + 4]
     if kidx == 0 then
       incr(AGG, 'i:' .. kind, 1)
       applied = applied + 1
     else
       local st = load(KEYS[kidx], ARGV[i + 12])
-      if seen_before(st, ARGV[i + 3], RING) then
+      local flags = tonumber(ARGV[i + 5])
+      -- pure activity only sets a day bit, so only events that move counters need
+      -- their id remembered
+      if flags ~= ACTIVITY and seen_before(st, ARGV[i + 3]) then
         duplicates = duplicates + 1
       else
         local ts = tonumber(ARGV[i + 7])
-        apply_event(KEYS[kidx], st, tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ts,
+        local new_day = apply_event(KEYS[kidx], st, flags, tonumber(ARGV[i + 6]), ts,
           tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10], ARGV[i + 11])
-        incr(AGG, 'e:' .. kind, 1)
+        if flags ~= ACTIVITY or new_day then incr(AGG, 'e:' .. kind, 1) end
+        -- an event ahead of the clock counts on its own day, but "now" stays the clock's
+        if ts > CEILING then ts = CEILING end
         if ts > new_watermark then new_watermark = ts end
         if ts > (partition_marks[part] or 0) then partition_marks[part] = ts end
         applied = applied + 1
@@ -636,13 +670,14 @@ flush_increments()
 for key, bucket in pairs(customers) do
   for field, st in pairs(bucket) do write_customer(DUE, key, field, st, stored[key][field]) end
 end
-for part, offset in pairs(applied_offsets) do
-  redis.call('HSET', AGG, 'o:' .. part, string.format('%d', offset))
+for part, o in pairs(next_offsets) do
+  if o.to > o.at then redis.call('HSET', AGG, marker(part), string.format('%d', o.to)) end
 end
 -- Newest event time per partition: the lifecycle sweep waits for the slowest one.
 for part, ts in pairs(partition_marks) do
-  local old = tonumber(redis.call('HGET', AGG, 'm:' .. part) or '0')
-  if ts > old then redis.call('HSET', AGG, 'm:' .. part, string.format('%d', ts)) end
+  local field = 'm:' .. SOURCE_ID .. ':' .. part
+  local old = tonumber(redis.call('HGET', AGG, field) or '0')
+  if ts > old then redis.call('HSET', AGG, field, string.format('%d', ts)) end
 end
 if new_watermark > watermark then
   redis.call('HSET', AGG, 'watermark_ms', string.format('%d', new_watermark))

@@ -14,7 +14,8 @@
 -- 1, 3, 5 or 9 bytes, so a time costs 5 bytes up to 49 days after its reference.
 --
 -- The state table the scripts work on (read_customer) has the fields: o base day;
--- bitmaps a activity, x churn, s subscribed, k cancelled; e recent event-id hashes;
+-- bitmaps a activity, x churn, s subscribed, k cancelled; e event-id hashes of the
+-- events that moved counters;
 -- f/l first and last event ts; p/r/q purchases, revenue, refunded (milli); sa/st/si
 -- latest subscription amount, ts, event id; g platform and channel codes; pt/ls last
 -- published lifecycle day and state; due the sweep's next day for this customer.
@@ -146,14 +147,19 @@ local function write_customer(due, key, field, st, before)
   end
 end
 
--- Producer retries reach us with a new offset but the same event id (a short hash):
--- remember the customer's last `ring` ids.
-local function seen_before(st, id, ring)
-  local n = #id
-  for i = 1, #st.e, n do
-    if string.sub(st.e, i, i + n - 1) == id then return true end
+-- The customer's event-id hashes (fixed width n each, concatenated): an event whose id
+-- is among them was applied before (a producer retry or a re-sent file) and changes
+-- nothing. Otherwise the id is remembered and false is returned. Only events that move
+-- counters are remembered; pure activity is idempotent through the day bitmap.
+local function seen_before(st, id)
+  local n, at = #id, 1
+  while true do
+    local i = string.find(st.e, id, at, true)
+    if i == nil then break end
+    if (i - 1) % n == 0 then return true end
+    at = i + 1
   end
-  st.e = string.sub(st.e .. id, -ring * n)
+  st.e = st.e .. id
   return false
 end
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Batches take milliseconds (small) to seconds (5000 events, slow Redis).
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # One pipelined round trip to Redis: sub-millisecond on loopback, more over a network.
+BACKENDS = ("redis", "kafka", "dead_letter")
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -67,7 +68,30 @@ class WorkerHealth:
             "Records consumed from the events topic (valid, invalid and redelivered).",
             registry=self.registry,
         )
+        self.backend_up = Gauge(
+            "retention_backend_up",
+            "1 when the last operation against the backend succeeded, 0 while the worker "
+            "holds its position and retries it (redis, kafka, dead_letter).",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.backend_retries = Counter(
+            "retention_backend_retries",
+            "Retries after a failed operation against the backend.",
+            ["backend"],
+            registry=self.registry,
+        )
+        for backend in BACKENDS:
+            self.backend_up.labels(backend).set(1)
+            self.backend_retries.labels(backend)
         self._lag_partitions: set[int] = set()
+
+    def backend_ok(self, backend: str) -> None:
+        self.backend_up.labels(backend).set(1)
+
+    def backend_failed(self, backend: str) -> None:
+        self.backend_up.labels(backend).set(0)
+        self.backend_retries.labels(backend).inc()
 
     def batch_done(self, records: int, batch_seconds: float, redis_seconds: float) -> None:
         self.consumed.inc(records)

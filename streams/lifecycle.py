@@ -70,16 +70,17 @@ class LifecyclePublisher:
         self.script = redis.register_script(SCRIPT)
         self.published = 0
 
-    async def run_once(self, producer: AIOKafkaProducer) -> int:
-        """Sweep up to the current watermark and publish; returns changes published."""
-        today = await self.watermark_day()
+    async def run_once(self, producer: AIOKafkaProducer, source: str) -> int:
+        """Sweep up to the current watermark of the events topic `source` and publish;
+        returns changes published."""
+        today = await self.watermark_day(source)
         if today is None:
             return 0
         while await self._sweep(today):
             pass
         return await self._drain(producer)
 
-    async def watermark_day(self) -> int | None:
+    async def watermark_day(self, source: str) -> int | None:
         """Local day of the slowest partition's newest event time, less the lateness.
 
         Unlike the metrics' watermark this waits for every partition seen so far, so a
@@ -89,9 +90,10 @@ class LifecyclePublisher:
         for shard in range(self.keys.shards):
             pipe.hgetall(self.keys.aggregates(shard)[0])
         newest: dict[str, int] = {}
+        prefix = self.keys.partition_mark(source, 0)[:-1].encode()
         for totals in await pipe.execute():
             for name, value in totals.items():
-                if name.startswith(b"m:"):
+                if name.startswith(prefix):
                     newest[name] = max(newest.get(name, 0), int(value))
         if not newest:
             return None

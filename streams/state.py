@@ -9,12 +9,14 @@ Key layout (every key of a shard carries the same hash tag, so it is Redis Clust
                    the customer's state as one binary blob (layout in customer.lua)
   <ns>:{s:N}:due   lifecycle due set: bucket number -> earliest day one of its customers is due
   <ns>:{s:N}:outbox lifecycle changes waiting to be produced
+  <ns>:fingerprint the settings the state was built with (streams/guard.py)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -32,8 +34,8 @@ ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
 SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
 MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
 INVALID_TAIL = (0, 0, 0, 0, -1, "", "", "")  # flags, day, ts, amount, score, codes, id, field
-# Bytes of an event-id hash in a customer's dedup ring: a new event is taken for a
-# duplicate with probability <= ring / 2**48 (16 ids: 5.7e-14, ~1 in 17 trillion events).
+# Bytes of an event-id hash in a customer's id set: a new event is taken for a duplicate
+# with probability <= n / 2**48 for a customer with n remembered ids (1e3 ids: 3.6e-12).
 EVENT_HASH_BYTES = 6
 FIXED_FLAGS = {
     "subscription_start": SUB_ON,
@@ -57,9 +59,25 @@ class Record:
 
 @dataclass(slots=True)
 class ApplyResult:
+    """What the shards' scripts did; holes maps a partition to the offset Redis holds when
+    Redis is behind the batch (nothing of the batch was applied on that shard)."""
+
     applied: int = 0
     duplicates: int = 0
     replayed: int = 0
+    holes: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a batch's records of one partition continue from (BEGINNING: the partition's
+    start) and the offset after its last record."""
+
+    start: int
+    end: int
+
+
+BEGINNING = -1
 
 
 class Keys:
@@ -84,6 +102,21 @@ class Keys:
         """The shard's lifecycle due set (of buckets) and outbox."""
         tag = self.tag(shard)
         return f"{tag}:due", f"{tag}:outbox"
+
+    def fingerprint(self) -> str:
+        """The settings the state was built with (streams/guard.py)."""
+        return f"{self.namespace}:fingerprint"
+
+    @staticmethod
+    def offset_marker(source: str, partition: int) -> str:
+        """Field of a shard's totals: the offset after the last applied record of a
+        partition of the events topic `source` (apply_batch.lua writes it)."""
+        return f"o:{source}:{partition}"
+
+    @staticmethod
+    def partition_mark(source: str, partition: int) -> str:
+        """Field of a shard's totals: newest event time applied from a partition."""
+        return f"m:{source}:{partition}"
 
     def bucket_prefix(self, shard: int) -> str:
         """Bucket n of the shard is this prefix followed by n."""
@@ -131,7 +164,6 @@ class StateWriter:
                 "W": settings.churn_window_days,
                 "win": [1, 7, 30],
                 "ws": settings.week_start_index,
-                "ring": settings.dedup_window,
                 "K": settings.cohorts_kept,
                 "quick": settings.quick_churn_days,
                 "newkey": settings.rfm_new_days
@@ -142,11 +174,18 @@ class StateWriter:
             }
         )
         self.flags = _flag_table(settings)
+        self.max_skew_ms = settings.max_clock_skew_seconds * 1000
         self.dimensions = DimensionRegistry(redis, settings.namespace, settings.dimension_cap)
 
-    async def apply(self, records: list[Record]) -> ApplyResult:
-        """Apply a batch: the script arguments per shard, then one pipelined round trip."""
-        return await self.send(await self.prepare(records))
+    async def apply(self, records: list[Record], source: str = "test") -> ApplyResult:
+        """Apply records outside the worker (tests, benchmarks): spans are taken from the
+        records themselves, a partition's offset 0 being its beginning."""
+        spans: dict[int, Span] = {}
+        for r in records:
+            span = spans.get(r.partition)
+            start = span.start if span else (BEGINNING if r.offset == 0 else r.offset)
+            spans[r.partition] = Span(start, r.offset + 1)
+        return await self.send(await self.prepare(records), source, spans)
 
     async def prepare(self, records: list[Record]) -> dict[int, ShardBatch]:
         """The script arguments of each shard's part of the batch (the CPU-bound half)."""
@@ -155,20 +194,35 @@ class StateWriter:
             await self._add(record, shards)
         return shards
 
-    async def send(self, shards: dict[int, ShardBatch]) -> ApplyResult:
-        """Run every shard's script in one pipeline and sum what the scripts did."""
+    async def send(
+        self, shards: dict[int, ShardBatch], source: str, spans: dict[int, Span]
+    ) -> ApplyResult:
+        """Run every shard's script in one pipeline and sum what the scripts did. Every
+        shard gets the batch's spans, so all shards' offset markers move together."""
         result = ApplyResult()
-        if not shards:
+        if not spans:
             return result
+        header: list[str | int | bytes] = [
+            self.config,
+            source,
+            int(time.time() * 1000) + self.max_skew_ms,
+            len(spans),
+        ]
+        for partition, span in spans.items():
+            header += [partition, span.start, span.end]
+        empty = ShardBatch()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, batch in shards.items():
+            for shard in range(self.keys.shards):
+                batch = shards.get(shard, empty)
                 due = self.keys.lifecycle(shard)[0]
                 keys = [*self.keys.aggregates(shard), due, *batch.bucket_keys]
-                await self.script(keys=keys, args=[self.config, *batch.args], client=pipe)
-            for applied, duplicates, replayed in await pipe.execute():
+                await self.script(keys=keys, args=[*header, *batch.args], client=pipe)
+            for applied, duplicates, replayed, *holes in await pipe.execute():
                 result.applied += applied
                 result.duplicates += duplicates
                 result.replayed += replayed
+                for partition, stored in zip(holes[::2], holes[1::2], strict=True):
+                    result.holes[partition] = min(stored, result.holes.get(partition, stored))
         return result
 
     async def _add(self, record: Record, shards: dict[int, ShardBatch]) -> None:
@@ -225,7 +279,3 @@ def _flag_table(settings: Settings) -> dict[str, int]:
     for name in settings.refund_types:
         table[name] |= REFUND
     return dict(table)
-
-
-def _days_ceil(seconds: int) -> int:
-    return -(-seconds // 86400)

@@ -8,8 +8,7 @@ produced to Kafka. The order is realistic rather than clean:
 * ~3% of customers whose first activity is delivered after a later one
   (late first events move the customer to an earlier cohort);
 * ~2% exact duplicates, re-sent within the next <= 5 events of the same customer
-  (the worker dedups per customer over its last 16 distinct events; that is the
-  contract, so duplicates stay that close).
+  (re-sends at any distance are covered by the re-feed tests).
 
 Customer behaviour: installs spread over every day, decaying return probability,
 churners, lapsers who come back after a gap > 30 days (so they resurrect), uninstalls

@@ -157,6 +157,18 @@ def rfm_segment(r: int, f: int, m: int, is_new: bool) -> str:
 # --- the computation --------------------------------------------------------------------
 
 
+def pure_activity(s: OracleSettings) -> frozenset[str]:
+    """Types whose only effect is to make the customer active that day."""
+    other = (
+        s.churn_types
+        | s.purchase_types
+        | s.refund_types
+        | s.subscribe_types
+        | {s.install_type, s.cancel_type, s.nps_type}
+    )
+    return s.activity_types - other
+
+
 def compute(events: Sequence[EventLike], s: OracleSettings = OracleSettings()) -> dict[Key, float]:
     """Every exported number for these delivered (valid) events; duplicates allowed."""
     zone = ZoneInfo(s.tz)
@@ -183,8 +195,11 @@ def compute(events: Sequence[EventLike], s: OracleSettings = OracleSettings()) -
         ms = ts_ms(ev["ts"])
         max_ts = ms if max_ts is None else max(max_ts, ms)
         kind, cid = ev["type"], ev["customer_id"]
-        types[kind] += 1
         d = local_day(ms, zone)
+        # An event whose only effect is an active day counts when it makes the day
+        # active: a re-sent one cannot be told from a second visit that day.
+        if kind not in pure_activity(s) or d not in active.get(cid, ()):
+            types[kind] += 1
         if kind in s.activity_types:
             active.setdefault(cid, set()).add(d)
         if kind in s.churn_types:

@@ -147,7 +147,7 @@ def test_one_bucket_holds_many_customers_and_the_sweep_names_them() -> None:
                 event(999, customers[0], "session", 3),
             ]
             await writer.apply([Record(0, i, event=e) for i, e in enumerate(batch)])
-            today = await publisher.watermark_day()
+            today = await publisher.watermark_day("test")
             assert today is not None
             while await publisher._sweep(today):
                 pass

@@ -4,6 +4,7 @@ the valid events around them."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections import Counter
 from datetime import date
@@ -50,6 +51,18 @@ def bad_records() -> list[tuple[bytes, bytes, str]]:
     return cases
 
 
+def full_original(body: dict, candidates: list[bytes]) -> bytes:
+    """The original value of a DLQ record: as kept, or (when it was cut to the size
+    limit) the candidate with the recorded size and hash that starts with the kept part."""
+    kept = base64.b64decode(body["original"])
+    if not body.get("truncated"):
+        return kept
+    match = [c for c in candidates if hashlib.sha256(c).hexdigest() == body["original_sha256"]]
+    assert len(match) == 1, f"no original with the recorded hash: {body!r:.300}"
+    assert match[0].startswith(kept) and len(match[0]) == body["original_size"] > len(kept)
+    return match[0]
+
+
 def test_bad_records_are_dead_lettered_and_counted(pipeline) -> None:  # type: ignore[no-untyped-def]
     p = pipeline()
     valid = generate_history(seed=99, customers=60, days=20, start=date(2026, 3, 2))
@@ -75,7 +88,7 @@ def test_bad_records_are_dead_lettered_and_counted(pipeline) -> None:  # type: i
     expected_reason = {value: reason for _, value, reason in bad}
     for rec in dead:
         body = json.loads(rec.value)
-        original = base64.b64decode(body["original"])
+        original = full_original(body, list(expected_reason))
         assert original in expected_reason, f"DLQ record with unknown original: {body!r:.300}"
         assert body["reason"] == expected_reason[original], (
             f"{original[:80]!r}: reason {body['reason']!r}, expected {expected_reason[original]!r} "
@@ -85,7 +98,9 @@ def test_bad_records_are_dead_lettered_and_counted(pipeline) -> None:  # type: i
         assert rec.key == sent_bad[original]
         assert body["topic"] == p.topic
         assert isinstance(body["partition"], int) and isinstance(body["offset"], int)
-    assert {base64.b64decode(json.loads(r.value)["original"]) for r in dead} == set(expected_reason)
+    assert {full_original(json.loads(r.value), list(expected_reason)) for r in dead} == set(
+        expected_reason
+    )
 
     scraped = p.scrape(COMPARED | {"retention_events_invalid_total"})
     invalid = {

@@ -47,7 +47,7 @@ async def run(batches: list[list[Event]], settings: Settings) -> list[tuple[str,
             records = [Record(0, offset + i, event=e) for i, e in enumerate(batch)]
             offset += len(batch)
             await writer.apply(records)
-            today = await publisher.watermark_day()
+            today = await publisher.watermark_day("test")
             assert today is not None
             while await publisher._sweep(today):
                 pass

@@ -1,0 +1,183 @@
+"""The worker and exporter refuse state they cannot continue exactly, with exit code 2
+and a message that says why; `retention rebuild` derives it again under new settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import redis
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from retention.settings import Settings
+from streams.state import Keys, Record, StateWriter
+from tests.cli_fixtures import cli_env, run_cli
+from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
+from tests.history import generate_history
+from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten
+
+pytestmark = pytest.mark.integration
+
+
+def exit_code(proc: Process, timeout: float = 60) -> int:
+    """The code a process exits with on its own, within the deadline."""
+    code = proc.popen.wait(timeout)
+    proc.stopped = True
+    return code
+
+
+def history(p: Pipeline, customers: int = 80) -> list[dict]:
+    events = generate_history(seed=31, customers=customers, days=40, start=date(2026, 2, 2))
+    p.produce(events)
+    return events
+
+
+def stop_all(p: Pipeline) -> None:
+    for proc in p.processes:
+        if not proc.stopped:
+            proc.stop()
+
+
+def matches_oracle(p: Pipeline, events: list[dict], settings: OracleSettings) -> None:
+    expected = compute(events, settings)
+    got = flatten(p.scrape_text(), COMPARED)
+    assert not diff(expected, got), diff(expected, got)
+
+
+def test_changed_setting_is_refused_and_rebuild_applies_it(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline()
+    events = history(p)
+    p.wait_until_consumed()
+    matches_oracle(p, events, OracleSettings())
+    stop_all(p)
+
+    p.settings["RETENTION_CHURN_WINDOW_DAYS"] = "14"
+    p.settings["RETENTION_WEEK_START"] = "sunday"
+    worker = p.start_worker()
+    assert exit_code(worker) == 2
+    log = worker.log.read_text()
+    assert "RETENTION_CHURN_WINDOW_DAYS: stored 30, now 14" in log, log
+    assert 'RETENTION_WEEK_START: stored "monday", now "sunday"' in log, log
+    assert "retention rebuild" in log
+    exporter = p._spawn("exporter-refused", ["exporter"], {})
+    assert exit_code(exporter) == 2
+    assert "RETENTION_CHURN_WINDOW_DAYS" in exporter.log.read_text()
+
+    env = cli_env(p)
+    refused = run_cli(["rebuild"], env)  # no terminal to confirm on, no --yes
+    assert refused.returncode == 2, refused.stderr
+    rebuilt = run_cli(["rebuild", "--yes"], env, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"from {len(events)} records" in rebuilt.stderr, rebuilt.stderr
+
+    p.start_worker()
+    p.wait_until_consumed()
+    p.start_exporter()
+    matches_oracle(p, events, OracleSettings(churn_window_days=14, week_start=6))
+
+
+def test_rebuild_refuses_while_a_worker_runs(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline()
+    history(p, customers=20)
+    p.wait_until_consumed()
+    result = run_cli(["rebuild", "--yes"], cli_env(p))
+    assert result.returncode == 2
+    assert "stop every `retention worker` first" in result.stderr
+
+
+def test_evicting_redis_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline(start=False)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        worker = p.start_worker()
+        assert exit_code(worker) == 2
+        log = worker.log.read_text()
+        assert "maxmemory-policy is 'allkeys-lru'" in log and "noeviction" in log, log
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+
+
+def test_marker_beyond_the_partition_end_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline()
+    history(p, customers=20)
+    p.wait_until_consumed()
+    stop_all(p)
+    client = redis.Redis.from_url(REDIS_URL)
+    aggs = list(client.scan_iter(match=f"{p.ns}:{{s:*}}:agg"))
+    markers = [f for f in client.hkeys(aggs[0]) if f.startswith(b"o:") and f.endswith(b":0")]
+    assert len(markers) == 1, markers
+    for agg in aggs:
+        client.hset(agg, markers[0], 10**9)
+    worker = p.start_worker()
+    assert exit_code(worker) == 2
+    log = worker.log.read_text()
+    assert "applied, but the partition ends at" in log, log
+
+
+def test_deleted_history_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline(start=False)
+    history(p, customers=20)
+
+    async def delete_head() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(p.topic, 0): RecordsToDelete(3)})
+        finally:
+            await admin.close()
+
+    asyncio.run(delete_head())
+    worker = p.start_worker()
+    assert exit_code(worker) == 2
+    log = worker.log.read_text()
+    assert "no longer has its history" in log and "starts at offset 3" in log, log
+
+
+def test_event_ahead_of_the_clock_does_not_move_now(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """It is applied to its own day, but the watermark stays within the allowed skew."""
+    settings = Settings(
+        redis_url=REDIS_URL, namespace=f"g{int(time.time() * 1000) % 10**8}", shards=2
+    )
+    now = datetime.now(UTC)
+    ahead = now + timedelta(hours=12)
+    from streams.events import Event
+
+    events = [
+        Event("a-1", "early", "app_open", int((now - timedelta(days=1)).timestamp() * 1000)),
+        Event("a-2", "early", "app_open", int(ahead.timestamp() * 1000)),
+    ]
+
+    async def run() -> tuple[int, set[int]]:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        writer = StateWriter(client, settings)
+        try:
+            await writer.apply([Record(0, i, event=e) for i, e in enumerate(events)])
+            keys = Keys(settings.namespace, settings.shards)
+            shard = keys.shard_of("early")
+            agg, days_key = keys.aggregates(shard)[:2]
+            watermark = int(await client.hget(agg, "watermark_ms") or 0)
+            active_days = {
+                int(f.decode().split(":")[1])
+                for f in await client.hkeys(days_key)
+                if f.startswith(b"a1:")
+            }
+            await client.unlink(
+                *[k async for k in client.scan_iter(match=f"{settings.namespace}:*")]
+            )
+            return watermark, active_days
+        finally:
+            await client.aclose()
+
+    before = time.time()
+    watermark, active_days = asyncio.run(run())
+    skew = settings.max_clock_skew_seconds
+    assert watermark <= (time.time() + skew) * 1000
+    assert watermark >= (before + skew - 5) * 1000
+    ahead_day = (ahead.date() - date(1970, 1, 1)).days
+    assert ahead_day in active_days  # the event still counts on its own day
