@@ -188,7 +188,18 @@ class RowMapper:
         self.seen: Counter[bytes] = Counter()
 
     def map(self, data: dict[str, Any]) -> tuple[str, int, bytes]:
-        """(customer_id, ts_ms, JSON value to send), or Rejected with a reason."""
+        """(customer_id, ts_ms, JSON value to send), or Rejected with a reason; a row
+        never stops the feed, whatever it holds."""
+        try:
+            return self._map(data)
+        except Rejected:
+            raise
+        except UnicodeError as exc:
+            raise Rejected(Reason.INVALID_ENCODING, f"not valid text: {exc}"[:200]) from None
+        except Exception as exc:  # reported per row; the feed goes on
+            raise Rejected(Reason.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200]) from None
+
+    def _map(self, data: dict[str, Any]) -> tuple[str, int, bytes]:
         values = self._values(data)
         customer = _text(values.get("customer_id"))
         if not customer:

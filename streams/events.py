@@ -1,11 +1,15 @@
 """Decode raw Kafka values into validated events, or say precisely why not.
 
 msgspec does the parsing and the type checks in C; the rules that msgspec cannot
-express (which type names exist, timestamp range, Segment field names) follow.
+express (which type names exist, timestamp and amount range, Segment field names)
+follow. Any input at all ends as an Event or a Rejected, never another exception.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -17,6 +21,11 @@ from retention.settings import Settings
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SHOWN_CHARS = 80  # of an offending value quoted in a rejection's detail
+UNDECODABLE_CHARS = 200  # of an unexpected exception's text in a rejection's detail
+BACKSLASH = ord("\\")  # an int, so `in` is a plain byte scan
+# a JSON string escape: \uXXXX with its hex digits captured, or any other escaped character
+ESCAPE = re.compile(rb"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Dimension = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -37,8 +46,11 @@ SEGMENT_EVENT_NAMES = {
 class Reason(StrEnum):
     """Why an event went to the dead-letter topic; also the metric label."""
 
+    EMPTY = "empty"
     OVERSIZED = "oversized"
+    INVALID_ENCODING = "invalid_encoding"
     MALFORMED_JSON = "malformed_json"
+    TOO_DEEP = "too_deep"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
@@ -46,6 +58,7 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     TS_OUT_OF_RANGE = "ts_out_of_range"
     UNKNOWN_TYPE = "unknown_type"
+    UNDECODABLE = "undecodable"
 
 
 class Rejected(Exception):
@@ -107,32 +120,100 @@ class EventDecoder:
         self.known_types = settings.known_types | {"identify"}  # Segment identify calls
         self.max_bytes = settings.max_event_bytes
         self.max_future_ms = settings.max_future_seconds * 1000
+        self.max_amount = settings.max_amount
 
     def decode(self, raw: bytes | None, now_ms: int | None = None) -> Event:
-        if raw is None:
-            raise Rejected(Reason.MALFORMED_JSON, "empty record value")
+        """An Event, or Rejected for any input whatsoever: one strange record must not stop
+        the worker, so an unforeseen error is rejected as `undecodable` too."""
+        try:
+            return self._decode(raw, now_ms)
+        except Rejected:
+            raise
+        except Exception as exc:
+            detail = _clip(f"{type(exc).__name__}: {exc}", UNDECODABLE_CHARS)
+            raise Rejected(Reason.UNDECODABLE, detail) from None
+
+    def _decode(self, raw: bytes | None, now_ms: int | None) -> Event:
+        if not raw:
+            raise Rejected(Reason.EMPTY, "the record has no value")
         if len(raw) > self.max_bytes:
             raise Rejected(
                 Reason.OVERSIZED, f"{len(raw)} bytes is over the {self.max_bytes}-byte limit"
             )
+        if not raw.isascii():  # ASCII is UTF-8; only the rest needs the full check
+            _check_utf8(raw)
         env = _parse(raw)
-        event = _from_segment(env) if env.messageId is not None else _from_native(env)
+        segment = env.messageId is not None
+        event = _from_segment(env) if segment else _from_native(env)
+        if BACKSLASH in raw:  # valid UTF-8 spells no surrogate, so only an escape can
+            _check_text(event)
         if event.type not in self.known_types:
             raise Rejected(
                 Reason.UNKNOWN_TYPE,
-                f"type {event.type!r} is not a built-in or declared custom type",
+                f"type {_show(event.type)} is not a built-in or declared custom type",
             )
         if event.type == "nps" and event.score is None:
             raise Rejected(Reason.MISSING_FIELD, "an nps event needs a `score` from 0 to 10")
+        amount = event.amount
+        if amount is not None and not 0 <= amount <= self.max_amount:
+            name = "properties.revenue" if segment else "amount"
+            raise Rejected(Reason.INVALID_VALUE, _amount_problem(name, amount, self.max_amount))
         self._check_time(event.ts_ms, now_ms)
         return event
 
     def _check_time(self, ts_ms: int, now_ms: int | None) -> None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if ts_ms < MIN_TS_MS:
-            raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {ts_ms} is before 2000-01-01")
+            raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {_show(ts_ms)} is before 2000-01-01")
         if ts_ms > now + self.max_future_ms:
-            raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {ts_ms} is too far in the future")
+            raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {_show(ts_ms)} is too far in the future")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: object) -> str:
+    """A value quoted in a detail: repr escapes what would not print, and the length is capped."""
+    return _clip(repr(value), SHOWN_CHARS)
+
+
+def _amount_problem(name: str, amount: float, limit: float) -> str:
+    """Why an amount is refused: totals are kept in integer thousandths, which only finite
+    amounts up to the configured limit keep exact."""
+    if not math.isfinite(amount):
+        return f"{name} {amount} is not a finite number"
+    if amount < 0:
+        return f"{name} {amount:g} is negative"
+    return f"{name} {amount:g} is over the {limit:g} limit"
+
+
+def _check_utf8(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(
+            Reason.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+
+
+def _check_text(event: Event) -> None:
+    """Ids and labels are stored as UTF-8, so each string an Event keeps must encode to it."""
+    texts = (
+        event.event_id,
+        event.customer_id,
+        event.type,
+        event.currency,
+        event.platform,
+        event.channel,
+    )
+    for text in texts:
+        if text is not None and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                detail = f"{_show(text)} cannot be written as UTF-8: {exc.reason}"
+                raise Rejected(Reason.INVALID_ENCODING, detail) from None
 
 
 def _parse(raw: bytes) -> Envelope:
@@ -141,13 +222,44 @@ def _parse(raw: bytes) -> Envelope:
     except msgspec.ValidationError as exc:
         raise Rejected(_validation_reason(str(exc)), str(exc)) from None
     except msgspec.DecodeError as exc:
+        if _lone_surrogate(raw):
+            detail = "a \\u escape is half of a UTF-16 surrogate pair, which UTF-8 cannot encode"
+            raise Rejected(Reason.INVALID_ENCODING, detail) from None
         raise Rejected(Reason.MALFORMED_JSON, str(exc)) from None
+    except UnicodeDecodeError as exc:  # msgspec checks the strings it keeps as well
+        raise Rejected(Reason.INVALID_ENCODING, f"not UTF-8: {exc.reason}") from None
+    except RecursionError:  # msgspec nests as deep as Python's recursion limit lets it
+        limit = sys.getrecursionlimit()
+        detail = f"nested deeper than the JSON parser allows (under {limit} levels)"
+        raise Rejected(Reason.TOO_DEEP, detail) from None
+
+
+def _lone_surrogate(raw: bytes) -> bool:
+    """Whether a \\u escape names half of a UTF-16 surrogate pair without the other half;
+    msgspec calls such text malformed, but the fault is in its encoding."""
+    high_end = -1  # where an escape of a still unpaired high surrogate ends
+    for match in ESCAPE.finditer(raw):
+        code = int(match[1], 16) if match[1] else -1
+        if high_end >= 0:
+            if match.start() != high_end or not 0xDC00 <= code <= 0xDFFF:
+                return True
+            high_end = -1
+        elif 0xD800 <= code <= 0xDBFF:
+            high_end = match.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return True
+    return high_end >= 0
 
 
 def _validation_reason(message: str) -> Reason:
     if "- at" not in message:  # the error is about the document itself, not a field
         return Reason.NOT_AN_OBJECT
-    if any(word in message for word in ("length", ">=", "<=", "regex")):
+    if message.endswith("`$.ts`"):
+        if message.startswith("Number out of range"):  # would be infinite as a float
+            return Reason.BAD_TIMESTAMP
+        if message.startswith("Integer value out of range"):  # too many digits
+            return Reason.TS_OUT_OF_RANGE
+    if any(word in message for word in ("length", ">=", "<=", "regex", "out of range")):
         return Reason.INVALID_VALUE
     return Reason.WRONG_TYPE
 
@@ -180,7 +292,7 @@ def _from_segment(env: Envelope) -> Event:
         name = _require(env.event, "event")
         kind = SEGMENT_EVENT_NAMES.get(name, name)
     else:
-        raise Rejected(Reason.INVALID_VALUE, f"Segment call type {env.type!r} is not accepted")
+        raise Rejected(Reason.INVALID_VALUE, f"Segment call type {_show(env.type)} is not accepted")
     try:
         props = msgspec.convert(env.properties or {}, SegmentProperties, strict=False)
     except msgspec.ValidationError as exc:
@@ -197,12 +309,16 @@ def _from_segment(env: Envelope) -> Event:
 
 def parse_ts(value: str | int | float) -> int:
     """RFC 3339 text (with an offset) or epoch milliseconds, to epoch milliseconds."""
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Rejected(Reason.BAD_TIMESTAMP, f"ts {value} is not a finite number")
         return int(value)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise Rejected(Reason.BAD_TIMESTAMP, f"ts {value!r} is not RFC 3339") from None
+        raise Rejected(Reason.BAD_TIMESTAMP, f"ts {_show(value)} is not RFC 3339") from None
     if parsed.tzinfo is None:
-        raise Rejected(Reason.BAD_TIMESTAMP, f"ts {value!r} has no UTC offset")
+        raise Rejected(Reason.BAD_TIMESTAMP, f"ts {_show(value)} has no UTC offset")
     return (parsed - UNIX_EPOCH) // timedelta(milliseconds=1)

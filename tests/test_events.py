@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+import streams.events
 from retention.settings import Settings
-from streams.events import Event, EventDecoder, Reason, Rejected, parse_ts
+from streams.events import Envelope, Event, EventDecoder, Reason, Rejected, parse_ts
 
 NOW = 1_790_000_000_000  # 2026-09-21, a fixed "now" for range checks
 
@@ -28,11 +29,38 @@ def raw(**fields: object) -> bytes:
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
 
 
-def reason(decoder: EventDecoder, value: bytes) -> Reason:
+def with_value(placeholder: bytes, **fields: object) -> bytes:
+    """A native event whose fields given as "X" are replaced by raw JSON text."""
+    return raw(**{name: "X" for name in fields}).replace(b'"X"', placeholder)
+
+
+def segment(**properties: object) -> bytes:
+    return json.dumps(
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "messageId": "m-1",
+            "userId": "u-1",
+            "timestamp": "2026-03-01T10:00:00Z",
+            "properties": properties,
+        }
+    ).encode()
+
+
+def nested(depth: int) -> bytes:
+    """A valid event whose properties hold arrays nested depth deep."""
+    return raw(properties={"a": "X"}).replace(b'"X"', b"[" * depth + b"]" * depth)
+
+
+def rejection(decoder: EventDecoder, value: bytes | None) -> Rejected:
     with pytest.raises(Rejected) as caught:
         decoder.decode(value, now_ms=NOW)
     assert caught.value.detail  # every rejection explains itself
-    return caught.value.reason
+    return caught.value
+
+
+def reason(decoder: EventDecoder, value: bytes | None) -> Reason:
+    return rejection(decoder, value).reason
 
 
 def test_valid_native_event(decoder: EventDecoder) -> None:
@@ -81,12 +109,125 @@ def test_custom_type_is_accepted_only_when_declared(decoder: EventDecoder) -> No
         (raw(ts="1999-12-31T23:59:59Z"), Reason.TS_OUT_OF_RANGE),
         (raw(ts=5), Reason.TS_OUT_OF_RANGE),
         (raw(properties={"blob": "x" * 70_000}), Reason.OVERSIZED),
+        (raw(properties={"blob": "x" * 900_000}), Reason.OVERSIZED),
+        (nested(100_000), Reason.OVERSIZED),  # 200 KB; TOO_DEEP below under a larger limit
+        (None, Reason.EMPTY),
+        (b"", Reason.EMPTY),
+        (b"   ", Reason.MALFORMED_JSON),
+        (b'""', Reason.NOT_AN_OBJECT),
+        (b"0", Reason.NOT_AN_OBJECT),
+        (b"true", Reason.NOT_AN_OBJECT),
+        (b"\xef\xbb\xbf{}", Reason.MALFORMED_JSON),  # a byte-order mark is UTF-8, not JSON
+        (with_value(b'"a\xffb"', customer_id=1), Reason.INVALID_ENCODING),
+        (with_value(b'"a\xffb"', unused=1), Reason.INVALID_ENCODING),
+        (with_value(b'"\xc0\xaf"', customer_id=1), Reason.INVALID_ENCODING),  # overlong
+        (with_value(b'"\xed\xa0\x80"', customer_id=1), Reason.INVALID_ENCODING),  # surrogate
+        (with_value(rb'"\ud800"', customer_id=1), Reason.INVALID_ENCODING),
+        (with_value(rb'"a\udc00b"', customer_id=1), Reason.INVALID_ENCODING),
+        (with_value(rb'"\ud800\u0041"', customer_id=1), Reason.INVALID_ENCODING),
+        (with_value(rb'"\ud800"', unused=1), Reason.INVALID_ENCODING),
+        (with_value(b"NaN", amount=1), Reason.MALFORMED_JSON),
+        (with_value(b"Infinity", amount=1), Reason.MALFORMED_JSON),
+        (with_value(b"1e400", amount=1), Reason.INVALID_VALUE),
+        (with_value(b"1" + b"0" * 400, amount=1), Reason.INVALID_VALUE),
+        (with_value(b"1e400", type="nps", score=1), Reason.INVALID_VALUE),
+        (raw(type="nps", score=5.5), Reason.WRONG_TYPE),
+        (raw(type="nps", score=2**70), Reason.INVALID_VALUE),
+        (raw(properties={"x": "X"}).replace(b'"X"', b"1e400"), Reason.INVALID_VALUE),
+        (segment(revenue=12.5, other=float("inf")), Reason.MALFORMED_JSON),  # Infinity
+        (with_value(b"1e400", ts=1), Reason.BAD_TIMESTAMP),
+        (with_value(b"-1e400", ts=1), Reason.BAD_TIMESTAMP),
+        (raw(ts=1e308), Reason.TS_OUT_OF_RANGE),
+        (raw(ts=-(2**70)), Reason.TS_OUT_OF_RANGE),
+        (raw(ts=2**64), Reason.TS_OUT_OF_RANGE),
+        (with_value(b"9" * 4000, ts=1), Reason.TS_OUT_OF_RANGE),
+        (with_value(b"9" * 5000, ts=1), Reason.TS_OUT_OF_RANGE),  # beyond Python's int parsing
+        (raw(ts="0001-01-01T00:00:00+01:00"), Reason.TS_OUT_OF_RANGE),
+        (raw(ts="9999-12-31T23:59:59-23:59"), Reason.TS_OUT_OF_RANGE),
+        (raw(ts="2026-03-01T10:00:00+24:00"), Reason.BAD_TIMESTAMP),
+        (raw(type="x" * 60_000), Reason.UNKNOWN_TYPE),
+        (nested(20_000), Reason.TOO_DEEP),
     ],
 )
 def test_rejections_name_their_reason(
-    decoder: EventDecoder, value: bytes, expected: Reason
+    decoder: EventDecoder, value: bytes | None, expected: Reason
 ) -> None:
     assert reason(decoder, value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (raw(type="purchase", amount=1e306), "amount 1e+306 is over the 1e+09 limit"),
+        (raw(type="purchase", amount=1e16), "amount 1e+16 is over the 1e+09 limit"),
+        (segment(revenue=1e16), "properties.revenue 1e+16 is over the 1e+09 limit"),
+        (segment(revenue="inf"), "properties.revenue inf is not a finite number"),
+        (segment(revenue="Infinity"), "properties.revenue inf is not a finite number"),
+        (segment(revenue="NaN"), "properties: Expected `float` >= 0.0 - at `$.revenue`"),
+        (segment(revenue="-inf"), "properties: Expected `float` >= 0.0 - at `$.revenue`"),
+        (segment(revenue="1e400"), "properties: Number out of range - at `$.revenue`"),
+    ],
+)
+def test_amounts_must_be_finite_and_at_most_max_amount(
+    decoder: EventDecoder, value: bytes, detail: str
+) -> None:
+    rejected = rejection(decoder, value)
+    assert (rejected.reason, rejected.detail) == (Reason.INVALID_VALUE, detail)
+
+
+def test_amount_limit_is_inclusive_and_configurable() -> None:
+    decoder = EventDecoder(Settings(max_amount=100))
+    assert decoder.decode(raw(type="purchase", amount=100), now_ms=NOW).amount == 100
+    assert decoder.decode(segment(revenue="99.5"), now_ms=NOW).amount == 99.5
+    assert reason(decoder, raw(type="purchase", amount=100.01)) is Reason.INVALID_VALUE
+
+
+def test_escapes_that_make_valid_text_are_accepted(decoder: EventDecoder) -> None:
+    pair = decoder.decode(with_value(rb'"\ud83d\ude00"', customer_id=1), now_ms=NOW)
+    assert pair.customer_id == "\U0001f600"
+    literal = decoder.decode(with_value(rb'"a\\ud800b"', customer_id=1), now_ms=NOW)
+    assert literal.customer_id == "a\\ud800b"  # an escaped backslash, then plain text
+    accented = decoder.decode(raw(customer_id="caf\u00e9"), now_ms=NOW)
+    assert accented.customer_id.encode() == b"caf\xc3\xa9"
+
+
+def test_unknown_fields_are_skipped_unread(decoder: EventDecoder) -> None:
+    assert decoder.decode(with_value(b"1e400", unused=1), now_ms=NOW).type == "app_open"
+    assert decoder.decode(with_value(b"[" * 500 + b"]" * 500, unused=1), now_ms=NOW)
+
+
+def test_nesting_beyond_the_parser_is_too_deep_not_a_crash() -> None:
+    roomy = EventDecoder(Settings(max_event_bytes=1 << 20))
+    assert reason(roomy, nested(100_000)) is Reason.TOO_DEEP
+    assert roomy.decode(nested(200), now_ms=NOW).type == "app_open"
+
+
+def test_strings_that_cannot_be_utf8_are_rejected(
+    decoder: EventDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msgspec itself refuses lone surrogates; the decoder checks the kept strings anyway."""
+
+    class Parser:
+        def decode(self, raw: bytes) -> Envelope:
+            return Envelope(event_id="e", customer_id="\ud800", type="app_open", ts=NOW)
+
+    monkeypatch.setattr(streams.events, "_decoder", Parser())
+    rejected = rejection(decoder, b'{"customer_id": "\\ud800"}')
+    assert rejected.reason is Reason.INVALID_ENCODING
+    assert rejected.detail == "'\\ud800' cannot be written as UTF-8: surrogates not allowed"
+
+
+def test_an_unforeseen_error_is_undecodable_not_a_crash(
+    decoder: EventDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(value: object) -> int:
+        raise ZeroDivisionError("x" * 1000)
+
+    monkeypatch.setattr(streams.events, "parse_ts", broken)
+    rejected = rejection(decoder, raw())
+    assert rejected.reason is Reason.UNDECODABLE
+    assert rejected.detail.startswith("ZeroDivisionError: xxx")
+    assert len(rejected.detail) <= 200
 
 
 def test_segment_track_and_identify(decoder: EventDecoder) -> None:

@@ -86,6 +86,13 @@ def mapper(**columns: str) -> RowMapper:
     return RowMapper(Settings(), Mapping(columns=columns), None)
 
 
+def test_a_row_with_a_lone_surrogate_is_rejected_not_fatal() -> None:
+    row = {"user": "ann\ud800", "time": "2026-03-02T10:00:00Z", "event": "session"}
+    with pytest.raises(Rejected) as caught:
+        mapper(customer_id="user").map(row)
+    assert caught.value.reason == Reason.INVALID_ENCODING
+
+
 def test_stable_ids_same_row_same_id_identical_rows_distinct() -> None:
     row = {"user": "ann", "time": "2026-03-02T10:00:00Z", "event": "session"}
     first, again = mapper(customer_id="user"), mapper(customer_id="user")
