@@ -3,14 +3,19 @@ the valid events around them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import time
+import urllib.request
 from collections import Counter
 from datetime import date
 
 import pytest
 
+from tests.conftest import KAFKA, Pipeline, free_port
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, key
 
@@ -112,3 +117,71 @@ def test_bad_records_are_dead_lettered_and_counted(pipeline) -> None:  # type: i
     got = {k: v for k, v in scraped.items() if k[0] != "retention_events_invalid_total"}
     assert not diff(expected, got), diff(expected, got)
     assert got[key("retention_customers")] == 60
+
+
+def worker_metrics(port: int) -> dict[tuple[str, str], float]:
+    """The worker's health samples by (name, backend label)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, s.labels.get("backend", ""))] = s.value
+    return out
+
+
+def set_dlq_max_bytes(p: Pipeline, value: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def alter() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            resource = ConfigResource(
+                ConfigResourceType.TOPIC, p.dlq_topic, {"max.message.bytes": str(value)}
+            )
+            await admin.alter_configs([resource])
+        finally:
+            await admin.close()
+
+    asyncio.run(alter())
+
+
+def test_unwritable_dead_letter_topic_holds_the_position_until_it_accepts(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """A broker refusing dead-letter writes stops nothing but progress: the worker stays
+    up, says so on its health metrics, and once the topic accepts writes everything
+    lands exactly."""
+    metrics_port = free_port()
+    p = pipeline(start=False, extra_env={"RETENTION_WORKER_METRICS_PORT": str(metrics_port)})
+    set_dlq_max_bytes(p, 128)  # every dead-letter record is larger
+    valid = generate_history(seed=12, customers=30, days=10, start=date(2026, 3, 2))
+    bad = (b"bad-customer", b'{"event_id": "x", "customer_id": "bad-customer", "type": 1}')
+    records = [bad] + [(e["customer_id"].encode(), json.dumps(e).encode()) for e in valid]
+    p.produce(records)
+    worker = p.start_worker()
+    p.start_exporter()
+
+    deadline = time.monotonic() + 60
+    health: dict[tuple[str, str], float] = {}
+    while time.monotonic() < deadline:
+        p.check_alive()
+        with contextlib.suppress(OSError):
+            health = worker_metrics(metrics_port)
+            if health.get(("retention_backend_retries_total", "dead_letter"), 0) >= 2:
+                break
+        time.sleep(0.5)
+    assert health[("retention_backend_up", "dead_letter")] == 0, health
+    assert health[("retention_backend_retries_total", "dead_letter")] >= 2, health
+    assert "writing to the dead-letter topic failed" in worker.log.read_text()
+    # the batch holding the bad record was not applied: its position is kept
+    assert p.scrape(COMPARED).get(key("retention_customers"), 0) < 30
+
+    set_dlq_max_bytes(p, 1024 * 1024)
+    p.wait_until_consumed(timeout=120)
+    dead = p.consume_dlq(1)
+    assert [json.loads(r.value)["reason"] for r in dead] == ["wrong_type"]
+    scraped = p.scrape(COMPARED)
+    assert not diff(compute(valid, OracleSettings()), scraped)
+    assert worker_metrics(metrics_port)[("retention_backend_up", "dead_letter")] == 1
