@@ -132,7 +132,12 @@ async def ensure_topic(settings: Settings, topic: str) -> None:
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
         if topic not in await admin.list_topics():
-            new = NewTopic(topic, num_partitions=settings.events_partitions, replication_factor=1)
+            new = NewTopic(
+                topic,
+                num_partitions=settings.events_partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": str(settings.events_retention_ms)},
+            )
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new])
     except Exception as exc:

@@ -45,6 +45,7 @@ def fingerprint(settings: Settings) -> dict[str, str]:
         "rfm_monetary": list(settings.rfm_monetary),
         "rfm_new_days": settings.rfm_new_days,
         "dimension_cap": settings.dimension_cap,
+        "at_risk_days": list(settings.at_risk_days),
         "activity_types": sorted(settings.activity_types),
         "churn_types": sorted(settings.churn_types),
         "purchase_types": sorted(settings.purchase_types),

@@ -244,3 +244,29 @@ def test_events_of_another_topic_are_not_skipped(pipeline) -> None:  # type: ign
     p.start_exporter()
     p.wait_until_consumed()
     matches_oracle(p, first + second, OracleSettings())
+
+
+def test_the_events_topic_is_created_to_keep_its_history() -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from retention.produce import ensure_topic
+
+    topic = f"events-keep-{int(time.time() * 1000)}"
+    settings = Settings(kafka_bootstrap=KAFKA)
+
+    async def created_retention() -> str:
+        await ensure_topic(settings, topic)
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            described = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)]
+            )
+            entries = described[0].resources[0][4]
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+        return next(entry[1] for entry in entries if entry[0] == "retention.ms")
+
+    assert asyncio.run(created_retention()) == "-1"
