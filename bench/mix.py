@@ -43,6 +43,8 @@ CHURN_EVENT_GAP_DAYS = 40
 ACTIVITY = frozenset(
     {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
 )
+# Types that only make a customer active: the worker counts one when it makes a day active.
+PURE_ACTIVITY = frozenset({"app_open", "session"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class MixStats:
     customers: int = 0
     records: int = 0
     unique_events: int = 0
+    counted_events: int = 0  # what retention_events_total sums to (see PURE_ACTIVITY)
     duplicates: int = 0
     active_days: int = 0
     span_days: int = 0  # sum over customers of last - first active day + 1
@@ -73,6 +76,7 @@ class MixStats:
             "customers": self.customers,
             "records": self.records,
             "unique_events": self.unique_events,
+            "counted_events": self.counted_events,
             "duplicate_records": self.duplicates,
             "events_per_customer": round(self.records / n, 2),
             "active_days_per_customer": round(self.active_days / n, 2),
@@ -109,6 +113,7 @@ class Mix:
         for c in range(self.customers):
             self._customer(rng, c, buckets)
         ids = [customer_id(c, self.seed) for c in range(self.customers)]
+        active_day = [-1] * self.customers  # events come in time order, so days only grow
         for day in range(self.days):
             events = buckets[day]
             buckets[day] = []
@@ -117,6 +122,11 @@ class Mix:
                 key, value = ids[event.customer].encode(), self._encode(event, ids)
                 self.stats.records += 1
                 self.stats.unique_events += 1
+                event_day = event.ts_ms // DAY_MS
+                if event.kind not in PURE_ACTIVITY or active_day[event.customer] != event_day:
+                    self.stats.counted_events += 1
+                if event.kind in ACTIVITY:
+                    active_day[event.customer] = event_day
                 self.stats.by_type[event.kind] = self.stats.by_type.get(event.kind, 0) + 1
                 self.counts[event.customer] += 1
                 yield key, value

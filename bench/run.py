@@ -255,7 +255,7 @@ class Bench:
                 f"  {topic}: {produced.records:,} records in {produced.seconds:.1f}s "
                 f"({produced.rate:,.0f}/s)"
             )
-        self.unique_throughput = mix.stats.unique_events
+        self.counted_throughput = mix.stats.counted_events
         return topics
 
     def _limit(self, topic: str) -> dict[str, Any]:
@@ -345,7 +345,7 @@ class Bench:
     async def _tracker(self, topic: str, i: int) -> dict[str, Any]:
         target = self._target(topic, f"t{i}")
         result, worker = await run_throughput(
-            target, f"worker-t{i}", self.unique_throughput, self.pids, timeout=1800
+            target, f"worker-t{i}", self.counted_throughput, self.pids, timeout=1800
         )
         worker.child.stop()
         console.print(
@@ -399,7 +399,7 @@ class Bench:
         result, worker = await run_throughput(
             target,
             "worker-profile",
-            self.unique_throughput,
+            self.counted_throughput,
             self.pids,
             1800,
             on_first_commit=self._attach_profiler,
@@ -422,7 +422,7 @@ class Bench:
         fill, worker = await run_throughput(
             target,
             "worker-memory",
-            mix.stats.unique_events,
+            mix.stats.counted_events,
             self.pids,
             timeout=6 * 3600,
             on_first_commit=self._attach_profiler,

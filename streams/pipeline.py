@@ -107,7 +107,9 @@ class BatchPipeline:
         self.refused: StateRefused | None = None  # set on assignment; stops the worker
         self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
         self.tails: deque[asyncio.Task[None]] = deque()  # applied batches' commits, in order
-        self.sweep_due = False  # a batch was applied since the last lifecycle sweep
+        # a batch was applied since the last lifecycle sweep; true at the start, so that
+        # changes a stopped worker left in the outbox are published
+        self.sweep_due = True
         self.last_sweep = 0.0  # time.monotonic() of the last sweep
         self.target_records = 0  # records to apply when running until caught up
 
@@ -124,6 +126,8 @@ class BatchPipeline:
             targets = await self._end_offsets() if until_caught_up else None
             while not (targets is not None and self._reached(targets)):
                 await self.poll_once()
+            await self.drain()
+            await self.sweep_lifecycle()
         finally:
             for task in (self.inflight, *self.tails):
                 if task is not None:
@@ -154,6 +158,7 @@ class BatchPipeline:
             log.warning("polling Kafka failed (%s); retrying in 1 s", exc)
             await asyncio.sleep(1)
             return
+        self.health.backend_ok("kafka")
         if self.refused is not None:
             raise self.refused
         if polled:
