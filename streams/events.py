@@ -26,6 +26,12 @@ UNDECODABLE_CHARS = 200  # of an unexpected exception's text in a rejection's de
 BACKSLASH = ord("\\")  # an int, so `in` is a plain byte scan
 # a JSON string escape: \uXXXX with its hex digits captured, or any other escaped character
 ESCAPE = re.compile(rb"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)
+# Deepest accepted nesting of arrays and objects. A fixed limit, checked before parsing,
+# makes the verdict a function of the bytes alone: msgspec's own limit is whatever
+# recursion depth the calling stack has left.
+MAX_DEPTH = 64
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+BRACKET = re.compile(rb"[\[\]{}]")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Dimension = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -142,6 +148,8 @@ class EventDecoder:
             )
         if not raw.isascii():  # ASCII is UTF-8; only the rest needs the full check
             _check_utf8(raw)
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # only then can it be too deep
+            _check_depth(raw)
         env = _parse(raw)
         segment = env.messageId is not None
         event = _from_segment(env) if segment else _from_native(env)
@@ -214,6 +222,20 @@ def _check_text(event: Event) -> None:
             except UnicodeEncodeError as exc:
                 detail = f"{_show(text)} cannot be written as UTF-8: {exc.reason}"
                 raise Rejected(Reason.INVALID_ENCODING, detail) from None
+
+
+def _check_depth(raw: bytes) -> None:
+    """Reject nesting deeper than MAX_DEPTH, counting brackets outside strings."""
+    depth = deepest = 0
+    for bracket in BRACKET.finditer(JSON_STRING.sub(b'""', raw)):
+        if bracket[0] in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        detail = f"arrays and objects nest {deepest} levels deep; at most {MAX_DEPTH} are accepted"
+        raise Rejected(Reason.TOO_DEEP, detail)
 
 
 def _parse(raw: bytes) -> Envelope:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_TAILS = 2  # batches applied but not yet committed, before the apply stage waits
 PRODUCER_BATCH_BYTES = 1024 * 1024
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 30.0  # seconds between retries of a failed backend
+KAFKA_PROBE_SECONDS = 2.0  # how often the health metrics check that the broker answers
 # what each backend raises for an outage; everything else is a bug and surfaces
 BACKEND_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
     "redis": (RedisError, OSError),
@@ -112,6 +113,7 @@ class BatchPipeline:
         self.sweep_due = True
         self.last_sweep = 0.0  # time.monotonic() of the last sweep
         self.target_records = 0  # records to apply when running until caught up
+        self.kafka_up = True  # as the last probe of the broker found it
 
     async def run(self, until_caught_up: bool = False) -> None:
         """Consume until cancelled (or, for a rebuild, until the end offsets seen at the
@@ -120,6 +122,7 @@ class BatchPipeline:
         self.producer = self._producer()
         await self.retrying("kafka", "starting the producer", self.producer.start)
         await self.retrying("kafka", "starting the consumer", self.consumer.start)
+        watcher = asyncio.create_task(self.watch_kafka())
         try:
             await self._identify_source()
             self.consumer.subscribe([self.settings.events_topic], listener=Repositioner(self))
@@ -129,6 +132,7 @@ class BatchPipeline:
             await self.drain()
             await self.sweep_lifecycle()
         finally:
+            watcher.cancel()
             for task in (self.inflight, *self.tails):
                 if task is not None:
                     task.cancel()  # an uncommitted batch is replayed harmlessly
@@ -158,7 +162,6 @@ class BatchPipeline:
             log.warning("polling Kafka failed (%s); retrying in 1 s", exc)
             await asyncio.sleep(1)
             return
-        self.health.backend_ok("kafka")
         if self.refused is not None:
             raise self.refused
         if polled:
@@ -167,6 +170,26 @@ class BatchPipeline:
             await self.drain()
             await self.sweep_lifecycle()
         await self.health.update_lag(self.consumer)
+
+    async def watch_kafka(self) -> None:
+        """Tell the health metrics whether the broker answers. The consuming loop cannot:
+        during an outage aiokafka retries fetches and commits inside its own calls, so
+        the loop just waits; a metadata round trip every few seconds tells."""
+        while True:
+            await asyncio.sleep(KAFKA_PROBE_SECONDS)
+            try:
+                fetch = self.consumer._client.fetch_all_metadata()
+                await asyncio.wait_for(fetch, KAFKA_PROBE_SECONDS)
+            except (TimeoutError, KafkaError) as exc:
+                if self.kafka_up:
+                    log.warning("Kafka unreachable (%s); the worker waits at its position", exc)
+                self.kafka_up = False
+                self.health.backend_failed("kafka")
+                continue
+            if not self.kafka_up:
+                log.info("Kafka answers again")
+            self.kafka_up = True
+            self.health.backend_ok("kafka")
 
     async def drain(self) -> None:
         """Wait until every polled batch is applied and committed."""

@@ -193,13 +193,18 @@ def test_escapes_that_make_valid_text_are_accepted(decoder: EventDecoder) -> Non
 
 def test_unknown_fields_are_skipped_unread(decoder: EventDecoder) -> None:
     assert decoder.decode(with_value(b"1e400", unused=1), now_ms=NOW).type == "app_open"
-    assert decoder.decode(with_value(b"[" * 500 + b"]" * 500, unused=1), now_ms=NOW)
+    assert decoder.decode(with_value(b"[" * 60 + b"]" * 60, unused=1), now_ms=NOW)
+    deep = with_value(b"[" * 500 + b"]" * 500, unused=1)
+    assert reason(decoder, deep) is Reason.TOO_DEEP
 
 
 def test_nesting_beyond_the_parser_is_too_deep_not_a_crash() -> None:
     roomy = EventDecoder(Settings(max_event_bytes=1 << 20))
     assert reason(roomy, nested(100_000)) is Reason.TOO_DEEP
-    assert roomy.decode(nested(200), now_ms=NOW).type == "app_open"
+    # the outer object and properties are two levels: 62 more make MAX_DEPTH
+    assert roomy.decode(nested(62), now_ms=NOW).type == "app_open"
+    assert reason(roomy, nested(63)) is Reason.TOO_DEEP
+    assert reason(roomy, b'{"s": "' + b"[" * 500 + b'"}') is not Reason.TOO_DEEP
 
 
 def test_strings_that_cannot_be_utf8_are_rejected(
