@@ -28,6 +28,7 @@ from streams.events import (
     Reason,
     Rejected,
 )
+from tests.hostile import TOKENS as HOSTILE_TOKENS
 
 NOW = 1_790_000_000_000  # 2026-09-21, a fixed "now" for range checks
 SETTINGS = Settings(custom_types=frozenset({"level_up"}))
@@ -82,31 +83,7 @@ VALID = [
 ]
 
 # Byte strings that stress one rule each, for the mutations to splice in.
-TOKENS = [
-    b"\\ud800",
-    b"\\udc00",
-    b"\\ud83d\\ude00",
-    b"\\\\",
-    b"\\u0000",
-    b"1e400",
-    b"-1e400",
-    b"1e306",
-    b"NaN",
-    b"Infinity",
-    b"9" * 5000,
-    b"\xff",
-    b"\xc0\xaf",
-    b"\xed\xa0\x80",
-    b"\xf0\x9f\x98",
-    b"[" * 1500,
-    b"{" * 50,
-    b'"',
-    b"null",
-    b"true",
-    b"[]",
-    b'"inf"',
-    b'"NaN"',
-]
+TOKENS = [*HOSTILE_TOKENS, b"9" * 5000, b"[" * 1500]
 
 # Any text, including lone surrogates (json writes them as \ud800 escapes, or as
 # invalid UTF-8 bytes when not escaping)

@@ -38,10 +38,12 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from retention.settings import Settings
+from retention.mapping import FIELDS as MAPPED_FIELDS
+from retention.settings import BUILTIN_TYPES, Settings
 from streams.events import MAX_DEPTH, Event, EventDecoder, Reason, Rejected
 from tests.conftest import KAFKA, PARTITIONS, REDIS_URL, ROOT, Pipeline, Process, free_port
 from tests.history import generate_history
+from tests.hostile import TOKENS as HOSTILE_TOKENS
 from tests.oracle import (
     COMPARED,
     Key,
@@ -719,62 +721,9 @@ def test_refeed_same_events_changes_nothing(pipeline) -> None:  # type: ignore[n
 
 # --- 6. hostile records -----------------------------------------------------------------
 
-TOKENS = [
-    b"\\ud800",
-    b"\\udc00",
-    b"\\ud83d\\ude00",
-    b"\\\\",
-    b"\\u0000",
-    b"1e400",
-    b"-1e400",
-    b"1e306",
-    b"NaN",
-    b"Infinity",
-    b"-Infinity",
-    b"9" * 400,
-    b"\xff",
-    b"\xc0\xaf",
-    b"\xed\xa0\x80",
-    b"\xf0\x9f\x98",
-    b"[" * 300,
-    b"{" * 50,
-    b'"',
-    b"null",
-    b"true",
-    b"[]",
-    b"{}",
-    b'"inf"',
-    b'"NaN"',
-    b",",
-    b":",
-]
-FIELDS = [
-    "event_id",
-    "customer_id",
-    "type",
-    "ts",
-    "amount",
-    "currency",
-    "score",
-    "platform",
-    "channel",
-    "properties",
-]
-TYPES = [
-    "install",
-    "app_open",
-    "session",
-    "purchase",
-    "refund",
-    "subscription_start",
-    "subscription_renew",
-    "subscription_cancel",
-    "uninstall",
-    "nps",
-    "identify",
-    "purchsae",
-    "",
-]
+TOKENS = HOSTILE_TOKENS
+FIELDS = [*MAPPED_FIELDS, "properties"]
+TYPES = [*sorted(BUILTIN_TYPES), "identify", "purchsae"]
 ODD_TEXT = ["", "\ud800", "\udfff", "a\x00b", "\u2028", "é", "😀", '"', "\\", "x" * 200, " "]
 
 
