@@ -1,8 +1,9 @@
 """The hot path: poll a batch, decode it, dead-letter the bad records, apply, then commit.
 
-Offsets are committed only after Redis has the batch and the dead-letter topic has
-its records, so a crash anywhere in between replays the batch, and the offsets
-stored in Redis make that replay change nothing.
+Redis stores each partition's applied offset in the same script that applies a batch,
+and consumption always resumes from there: a crash anywhere replays at most what Redis
+does not hold yet, and a Redis that lost writes is noticed and read again. The group's
+committed offsets only serve lag monitoring.
 
 Three stages overlap, so Redis and the worker's CPU work side by side: batch N+1 is
 polled, decoded and turned into script arguments while Redis applies batch N, and
