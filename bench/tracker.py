@@ -11,9 +11,10 @@ committed". Afterwards the shard counters are checked against the data set.
 Latency: the worker is restarted on the same namespace and topic (warm state, the
 group resumes at the end), then events of existing customers with ts = now are
 produced at a fixed rate. Each record's (partition, offset) comes back from the
-producer; a poller reads every shard's applied offsets `o:<partition>` (stored by
-the Lua script in the same atomic write as the state) every POLL_LATENCY seconds.
-A record is visible once its own shard's `o:<partition>` ≥ its offset: the script
+producer; a poller reads every shard's offset markers `o:<topic>@<id>:<partition>`
+(the offset after the last applied record, stored by the Lua script in the same
+atomic write as the state) every POLL_LATENCY seconds. A record is visible once its
+own shard's marker is beyond its offset: the script
 applies a shard's records of a batch in one atomic call, so that is the moment its
 state is readable. Latency = poll completion time - the time just before `send()`
 (an upper bound by at most one poll interval plus one Redis round trip).
@@ -288,13 +289,25 @@ async def wait_idle(target: Target, worker: Worker, timeout: float = 120) -> Non
     raise TimeoutError(f"{worker.child.name} did not catch up within {timeout:.0f}s")
 
 
-class OffsetPoller:
-    """Snapshots of every shard's applied offsets o:<partition>, with the time of each."""
+async def marker_prefix(redis: AsyncRedis, keys: Keys, topic: str) -> str:
+    """`o:<topic>@<id>:` as the worker names the topic's offset markers (the id is the
+    broker's topic id), read from a shard that has applied records of it."""
+    for shard in range(keys.shards):
+        for raw in await redis.hkeys(keys.aggregates(shard)[0]):
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            if name.startswith((f"o:{topic}@", f"o:{topic}:")):
+                return name.rsplit(":", 1)[0] + ":"
+    raise RuntimeError(f"no offset markers of {topic} in namespace {keys.namespace}")
 
-    def __init__(self, redis: AsyncRedis, keys: Keys, partitions: int) -> None:
+
+class OffsetPoller:
+    """Snapshots of every shard's offset markers (offset after the last applied record of
+    each partition), with the time of each."""
+
+    def __init__(self, redis: AsyncRedis, keys: Keys, partitions: int, prefix: str) -> None:
         self.redis = redis
         self.aggs = [keys.aggregates(s)[0] for s in range(keys.shards)]
-        self.fields = [f"o:{p}" for p in range(partitions)]
+        self.fields = [f"{prefix}{p}" for p in range(partitions)]
         self.times: list[float] = []
         # series[(shard, partition)] = applied offset at each snapshot (non-decreasing)
         self.series: dict[tuple[int, int], list[int]] = {}
@@ -311,11 +324,11 @@ class OffsetPoller:
 
     def seen_at(self, shard: int, partition: int, offset: int) -> float | None:
         values = self.series.get((shard, partition), [])
-        i = bisect.bisect_left(values, offset)
+        i = bisect.bisect_left(values, offset + 1)
         return self.times[i] if i < len(values) else None
 
     def all_seen(self, needed: dict[tuple[int, int], int]) -> bool:
-        return all(self.series.get(k, [-1])[-1] >= off for k, off in needed.items() if off >= 0)
+        return all(self.series.get(k, [-1])[-1] > off for k, off in needed.items() if off >= 0)
 
 
 async def run_latency(
@@ -330,7 +343,8 @@ async def run_latency(
     await wait_idle(target, worker)
     keys = Keys(target.namespace, target.shards)
     redis = AsyncRedis.from_url(target.redis_url)
-    poller = OffsetPoller(redis, keys, target.partitions)
+    prefix = await marker_prefix(redis, keys, target.topic)
+    poller = OffsetPoller(redis, keys, target.partitions, prefix)
     producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks=1, linger_ms=5)
     await producer.start()
     sent: list[tuple[float, int, asyncio.Future[object]]] = []
@@ -378,8 +392,10 @@ async def run_latency(
             unseen += 1
         else:
             latencies.append((seen - t_send) * 1000)
+    if not latencies:
+        raise RuntimeError(f"no record became visible ({unseen} unseen); is the poller stale?")
     latencies.sort()
-    q = statistics.quantiles(latencies, n=100, method="inclusive") if latencies else [0.0] * 99
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return Latency(
         rate_target=rate,
         rate_achieved=len(sent) / produced_for,
@@ -389,6 +405,6 @@ async def run_latency(
         p50_ms=q[49],
         p90_ms=q[89],
         p99_ms=q[98],
-        max_ms=latencies[-1] if latencies else 0.0,
+        max_ms=latencies[-1],
         poll_interval_ms=POLL_LATENCY * 1000,
     )
