@@ -36,6 +36,7 @@ BLOB_SLOTS = (
     "o8",
     "due",
     "a",
+    "v",
     "e",
     "f",
     "l",

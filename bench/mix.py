@@ -43,7 +43,7 @@ CHURN_EVENT_GAP_DAYS = 40
 ACTIVITY = frozenset(
     {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
 )
-# Types that only make a customer active: the worker counts one when it makes a day active.
+# Types that only make a customer active: the worker counts one per customer, day and type.
 PURE_ACTIVITY = frozenset({"app_open", "session"})
 
 
@@ -113,7 +113,8 @@ class Mix:
         for c in range(self.customers):
             self._customer(rng, c, buckets)
         ids = [customer_id(c, self.seed) for c in range(self.customers)]
-        active_day = [-1] * self.customers  # events come in time order, so days only grow
+        # last day each pure type was seen per customer (events come in time order)
+        type_day = {kind: [-1] * self.customers for kind in PURE_ACTIVITY}
         for day in range(self.days):
             events = buckets[day]
             buckets[day] = []
@@ -122,11 +123,11 @@ class Mix:
                 key, value = ids[event.customer].encode(), self._encode(event, ids)
                 self.stats.records += 1
                 self.stats.unique_events += 1
-                event_day = event.ts_ms // DAY_MS
-                if event.kind not in PURE_ACTIVITY or active_day[event.customer] != event_day:
+                if event.kind not in PURE_ACTIVITY:
                     self.stats.counted_events += 1
-                if event.kind in ACTIVITY:
-                    active_day[event.customer] = event_day
+                elif type_day[event.kind][event.customer] != event.ts_ms // DAY_MS:
+                    type_day[event.kind][event.customer] = event.ts_ms // DAY_MS
+                    self.stats.counted_events += 1
                 self.stats.by_type[event.kind] = self.stats.by_type.get(event.kind, 0) + 1
                 self.counts[event.customer] += 1
                 yield key, value

@@ -27,6 +27,12 @@ BUILTIN_TYPES = frozenset(
     }
 )
 
+# Built-in types whose events move counters beyond an active day (installs, NPS answers,
+# subscriptions): the worker remembers their ids (streams/state.py FIXED_FLAGS).
+FLAGGED_TYPES = frozenset(
+    {"install", "nps", "subscription_start", "subscription_renew", "subscription_cancel"}
+)
+
 # Customer hashes across all shards (RETENTION_CUSTOMER_BUCKETS); many customers share
 # one. 32768 keeps each a compact listpack (<= 512 customers) up to ~12M customers.
 CUSTOMER_BUCKETS = 32768
@@ -143,6 +149,14 @@ class Settings(BaseSettings):
     @cached_property
     def known_types(self) -> frozenset[str]:
         return BUILTIN_TYPES | self.custom_types
+
+    @cached_property
+    def pure_activity_types(self) -> frozenset[str]:
+        """Types whose only effect is an active day: idempotent through the day bitmap, so
+        their ids are not remembered and one counts in retention_events_total only when
+        it makes the customer's day active."""
+        other = self.churn_types | self.purchase_types | self.refund_types | FLAGGED_TYPES
+        return self.activity_types - other
 
     @cached_property
     def zone(self) -> ZoneInfo:

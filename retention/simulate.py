@@ -263,11 +263,6 @@ def _pick(rng: random.Random, mix: dict[str, float]) -> str:
 
 # --- ground truth ------------------------------------------------------------------------
 
-ACTIVITY = frozenset(
-    {"install", "app_open", "session", "purchase", "subscription_start", "subscription_renew"}
-)
-
-
 def _period_start(d: date, kind: str, week_start: int) -> date:
     if kind == "day":
         return d
@@ -290,8 +285,9 @@ def _label(d: date, kind: str) -> str:
 def ground_truth(
     config: SimConfig,
     events: list[SimEvent],
-    activity: frozenset[str] = ACTIVITY,
-    churned_on: Counter[int] | None = None,
+    activity: frozenset[str],
+    churned_on: Counter[int],
+    pure: frozenset[str],
 ) -> dict[str, Any]:
     """Intended parameters and the realized retention of exactly these events."""
     return {
@@ -307,10 +303,9 @@ def ground_truth(
             "from; realized values scatter around them."
         ),
         "intended": _intended(config),
-        "realized": _realized(config, events, activity),
+        "realized": _realized(config, events, activity, pure),
         "churned_for_good_by_day": {
-            (config.start + timedelta(days=d)).isoformat(): n
-            for d, n in sorted((churned_on or Counter()).items())
+            (config.start + timedelta(days=d)).isoformat(): n for d, n in sorted(churned_on.items())
         },
     }
 
@@ -333,14 +328,23 @@ def _intended(c: SimConfig) -> dict[str, Any]:
     }
 
 
-def _realized(c: SimConfig, events: list[SimEvent], activity: frozenset[str]) -> dict[str, Any]:
+def _realized(
+    c: SimConfig, events: list[SimEvent], activity: frozenset[str], pure: frozenset[str]
+) -> dict[str, Any]:
+    """Counts over the events; an event of a pure activity type (`pure`) counts once per
+    customer, day and type, as the tracker counts it."""
     active: dict[str, set[date]] = {}
     types: Counter[str] = Counter()
+    pure_days: set[tuple[str, date, str]] = set()
     revenue = 0.0
     for e in events:
-        types[e.kind] += 1
+        day = c.start + timedelta(days=e.day)
+        if e.kind not in pure or (e.customer, day, e.kind) not in pure_days:
+            types[e.kind] += 1
+            if e.kind in pure:
+                pure_days.add((e.customer, day, e.kind))
         if e.kind in activity:
-            active.setdefault(e.customer, set()).add(c.start + timedelta(days=e.day))
+            active.setdefault(e.customer, set()).add(day)
         if e.kind == "purchase":
             revenue += dict(e.extra)["amount"]
     out: dict[str, Any] = {
@@ -430,6 +434,7 @@ def write_outputs(
     out: Path,
     activity: frozenset[str],
     churned_on: Counter[int],
+    pure: frozenset[str],
 ) -> tuple[Path, Path, dict[str, Any]]:
     """events.jsonl (exactly what is sent, in order) and truth.json beside it."""
     out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +442,7 @@ def write_outputs(
     with events_path.open("wb") as f:
         for event in events:
             f.write(encode(event, config.seed) + b"\n")
-    truth = ground_truth(config, events, activity, churned_on)
+    truth = ground_truth(config, events, activity, churned_on, pure)
     truth_path.write_text(json.dumps(truth, indent=1) + "\n")
     return events_path, truth_path, truth
 
@@ -459,7 +464,9 @@ def run_simulation(
         now_ms = int(time.time() * 1000)
         events = [e for e in events if e.ts_ms >= now_ms]
     if not live:
-        paths = write_outputs(config, events, out, activity, simulator.churned_on)
+        paths = write_outputs(
+            config, events, out, activity, simulator.churned_on, settings.pure_activity_types
+        )
         if not send:
             return SimResult(events, 0, *paths)
     records = (Outgoing(e.customer.encode(), encode(e, config.seed), e.ts_ms) for e in events)
@@ -476,6 +483,11 @@ def run_simulation(
     )
     if live:
         paths = write_outputs(
-            config, events[: stats.attempted], out, activity, simulator.churned_on
+            config,
+            events[: stats.attempted],
+            out,
+            activity,
+            simulator.churned_on,
+            settings.pure_activity_types,
         )
     return SimResult(events, stats.confirmed, *paths)

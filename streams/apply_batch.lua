@@ -29,6 +29,8 @@
 local cfg = cjson.decode(ARGV[1])
 local W, WINS, WS, K = cfg.W, cfg.win, cfg.ws, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
+local PURE = {} -- pure activity type -> its bitmap's index in a customer's v
+for i, name in ipairs(cfg.pure) do PURE[name] = i end
 local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ARGS_PER_ITEM = 13
 local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
@@ -520,6 +522,9 @@ local function rebase(st, day)
     for _, b in ipairs({ 'a', 'x', 's', 'k' }) do
       if #st[b] > 0 then st[b] = pad .. st[b] end
     end
+    for i, bits in ipairs(st.v) do
+      if #bits > 0 then st.v[i] = pad .. bits end
+    end
     st.o = o
   end
 end
@@ -601,12 +606,23 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
     apply_difference(st._c or contributions(before), after)
     st._c = after
   end
-  return new_activity
 end
 
 ---------------------------------------------------------------------------
 -- Main loop.
 ---------------------------------------------------------------------------
+-- Whether a pure activity event is its customer's first of its type that day: only
+-- those count in the type's event total, so a re-sent one counts nothing.
+local function first_of_type_that_day(st, kind, day)
+  local i = PURE[kind]
+  if i == nil then return true end
+  for j = #st.v + 1, i - 1 do st.v[j] = '' end
+  local bits = st.v[i] or ''
+  if getbit(bits, st.o, day) then return false end
+  st.v[i] = setbit(bits, st.o, day)
+  return true
+end
+
 local SOURCE_ID, CEILING = ARGV[2], tonumber(ARGV[3])
 local FIRST_ITEM = 5 + 3 * tonumber(ARGV[4])
 
@@ -647,15 +663,18 @@ for i = FIRST_ITEM, #ARGV, ARGS_PER_ITEM do
     else
       local st = load(KEYS[kidx], ARGV[i + 12])
       local flags = tonumber(ARGV[i + 5])
-      -- pure activity only sets a day bit, so only events that move counters need
-      -- their id remembered
+      -- pure activity only sets day bits (the active day, its type's day), so only
+      -- events that move counters need their id remembered
       if flags ~= ACTIVITY and seen_before(st, ARGV[i + 3]) then
         duplicates = duplicates + 1
       else
         local ts = tonumber(ARGV[i + 7])
-        local new_day = apply_event(KEYS[kidx], st, flags, tonumber(ARGV[i + 6]), ts,
-          tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), ARGV[i + 10], ARGV[i + 11])
-        if flags ~= ACTIVITY or new_day then incr(AGG, 'e:' .. kind, 1) end
+        local day = tonumber(ARGV[i + 6])
+        apply_event(KEYS[kidx], st, flags, day, ts, tonumber(ARGV[i + 8]),
+          tonumber(ARGV[i + 9]), ARGV[i + 10], ARGV[i + 11])
+        if flags ~= ACTIVITY or first_of_type_that_day(st, kind, day) then
+          incr(AGG, 'e:' .. kind, 1)
+        end
         -- an event ahead of the clock counts on its own day, but "now" stays the clock's
         if ts > CEILING then ts = CEILING end
         if ts > new_watermark then new_watermark = ts end

@@ -14,16 +14,17 @@
 -- 1, 3, 5 or 9 bytes, so a time costs 5 bytes up to 49 days after its reference.
 --
 -- The state table the scripts work on (read_customer) has the fields: o base day;
--- bitmaps a activity, x churn, s subscribed, k cancelled; e event-id hashes of the
--- events that moved counters;
+-- bitmaps a activity, x churn, s subscribed, k cancelled; v one day bitmap per pure
+-- activity type (its index in the config's `pure` list, '' where it has no day);
+-- e event-id hashes of the events that moved counters;
 -- f/l first and last event ts; p/r/q purchases, revenue, refunded (milli); sa/st/si
 -- latest subscription amount, ts, event id; g platform and channel codes; pt/ls last
 -- published lifecycle day and state; due the sweep's next day for this customer.
 
 local DAY_MS = 86400000
 -- o8 and due come first, so the sweep can read a customer's due day alone.
-local SLOTS = { 'o8', 'due', 'a', 'e', 'f', 'l', 'gp', 'gc', 'pt', 'ls', 'p', 'r', 'q', 'x',
-  's', 'k', 'sa', 'st', 'si' }
+local SLOTS = { 'o8', 'due', 'a', 'v', 'e', 'f', 'l', 'gp', 'gc', 'pt', 'ls', 'p', 'r', 'q',
+  'x', 's', 'k', 'sa', 'st', 'si' }
 
 -- Lifecycle states as small numbers: the published state of every swept customer is
 -- stored, and 'at_risk_7' would cost 10 bytes.
@@ -76,12 +77,21 @@ local function some(v)
   return v
 end
 
+-- The per-type day bitmaps (v), or nil when none has a day set.
+local function some_days(v)
+  for _, bits in ipairs(v or {}) do
+    if bits ~= '' then return v end
+  end
+  return nil
+end
+
 local function encode_customer(st)
   local o, base = st.o, st.o * DAY_MS
   local gp, gc = split_codes(st.g)
   -- in the order of SLOTS
   local values = {
-    o / 8, st.due and math.max(st.due - o, 0), some(st.a), some(st.e), st.f and st.f - base,
+    o / 8, st.due and math.max(st.due - o, 0), some(st.a), some_days(st.v), some(st.e),
+    st.f and st.f - base,
     st.l and st.l - (st.f or base), gp, gc, st.pt and st.pt - o, st.ls and state_code(st.ls),
     some(st.p), some(st.r), some(st.q), some(st.x), some(st.s), some(st.k), some(st.sa),
     st.st and st.st - base, some(st.si),
@@ -93,15 +103,16 @@ end
 
 local function decode_customer(blob)
   if blob == nil or blob == '' then
-    return { a = '', x = '', s = '', k = '', e = '', si = '', p = 0, r = 0, q = 0, sa = 0 }
+    return { a = '', v = {}, x = '', s = '', k = '', e = '', si = '', p = 0, r = 0, q = 0,
+      sa = 0 }
   end
-  local o8, due, a, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si =
+  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si =
     cmsgpack.unpack(blob)
   local o = o8 * 8
   local base = o * DAY_MS
   f = f and base + f
   return {
-    o = o, due = due and o + due, a = a or '', e = e or '', f = f,
+    o = o, due = due and o + due, a = a or '', v = v or {}, e = e or '', f = f,
     l = l and (f or base) + l, g = join_codes(gp, gc), pt = pt and o + pt,
     ls = ls and state_name(ls), p = p or 0, r = r or 0, q = q or 0, x = x or '',
     s = s or '', k = k or '', sa = sa or 0, st = sts and base + sts, si = si or '',

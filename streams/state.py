@@ -171,6 +171,7 @@ class StateWriter:
                 + 1,
                 "freq": list(settings.rfm_frequency),
                 "money": [1000 * t for t in settings.rfm_monetary],
+                "pure": sorted(settings.pure_activity_types),
             }
         )
         self.flags = _flag_table(settings)

@@ -191,14 +191,18 @@ def compute(events: Sequence[EventLike], s: OracleSettings = OracleSettings()) -
     cancel_days: list[date] = []
     nps_answers: list[tuple[date, int]] = []
     max_ts = None
+    pure_days: set[tuple[str, date, str]] = set()
     for ev in unique.values():
         ms = ts_ms(ev["ts"])
         max_ts = ms if max_ts is None else max(max_ts, ms)
         kind, cid = ev["type"], ev["customer_id"]
         d = local_day(ms, zone)
-        # An event whose only effect is an active day counts when it makes the day
-        # active: a re-sent one cannot be told from a second visit that day.
-        if kind not in pure_activity(s) or d not in active.get(cid, ()):
+        # An event whose only effect is an active day counts once per customer, day and
+        # type: a re-sent one cannot be told from a second visit that day.
+        if kind not in pure_activity(s):
+            types[kind] += 1
+        elif (cid, d, kind) not in pure_days:
+            pure_days.add((cid, d, kind))
             types[kind] += 1
         if kind in s.activity_types:
             active.setdefault(cid, set()).add(d)

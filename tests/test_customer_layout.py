@@ -79,6 +79,7 @@ def test_blob_round_trip_in_lua() -> None:
             "o": base,
             "a": "\x81\x00\x07",
             "x": "\x02",
+            "v": ["", "\x81"],  # the second pure activity type on two days
             "s": "\x01",
             "k": "\x04",
             "e": "abcdefghijkl",
@@ -110,14 +111,14 @@ def test_blob_round_trip_in_lua() -> None:
         client.close()
     got = json.loads(raw)
     assert got["ids"] == IDS
-    empty = {"a": "", "x": "", "s": "", "k": "", "e": "", "si": "", "p": 0, "r": 0, "q": 0}
+    empty = {"a": "", "v": {}, "x": "", "s": "", "k": "", "e": "", "si": "", "p": 0, "r": 0, "q": 0}
     sizes = []
     for sent, back in zip(states, got["states"], strict=True):
         assert back.pop("due_header", None) == sent.get("due")
         sizes.append(back.pop("bytes"))
         assert back == {**empty, "sa": 0, **sent}
-    # o/8 (2 bytes), due, mask, a (2), e (one 6-byte id: 7), f, l (1 each here)
-    assert sizes[0] == 15
+    # o/8 (2 bytes), due, mask, a (2), v (nil), e (one 6-byte id: 7), f, l (1 each here)
+    assert sizes[0] == 16
 
 
 def event(n: int, customer: str, kind: str, day: int) -> Event:

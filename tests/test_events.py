@@ -263,3 +263,20 @@ def test_segment_track_and_identify(decoder: EventDecoder) -> None:
     assert reason(decoder, json.dumps(unknown).encode()) is Reason.UNKNOWN_TYPE
     anonymous = {k: v for k, v in track.items() if k != "userId"}
     assert reason(decoder, json.dumps(anonymous).encode()) is Reason.MISSING_FIELD
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"activity_types": "app_open,purchase,reload", "purchase_types": "purchase,reload"}],
+)
+def test_pure_activity_types_are_the_events_the_worker_flags_as_activity_only(
+    env: dict[str, str],
+) -> None:
+    """The worker keeps no id for these; the simulator's truth and the docs rely on it."""
+    from streams.state import ACTIVITY, _flag_table
+
+    settings = Settings(**env)  # type: ignore[arg-type]
+    table = _flag_table(settings)
+    assert {kind for kind, flags in table.items() if flags == ACTIVITY} == (
+        settings.pure_activity_types
+    )
