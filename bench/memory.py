@@ -107,23 +107,36 @@ def _kind(key: str) -> str:
 
 
 def blob_parts(blob: bytes) -> dict[str, int]:
-    """Bytes each value of a customer blob (a MessagePack sequence of scalars) takes."""
+    """Bytes each value of a customer blob (a MessagePack sequence) takes."""
     parts: dict[str, int] = {}
     pos = 0
     for slot in BLOB_SLOTS:
         if pos >= len(blob):
             break
-        first, at = blob[pos], pos
-        pos += 1
-        if 0xA0 <= first <= 0xBF:  # fixstr
-            pos += first & 0x1F
-        elif first in STR_LENGTH_BYTES:
-            width = STR_LENGTH_BYTES[first]
-            pos += width + int.from_bytes(blob[pos : pos + width], "big")
-        else:
-            pos += FIXED_SIZES.get(first, 0)  # fixints and nil are one byte
-        parts[slot] = pos - at
+        end = _skip(blob, pos)
+        parts[slot] = end - pos
+        pos = end
     return parts
+
+
+def _skip(blob: bytes, pos: int) -> int:
+    """Where the MessagePack value at pos ends: scalars, strings and arrays of them (the
+    per-type day bitmaps)."""
+    first = blob[pos]
+    pos += 1
+    if 0xA0 <= first <= 0xBF:  # fixstr
+        return pos + (first & 0x1F)
+    if first in STR_LENGTH_BYTES:
+        width = STR_LENGTH_BYTES[first]
+        return pos + width + int.from_bytes(blob[pos : pos + width], "big")
+    if 0x90 <= first <= 0x9F or first == 0xDC:  # fixarray, array 16
+        count = first & 0x0F
+        if first == 0xDC:
+            count, pos = int.from_bytes(blob[pos : pos + 2], "big"), pos + 2
+        for _ in range(count):
+            pos = _skip(blob, pos)
+        return pos
+    return pos + FIXED_SIZES.get(first, 0)  # fixints and nil are one byte
 
 
 def listpack_entry_bytes(length: int) -> int:
