@@ -15,7 +15,9 @@ import sys
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from retention.errors import EXIT_USAGE
 from retention.settings import Settings
@@ -100,6 +102,25 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
 
 async def preflight(settings: Settings) -> None:
+    """Run the start-up checks, waiting with backoff while Redis or Kafka is unreachable:
+    a worker started before its servers (or during a restart) waits instead of exiting."""
+    delay = 0.5
+    while True:
+        try:
+            await check_before_consuming(settings)
+            return
+        except (RedisError, KafkaError, OSError) as exc:
+            print(
+                f"retention worker: Redis or Kafka not reachable ({type(exc).__name__}: "
+                f"{exc}); retrying in {delay:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def check_before_consuming(settings: Settings) -> None:
     """Refuse an evicting Redis, state built under other settings, and partitions whose
     applied offsets Kafka can no longer continue (history deleted, topic recreated)."""
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)

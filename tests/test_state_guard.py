@@ -4,6 +4,7 @@ and a message that says why; `retention rebuild` derives it again under new sett
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -270,3 +271,47 @@ def test_the_events_topic_is_created_to_keep_its_history() -> None:
         return next(entry[1] for entry in entries if entry[0] == "retention.ms")
 
     assert asyncio.run(created_retention()) == "-1"
+
+
+def test_worker_started_before_redis_waits_for_it(pipeline, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No Redis at start: the worker keeps retrying (and says so) instead of exiting;
+    once a Redis answers on that port it consumes everything."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    p = pipeline(start=False, extra_env={"RETENTION_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    events = generate_history(seed=8, customers=20, days=10, start=date(2026, 2, 2))
+    p.produce(events)
+    worker = p.start_worker()
+    deadline = time.monotonic() + 30
+    while "not reachable" not in worker.log.read_text():
+        assert time.monotonic() < deadline, worker.log.read_text()
+        p.check_alive()
+        time.sleep(0.3)
+    time.sleep(2)
+    p.check_alive()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        p.wait_until_consumed(timeout=90)
+        p.start_exporter()
+        matches_oracle(p, events, OracleSettings(), timeout=30)
+    finally:
+        stop_all(p)
+        server.terminate()
+        server.wait(10)
