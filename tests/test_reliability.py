@@ -511,9 +511,9 @@ def test_sigkill_five_times(pipeline, clean: Clean) -> None:  # type: ignore[no-
 # --- 2. and 3. backend restarts ---------------------------------------------------------
 
 
-def test_redis_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: ignore[no-untyped-def]
-    exclusive_stack("restart redis")  # before the stream starts, so it is mid-stream then
-    rng = random.Random(2)
+def small_batch_pipeline(pipeline) -> tuple[Pipeline, Process, int]:  # type: ignore[no-untyped-def]
+    """A worker with small batches (so a restart lands mid-stream), its exporter, and the
+    port of its health metrics."""
     port = free_port()
     p: Pipeline = pipeline(
         start=False,
@@ -522,6 +522,13 @@ def test_redis_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: igno
     )
     worker = p.start_worker()
     p.start_exporter()
+    return p, worker, port
+
+
+def test_redis_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: ignore[no-untyped-def]
+    exclusive_stack("restart redis")  # before the stream starts, so it is mid-stream then
+    rng = random.Random(2)
+    p, worker, port = small_batch_pipeline(pipeline)
     r = redis_client()
     parts = chunks(clean.history, 12, rng)
     producer = Producer(p, parts, pause=0.5)
@@ -550,14 +557,7 @@ def test_redis_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: igno
 
 def test_kafka_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: ignore[no-untyped-def]
     exclusive_stack("restart kafka")  # before the stream starts, so it is mid-stream then
-    port = free_port()
-    p: Pipeline = pipeline(
-        start=False,
-        allowed_lateness_seconds=LATENESS_S,
-        extra_env={"RETENTION_BATCH_MAX_EVENTS": "50", "RETENTION_WORKER_METRICS_PORT": str(port)},
-    )
-    worker = p.start_worker()
-    p.start_exporter()
+    p, worker, port = small_batch_pipeline(pipeline)
     r = redis_client()
     half = len(clean.history) // 2
     p.produce(clean.history[:half])
