@@ -270,6 +270,14 @@ spawn() {
     (cd "$dir" && exec setsid nohup "$@" >>"$log" 2>&1 </dev/null 9>&-) &
     pid=$!
     echo "$pid" >"$(pid_file "$name")"
+    # svc_pid knows the process by its working directory, which the child enters only
+    # after the fork: on a busy machine a check right away could take it for dead.
+    local _
+    for _ in $(seq 1 100); do
+        [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" == "$dir" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
 }
 
 # Fail early and clearly if a port we need is taken by a process we didn't start.
