@@ -24,7 +24,7 @@ from retention.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
 from streams.pipeline import BatchPipeline, partitions_of
 from streams.state import Keys
-from streams.topic_identity import topic_id
+from streams.topic_identity import source_name
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ async def check_before_consuming(settings: Settings) -> None:
         partitions = await partitions_of(consumer, topic)
         if not partitions:
             return  # the worker creates the topic
-        ident = await topic_id(consumer._client, topic)
-        source = f"{topic}@{ident}" if ident else topic
+        source = await source_name(consumer._client, topic)
         keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         stored = await stored_positions(redis, keys, source, partitions)
         tps = [TopicPartition(topic, p) for p in partitions]

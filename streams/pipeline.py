@@ -39,7 +39,7 @@ from streams.guard import StateRefused, record_fingerprint, start_position, stor
 from streams.health import WorkerHealth
 from streams.lifecycle import LifecyclePublisher
 from streams.state import BEGINNING, ApplyResult, Record, ShardBatch, Span, StateWriter
-from streams.topic_identity import topic_id
+from streams.topic_identity import source_name
 
 log = logging.getLogger(__name__)
 MAX_TAILS = 2  # batches applied but not yet committed, before the apply stage waits
@@ -203,10 +203,9 @@ class BatchPipeline:
         """Offset markers name the topic and its id, so a recreated topic of the same name
         is never mistaken for the one the state was built from."""
         topic = self.settings.events_topic
-        ident = await self.retrying(
-            "kafka", "reading the topic id", lambda: topic_id(self.consumer._client, topic)
+        self.source = await self.retrying(
+            "kafka", "reading the topic id", lambda: source_name(self.consumer._client, topic)
         )
-        self.source = f"{topic}@{ident}" if ident else topic
         log.info("offset markers are kept for %s", self.source)
 
     async def _end_offsets(self) -> dict[TopicPartition, int]:

@@ -200,3 +200,10 @@ async def topic_id(client: AIOKafkaClient, topic: str) -> str | None:
             return None
         raise for_code(error_code)(topic)
     return None
+
+
+async def source_name(client: AIOKafkaClient, topic: str) -> str:
+    """How offset markers name the events topic: `<topic>@<topic id>`, or the bare name
+    where the broker has no topic ids."""
+    ident = await topic_id(client, topic)
+    return f"{topic}@{ident}" if ident else topic
