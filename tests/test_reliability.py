@@ -573,6 +573,15 @@ def test_kafka_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: igno
     seconds = wait_consumed(p, timeout=180)
     p.check_alive()
     retries = log_lines(worker, "retrying") + log_lines(worker, "failed")
+    # The broker probe runs every KAFKA_PROBE_SECONDS, so the gauge may trail the catch-up.
+    kafka_up = key("retention_backend_up", backend="kafka")
+    wait_for(
+        "backend_up{kafka} to recover",
+        lambda: worker_metrics(port)[kafka_up] == 1,
+        15,
+        p,
+        every=0.25,
+    )
     health = worker_metrics(port)
     print(
         f"\nkafka restart took {took:.1f}s with {applied_before}/{half} applied before, "
@@ -584,7 +593,6 @@ def test_kafka_restart_mid_stream(pipeline, clean: Clean) -> None:  # type: igno
     assert applied_before < half, "the first half was consumed before Kafka went down"
     assert lowest.get("kafka") == 0, f"the outage never showed on the health metrics: {lowest}"
     assert health[key("retention_backend_retries_total", backend="kafka")] >= 1, health
-    assert health[key("retention_backend_up", backend="kafka")] == 1, health
     assert_like_clean(p, clean)
     assert_lifecycle_like_clean(p, clean)
 
