@@ -28,8 +28,8 @@ from redis import Redis
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
 from bench.tracker import Target
-from retention.settings import Settings
-from streams.state import Keys
+from core.schema import Keys
+from core.settings import Settings
 
 # The values of a customer blob in order (streams/customer.lua SLOTS).
 BLOB_SLOTS = (

@@ -49,7 +49,7 @@ from bench.procs import (
     start_private_redis,
 )
 from bench.tracker import DEFAULT_SHARDS, Target, Worker, run_latency, run_throughput, start_worker
-from streams.state import Keys
+from core.schema import Keys
 
 EVENTS_PER_CUSTOMER = 4.3  # what the mix averages; sizes the throughput data set
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -37,8 +37,8 @@ from redis.asyncio import Redis as AsyncRedis
 from bench.kafka import CommitWatcher, end_offsets
 from bench.mix import live_value
 from bench.procs import VENV_BIN, Child, CpuMeter, free_port
-from retention.settings import Settings
-from streams.state import Keys
+from core.schema import Keys
+from core.settings import Settings
 
 POLL = 0.2
 POLL_LATENCY = 0.01

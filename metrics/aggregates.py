@@ -14,12 +14,10 @@ from typing import NamedTuple
 
 from redis import Redis
 
-from retention.settings import Settings
-from streams.calendar import Calendar, Period
-from streams.dimensions import DIMENSIONS, OTHER, UNKNOWN, registry_key
-from streams.state import Keys
+from core.calendar import Calendar, Period
+from core.schema import DIMENSIONS, OTHER, PERIOD_CODES, UNKNOWN, Keys, registry_key
+from core.settings import Settings
 
-PERIOD_CODES = {Period.DAY: "d", Period.WEEK: "w", Period.MONTH: "m"}
 WINDOWS = (1, 7, 30)
 
 # Timeline series (subscriber deltas, first churns, RFM keys) by name, then by the

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from core.calendar import Calendar, Period
+from core.segments import count_segments
+from core.settings import Settings
 from metrics.aggregates import AggregateReader, CohortValue, PeriodChurn, Snapshot
 from metrics.exposition import Family
-from metrics.segments import count_segments
-from retention.settings import Settings
-from streams.calendar import Calendar, Period
 
 SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
 

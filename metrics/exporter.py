@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
 from redis import Redis
 
+from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from metrics.collector import RetentionCollector
 from metrics.exposition import render
-from retention.settings import Settings
 
 # A fast level: at level 9 (prometheus-client's) gzip took ~50 ms of a 2 MB scrape.
 GZIP_LEVEL = 1

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from retention.errors import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
-from retention.settings import Settings
+from core.errors import EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from retention.mapping import Mapping

@@ -17,9 +17,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from core.settings import Settings
 from retention.mapping import Mapping, RowMapper, resolve_columns
 from retention.produce import Outgoing, Pacer, SendStats, send_all
-from retention.settings import Settings
 from retention.sources import Row, Source
 from streams.events import Reason, Rejected
 

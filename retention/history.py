@@ -13,11 +13,10 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from metrics.aggregates import PERIOD_CODES
-from retention.errors import EXIT_UNREACHABLE, CommandError
-from retention.settings import Settings
-from streams.calendar import Calendar, Period
-from streams.state import Keys
+from core.calendar import Calendar, Period
+from core.errors import EXIT_UNREACHABLE, CommandError
+from core.schema import PERIOD_CODES, Keys
+from core.settings import Settings
 
 DEPTH = {Period.DAY: 30, Period.WEEK: 12, Period.MONTH: 12}
 

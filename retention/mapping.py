@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from retention.errors import CommandError
-from retention.settings import Settings
+from core.errors import CommandError
+from core.settings import Settings
 from streams.events import SEGMENT_EVENT_NAMES, EventDecoder, Reason, Rejected
 
 FIELDS = (

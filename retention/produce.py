@@ -30,8 +30,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from retention.errors import EXIT_UNREACHABLE, CommandError
-from retention.settings import Settings
+from core.errors import EXIT_UNREACHABLE, CommandError
+from core.settings import Settings
 
 MAX_IN_FLIGHT = 20_000  # unconfirmed sends kept before waiting for the oldest
 CONNECT_TIMEOUT = 15.0

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from retention.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
-from retention.settings import Settings
+from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
+from core.settings import Settings
 from streams.guard import eviction_problem, read_eviction_policy, record_fingerprint
 from streams.pipeline import BatchPipeline
 

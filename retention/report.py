@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from retention.errors import EXIT_PROBLEM, CommandError
+from core.errors import EXIT_PROBLEM, CommandError
 from retention.history import ChurnPoint
 from retention.scrape import Family, Scrape
 

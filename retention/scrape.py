@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from retention.errors import EXIT_UNREACHABLE, CommandError
-from retention.settings import Settings
+from core.errors import EXIT_UNREACHABLE, CommandError
+from core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

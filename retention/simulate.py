@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
-from retention.errors import CommandError
+from core.errors import CommandError
+from core.settings import Settings
 from retention.produce import Outgoing, Pacer, send_all
-from retention.settings import Settings
 
 DAY_MS = 86_400_000
 PERIODS = ("day", "week", "month")
@@ -262,6 +262,7 @@ def _pick(rng: random.Random, mix: dict[str, float]) -> str:
 
 
 # --- ground truth ------------------------------------------------------------------------
+
 
 def _period_start(d: date, kind: str, week_start: int) -> date:
     if kind == "day":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from retention.errors import EXIT_USAGE, CommandError
+from core.errors import EXIT_USAGE, CommandError
 
 FORMATS = ("auto", "csv", "json")
 CSV_SUFFIXES = (".csv", ".tsv")

@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from rich.table import Table
 from rich.text import Text
 
-from retention.errors import CommandError
+from core.errors import CommandError
+from core.schema import Keys
+from core.settings import Settings
 from retention.produce import quiet_kafka_logs
 from retention.scrape import exporter_url, fetch
-from retention.settings import Settings
-from streams.state import Keys
 
 TIMEOUT = 5.0
 

@@ -19,11 +19,11 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from retention.errors import EXIT_USAGE
-from retention.settings import Settings
+from core.errors import EXIT_USAGE
+from core.schema import Keys
+from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
 from streams.pipeline import BatchPipeline, partitions_of
-from streams.state import Keys
 from streams.topic_identity import source_name
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-DIMENSIONS = {"platform": "P", "channel": "C"}
-UNKNOWN, OTHER = "u", "o"
+from core.schema import DIMENSIONS, UNKNOWN, registry_key
 
 REGISTER = """
 local code = redis.call('HGET', KEYS[1], ARGV[1])
@@ -19,10 +18,6 @@ if n >= tonumber(ARGV[2]) then return 'o' end
 redis.call('HSET', KEYS[1], ARGV[1], n)
 return tostring(n)
 """
-
-
-def registry_key(namespace: str, dimension: str) -> str:
-    return f"{namespace}:dims:{dimension}"
 
 
 class DimensionRegistry:

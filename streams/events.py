@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from retention.settings import Settings
+from core.settings import Settings
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
-from retention.settings import Settings
-from streams.state import BEGINNING, Keys
+from core.schema import Keys
+from core.settings import Settings
+from streams.state import BEGINNING
 
 # Bumped whenever the stored layout changes, so state written by an older version is
 # rebuilt instead of read.

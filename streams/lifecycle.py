@@ -19,11 +19,11 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from metrics.segments import recency_score, segment, threshold_score
-from retention.settings import Settings
-from streams.calendar import Calendar, day_to_date
+from core.calendar import Calendar, day_to_date
+from core.schema import Keys
+from core.segments import recency_score, segment, threshold_score
+from core.settings import Settings
 from streams.scripts import load_script
-from streams.state import Keys
 
 SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
 DECODE = msgspec.json.Decoder(dict[str, Any]).decode

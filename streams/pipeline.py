@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRa
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from retention.settings import Settings
+from core.settings import Settings
 from streams.deadletter import dead_letter_record
 from streams.events import EventDecoder, Rejected
 from streams.guard import StateRefused, record_fingerprint, start_position, stored_positions

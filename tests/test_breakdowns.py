@@ -19,8 +19,8 @@ from prometheus_client import generate_latest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from metrics.exporter import build_registry
-from retention.settings import Settings
 from streams.events import Event, parse_ts
 from streams.state import Record, StateWriter
 from tests.history import generate_history

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.calendar import Calendar, Period, date_to_day, day_to_date
+from core.calendar import Calendar, Period, date_to_day, day_to_date
 
 
 def ms(text: str) -> int:

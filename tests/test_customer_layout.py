@@ -17,11 +17,12 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from retention.settings import Settings
+from core.schema import Keys, customer_field, customer_of_field
+from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.scripts import load_script
-from streams.state import Keys, Record, StateWriter, customer_field, customer_of_field
+from streams.state import Record, StateWriter
 
 REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '16379')}/0"
 DAY0 = datetime(2026, 3, 2, 12, tzinfo=UTC)

@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from retention.settings import Settings
+from core.settings import Settings
 from streams.deadletter import MAX_DETAIL_CHARS, MAX_KEY_BYTES, dead_letter_record
 from streams.events import (
     MIN_TS_MS,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import streams.events
-from retention.settings import Settings
+from core.settings import Settings
 from streams.events import Envelope, Event, EventDecoder, Reason, Rejected, parse_ts
 
 NOW = 1_790_000_000_000  # 2026-09-21, a fixed "now" for range checks

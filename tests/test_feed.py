@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.settings import Settings
 from retention.mapping import Mapping, RowMapper, parse_time
 from retention.produce import Pacer
-from retention.settings import Settings
 from streams.events import Reason, Rejected
 from tests.cli_fixtures import cli_env, closed_port, run_cli
 from tests.history import generate_history, unique_events

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from retention.settings import Settings
+from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record, StateWriter

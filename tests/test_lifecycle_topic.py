@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
-from metrics.segments import SEGMENTS
+from core.segments import SEGMENTS
 from tests.conftest import KAFKA, Pipeline
 
 pytestmark = pytest.mark.integration

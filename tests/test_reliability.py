@@ -38,8 +38,8 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
+from core.settings import BUILTIN_TYPES, Settings
 from retention.mapping import FIELDS as MAPPED_FIELDS
-from retention.settings import BUILTIN_TYPES, Settings
 from streams.events import MAX_DEPTH, Event, EventDecoder, Reason, Rejected
 from tests.conftest import KAFKA, PARTITIONS, REDIS_URL, ROOT, Pipeline, Process, free_port
 from tests.history import generate_history

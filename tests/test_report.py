@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from retention.errors import EXIT_PROBLEM, CommandError
+from core.errors import EXIT_PROBLEM, CommandError
 from retention.render import render
 from retention.report import build
 from retention.scrape import Scrape, parse

@@ -13,8 +13,9 @@ import redis
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from retention.settings import Settings
-from streams.state import Keys, Record, StateWriter
+from core.schema import Keys
+from core.settings import Settings
+from streams.state import Record, StateWriter
 from tests.cli_fixtures import cli_env, run_cli
 from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
 from tests.history import generate_history

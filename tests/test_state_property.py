@@ -20,8 +20,8 @@ from prometheus_client import generate_latest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from metrics.exporter import build_registry
-from retention.settings import Settings
 from streams.events import Event
 from streams.state import Record, StateWriter
 from tests.oracle import OracleSettings, compute, diff, flatten

@@ -1,0 +1,1 @@
+"""The foundation every layer shares: configuration, calendar, Redis schema, domain rules."""
