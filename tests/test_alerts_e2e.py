@@ -211,7 +211,9 @@ def test_churn_spike_reaches_the_webhook_and_nothing_fires_before(
             f"Churn of the last day is {humanize_percentage(expected)}, well above its baseline"
         )
         assert notes["description"].startswith(f"{SPIKE_LAPSES} customers of the base")
-        assert notes["dashboard"].endswith("/d/retention-churn/churn-and-lifecycle?var-period=day")
+        assert (
+            "/d/retention-churn/churn-and-lifecycle?var-period=day&viewPanel=" in notes["dashboard"]
+        )
         assert notes["runbook"]
         got = float(query(prom, day_churn)[0]["value"][1])
         assert got == pytest.approx(expected)

@@ -178,12 +178,14 @@ def test_alerts_carry_what_on_call_needs() -> None:
         notes = rule["annotations"]
         assert set(notes) >= {"summary", "description", "runbook", "dashboard"}, name
         assert len(notes["description"]) > 80 and len(notes["runbook"]) > 80, name
-        m = re.fullmatch(r"http://localhost:3000/d/([\w-]+)/([\w-]+)(\?.*)?", notes["dashboard"])
+        m = re.fullmatch(r"http://localhost:3000/d/([\w-]+)/([\w-]+)\?(.*)", notes["dashboard"])
         assert m, f"{name}: dashboard link {notes['dashboard']!r}"
         assert m[1] in dashboards, f"{name}: no dashboard with uid {m[1]}"
         variables = {v["name"] for v in dashboards[m[1]]["templating"]["list"]}
-        for var in re.findall(r"var-(\w+)=", m[3] or ""):
+        for var in re.findall(r"var-(\w+)=", m[3]):
             assert var in variables, f"{name}: dashboard {m[1]} has no variable {var}"
+        (panel_id,) = re.findall(r"viewPanel=(\d+)", m[3])
+        assert int(panel_id) in {p["id"] for p in dashboards[m[1]]["panels"]}, name
 
 
 def test_recording_rules_never_average_a_ratio() -> None:

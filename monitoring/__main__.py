@@ -1,0 +1,7 @@
+"""`python -m monitoring [--check]`: regenerate the dashboards and rule files."""
+
+import sys
+
+from monitoring.build import main
+
+sys.exit(main())
