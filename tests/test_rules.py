@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.promql_names import metric_names
 from tests.stack_fixtures import (
     PROMETHEUS_DIR,
     PROMTOOL,
@@ -184,8 +185,11 @@ def test_alerts_carry_what_on_call_needs() -> None:
         variables = {v["name"] for v in dashboards[m[1]]["templating"]["list"]}
         for var in re.findall(r"var-(\w+)=", m[3]):
             assert var in variables, f"{name}: dashboard {m[1]} has no variable {var}"
+        # The link opens one panel, and that panel reads a series the alert reads.
         (panel_id,) = re.findall(r"viewPanel=(\d+)", m[3])
-        assert int(panel_id) in {p["id"] for p in dashboards[m[1]]["panels"]}, name
+        (panel,) = [p for p in dashboards[m[1]]["panels"] if p["id"] == int(panel_id)]
+        shown = metric_names(" ".join(t["expr"] for t in panel["targets"]))
+        assert shown & metric_names(rule["expr"]), f"{name}: panel {panel['title']!r} is unrelated"
 
 
 def test_recording_rules_never_average_a_ratio() -> None:
