@@ -37,8 +37,8 @@ def panel_link(board: Board, panel_title: str, **variables: str) -> str:
     """The Grafana URL that opens one panel of a dashboard, with its variables set."""
     query = {f"var-{name}": value for name, value in variables.items()}
     query["viewPanel"] = str(panel_number(board, panel_title))
-    # Alert templates ({{ $labels.period }}) must reach Prometheus unescaped.
-    encoded = urlencode(query, safe="{}$ ", quote_via=quote)
+    # Alert templates ({{$labels.period}}) must reach Prometheus unescaped.
+    encoded = urlencode(query, safe="{}$", quote_via=quote)
     return f"{GRAFANA_URL}/d/{board.ref.uid}/{board.ref.slug}?{encoded}"
 
 
@@ -83,7 +83,7 @@ def business_alerts() -> list[Alert]:
         dashboard=panel_link(
             dashboards_churn.BOARD,
             dashboards_churn.CHURN_VS_BASELINE,
-            period="{{ $labels.period }}",
+            period="{{$labels.period}}",
         ),
     )
     # The newest cohort whose offset-1 period is complete retained clearly fewer
@@ -112,7 +112,7 @@ def business_alerts() -> list[Alert]:
         dashboard=panel_link(
             dashboards_cohorts.BOARD,
             dashboards_cohorts.EARLY_RETENTION,
-            cohort_period="{{ $labels.cohort_period }}",
+            cohort_period="{{$labels.cohort_period}}",
         ),
     )
     return [churn_spike, retention_drop]

@@ -29,11 +29,16 @@ RULE_HEADER = (
 
 
 class _RuleDumper(yaml.SafeDumper):
-    """Writes multi-line PromQL as literal blocks, so the rule files read like hand-written ones."""
+    """Writes multi-line PromQL as literal blocks and long prose folded, as one would by hand."""
 
 
 def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
+    if "\n" in value:
+        style: str | None = "|"
+    elif len(value) > 80 and " " in value:
+        style = ">"
+    else:
+        style = None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -41,12 +46,14 @@ _RuleDumper.add_representer(str, _string)
 
 
 def rule_file(groups: dict[str, Any], source: str) -> str:
-    body = yaml.dump(groups, Dumper=_RuleDumper, sort_keys=False, width=100, allow_unicode=True)
+    body = yaml.dump(groups, Dumper=_RuleDumper, sort_keys=False, width=90, allow_unicode=True)
+    # The styles above only change how the text looks, never what Prometheus reads.
+    assert yaml.safe_load(body) == groups, f"{source}: YAML does not read back as written"
     return RULE_HEADER.format(source=source) + body
 
 
 def dashboard_file(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def generated() -> dict[Path, str]:
