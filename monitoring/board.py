@@ -1,7 +1,8 @@
 """A dashboard as data (its place in Grafana, panels in layout order, variables) and its JSON.
 
-Panels are laid out left to right, top to bottom, in rows of 24 grid units, and
-numbered 1, 2, ... in that order: the numbers are the `viewPanel` ids the alert
+Panels are laid out left to right, top to bottom, in rows of 24 grid units (a row's
+widths must add up to 24, or the next panel would stick out), and numbered 1, 2, ...
+in that order: the numbers are the `viewPanel` ids the alert
 links open, so they are assigned here and nowhere else.
 """
 
@@ -83,7 +84,9 @@ def build(board: Board) -> models.Dashboard:
         dashboard.with_panel(panel)
     model = dashboard.build()
     for number, placed in enumerate(model.panels or [], start=1):
-        assert isinstance(placed, models.Panel)
+        assert isinstance(placed, models.Panel) and placed.grid_pos is not None
+        if placed.grid_pos.x + placed.grid_pos.w > 24:
+            raise ValueError(f"{board.ref.uid}: panel {placed.title!r} sticks out of its row")
         placed.id_val = number
     return model
 

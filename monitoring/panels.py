@@ -21,6 +21,7 @@ from grafana_foundation_sdk.builders import (
     timeseries,
 )
 from grafana_foundation_sdk.builders import dashboard as builders
+from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common as options
 from grafana_foundation_sdk.models import dashboard as models
@@ -66,8 +67,9 @@ class Look:
 
 def _targets(
     queries: tuple[Query, ...], *, instant: bool, as_table: bool
-) -> list[prometheus.Dataquery]:
-    targets = []
+) -> list[Builder[variants.Dataquery]]:
+    """The panel's queries, lettered A, B, ... as Grafana names them."""
+    targets: list[Builder[variants.Dataquery]] = []
     for index, query in enumerate(queries):
         target = (
             prometheus.Dataquery()
@@ -114,7 +116,7 @@ def stat_panel(title: str, *queries: Query, look: Look = Look()) -> stat.Panel:
     """One big number (the last value), coloured by the thresholds."""
     panel = stat.Panel()
     _dress(panel, title, look, models.FieldColorModeId.THRESHOLDS)
-    panel.targets(list(_targets(queries, instant=True, as_table=False)))
+    panel.targets(_targets(queries, instant=True, as_table=False))
     return (
         panel.reduce_options(_last_value())
         .color_mode(options.BigValueColorMode.VALUE)
@@ -129,7 +131,7 @@ def timeseries_panel(title: str, *queries: Query, look: Look = Look()) -> timese
     """Lines over the dashboard's time range, one per series."""
     panel = timeseries.Panel()
     _dress(panel, title, look, models.FieldColorModeId.PALETTE_CLASSIC)
-    panel.targets(list(_targets(queries, instant=False, as_table=False)))
+    panel.targets(_targets(queries, instant=False, as_table=False))
     tooltip = (
         common.VizTooltipOptions()
         .mode(options.TooltipDisplayMode.MULTI)
@@ -181,7 +183,7 @@ def table_panel(
     """A table of the series now; with pivot=(rows, columns) a heat-coloured matrix."""
     panel = table.Panel()
     _dress(panel, title, look, models.FieldColorModeId.THRESHOLDS)
-    panel.targets(list(_targets(queries, instant=True, as_table=True)))
+    panel.targets(_targets(queries, instant=True, as_table=True))
     panel.show_header(True).cell_height(options.TableCellHeight.SM)
     if pivot:
         panel.cell_options(options.TableColoredBackgroundCellOptions())
@@ -200,7 +202,7 @@ def barchart_panel(
     """Bars along one label (x_field); with pivot=(x, series) one bar group per x value."""
     panel = barchart.Panel()
     _dress(panel, title, look, models.FieldColorModeId.PALETTE_CLASSIC)
-    panel.targets(list(_targets(queries, instant=True, as_table=True)))
+    panel.targets(_targets(queries, instant=True, as_table=True))
     panel.transformations(_pivot(*pivot) if pivot else _merge(queries))
     return (
         panel.x_field(f"{pivot[0]}\\{pivot[1]}" if pivot else x_field)
@@ -215,7 +217,7 @@ def bargauge_panel(title: str, *queries: Query, look: Look = Look()) -> bargauge
     """Horizontal gauges, one per series: shares of a small set of groups."""
     panel = bargauge.Panel()
     _dress(panel, title, look, models.FieldColorModeId.PALETTE_CLASSIC)
-    panel.targets(list(_targets(queries, instant=True, as_table=False)))
+    panel.targets(_targets(queries, instant=True, as_table=False))
     return (
         panel.reduce_options(_last_value())
         .orientation(options.VizOrientation.HORIZONTAL)
@@ -228,7 +230,7 @@ def piechart_panel(title: str, *queries: Query, look: Look = Look()) -> piechart
     """A donut of the series' last values, with a legend table of the values."""
     panel = piechart.Panel()
     _dress(panel, title, look, models.FieldColorModeId.PALETTE_CLASSIC)
-    panel.targets(list(_targets(queries, instant=True, as_table=False)))
+    panel.targets(_targets(queries, instant=True, as_table=False))
     legend = (
         piechart.PieChartLegendOptions()
         .display_mode(options.LegendDisplayMode.TABLE)
