@@ -24,13 +24,26 @@ class Alert:
 
     name: str
     expr: str
-    hold: str  # the rule's `for:`
+    hold: int  # minutes the condition must hold before the alert fires (`for:`)
     severity: str
     team: str
     summary: str
     description: str
     runbook: str
     dashboard: str
+
+
+def duration(minutes: int) -> str:
+    """A PromQL / rule-file duration: 30m, 1h."""
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+def spoken(minutes: int) -> str:
+    """The same duration for people: 30 minutes, 1 hour."""
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"{hours} hour" if hours == 1 else f"{hours} hours"
+    return f"{minutes} minutes"
 
 
 def panel_link(board: Board, panel_title: str, **variables: str) -> str:
@@ -56,12 +69,13 @@ def business_alerts() -> list[Alert]:
     # Churn well above its own trailing baseline, above an absolute floor, with
     # enough customers lost to matter. A slow drift moves the baseline along with
     # it and stays quiet; a jump does not.
+    hold = 30
     churn_spike = Alert(
         "ChurnRateSpike",
         f"{rules.CHURN} > {T.churn_spike_factor:g} * {rules.CHURN_BASELINE}\n"
         f"  and {rules.CHURN} > {T.churn_floor:g}\n"
         f"  and {rules.LOST} >= {T.churn_min_lost}\n",
-        "30m",
+        hold,
         "warning",
         "growth",
         summary="Churn of the last {{ $labels.period }} is {{ $value | humanizePercentage }}, "
@@ -72,7 +86,7 @@ def business_alerts() -> list[Alert]:
         "end (churn = lost / start base, {{ $value | humanizePercentage }}). That is more "
         f"than {T.churn_spike_factor:g} times the trailing baseline (mean of the previous "
         f"7 days, or 4 weeks for weekly churn) and above the {T.churn_floor:.0%} floor, and "
-        "has been for 30 minutes.",
+        f"has been for {spoken(hold)}.",
         runbook="1) Open the dashboard and see whether the lost customers are new ones "
         "(quick churn) or long-time ones, and which platform/channel they come from. 2) On "
         "the Pipeline dashboard check that the watermark did not jump ahead (a far-future "
@@ -88,12 +102,13 @@ def business_alerts() -> list[Alert]:
     )
     # The newest cohort whose offset-1 period is complete retained clearly fewer
     # customers than the older exported cohorts did (pooled, size-weighted).
+    hold = 60
     retention_drop = Alert(
         "RetentionDrop",
         f"{rules.EARLY_RETENTION_NEWEST}\n"
         f"    < {T.retention_drop_factor:g} * {rules.EARLY_RETENTION_BASELINE}\n"
         f"  and {rules.NEWEST_COHORT_SIZE} >= {T.retention_drop_min_cohort}\n",
-        "1h",
+        hold,
         "warning",
         "growth",
         summary="Early retention of the newest {{ $labels.cohort_period }} cohort fell to "
@@ -103,7 +118,7 @@ def business_alerts() -> list[Alert]:
         "customers of the newest {{ $labels.cohort_period }} cohort with a complete offset-1 "
         "period, {{ $value | humanizePercentage }} came back in the following "
         "{{ $labels.cohort_period }}; the older exported cohorts averaged the baseline above. "
-        "Sustained for 1 hour.",
+        f"Sustained for {spoken(hold)}.",
         runbook="1) On the Cohorts dashboard compare the newest cohort's row with the ones "
         "before it, and its size: a campaign can bring many low-intent installs. 2) Check "
         "onboarding changes, releases and crashes around that cohort's first "
@@ -124,18 +139,22 @@ def _pipeline_link(panel_title: str) -> str:
 
 def pipeline_alerts() -> list[Alert]:
     """Alerts on the tracker itself: ingestion, lag, invalid events, targets, backends."""
-    invalid_rate = "sum(rate(retention_events_invalid_total[10m]))"
+    window = 10  # minutes of traffic a rate is taken over
+    quiet_hold, lag_hold, invalid_hold, down_hold = 10, 10, 15, 5
+    consumed_rate = f"sum(rate(retention_consumed_events_total[{duration(window)}]))"
+    invalid_rate = f"sum(rate(retention_events_invalid_total[{duration(window)}]))"
     return [
         Alert(
             "NoEventsIngested",
-            "sum(rate(retention_consumed_events_total[10m])) == 0",
-            "10m",
+            f"{consumed_rate} == 0",
+            quiet_hold,
             "critical",
             "data",
-            summary="The retention worker has consumed no events for 20 minutes.",
-            description="No record arrived on the events topic in the last 10 minutes, and "
-            "this has held for another 10 minutes. Retention, churn and active-customer "
-            "numbers are frozen at the current watermark.",
+            summary="The retention worker has consumed no events for "
+            f"{spoken(window + quiet_hold)}.",
+            description=f"No record arrived on the events topic in the last {spoken(window)}, "
+            f"and this has held for another {spoken(quiet_hold)}. Retention, churn and "
+            "active-customer numbers are frozen at the current watermark.",
             runbook="1) Check the producers (app backend, shop, CDP destination): are they "
             "still writing to the events topic, with the right topic name and credentials? "
             "2) Check the worker log and the Kafka broker. 3) Producers that only send in "
@@ -145,13 +164,14 @@ def pipeline_alerts() -> list[Alert]:
         Alert(
             "ConsumerLagHigh",
             f"sum(retention_consumer_lag) > {T.consumer_lag_max}",
-            "10m",
+            lag_hold,
             "warning",
             "data",
             summary="Retention worker is {{ $value }} events behind the events topic.",
             description="The consumer group has {{ $value }} records not yet processed (sum "
             "over partitions, highwater minus position) and has had more than "
-            f"{T.consumer_lag_max} for 10 minutes. Metrics lag behind reality by that much.",
+            f"{T.consumer_lag_max} for {spoken(lag_hold)}. Metrics lag behind reality by that "
+            "much.",
             runbook="1) On the Pipeline dashboard compare consumed events/s with produced "
             "events: a burst or backfill drains by itself; a steady climb does not. 2) Check "
             "batch and Redis latency (slow Redis, memory pressure, evictions). 3) Add worker "
@@ -161,16 +181,16 @@ def pipeline_alerts() -> list[Alert]:
         Alert(
             "InvalidEventsRate",
             f"{invalid_rate}\n"
-            f"    / sum(rate(retention_consumed_events_total[10m])) > {T.invalid_share_max:g}\n"
+            f"    / {consumed_rate} > {T.invalid_share_max:g}\n"
             f"  and {invalid_rate} > {T.invalid_rate_min:g}\n",
-            "15m",
+            invalid_hold,
             "warning",
             "data",
             summary="{{ $value | humanizePercentage }} of incoming events are invalid.",
-            description="Over the last 10 minutes {{ $value | humanizePercentage }} of the "
-            "consumed records were rejected to the dead-letter topic (threshold "
-            f"{T.invalid_share_max:.0%}), for 15 minutes. Those events are not counted in "
-            "any metric.",
+            description=f"Over the last {spoken(window)} {{{{ $value | humanizePercentage }}}} "
+            "of the consumed records were rejected to the dead-letter topic (threshold "
+            f"{T.invalid_share_max:.0%}), for {spoken(invalid_hold)}. Those events are not "
+            "counted in any metric.",
             runbook="1) The Pipeline dashboard splits invalid events by reason "
             "(malformed_json, missing_field, bad_timestamp, unknown_type, ...). 2) Read a few "
             "records of the dead-letter topic: each carries the reason, a detail and the "
@@ -182,14 +202,14 @@ def pipeline_alerts() -> list[Alert]:
         Alert(
             "RetentionTargetDown",
             f"up{{{TARGETS_SELECTOR}}} == 0",
-            "5m",
+            down_hold,
             "critical",
             "data",
             summary="{{ $labels.job }} on {{ $labels.instance }} is down.",
             description="Prometheus could not scrape {{ $labels.job }} at "
-            "{{ $labels.instance }} for 5 minutes. Without the exporter there are no "
-            "retention metrics; without the worker's metrics the lag and no-events alerts "
-            "cannot fire.",
+            f"{{{{ $labels.instance }}}} for {spoken(down_hold)}. Without the exporter there "
+            "are no retention metrics; without the worker's metrics the lag and no-events "
+            "alerts cannot fire.",
             runbook="1) Check the process or container (`docker compose ps`, its log). 2) The "
             "exporter needs Redis; the worker needs Kafka and Redis. 3) Check that the port "
             "in the scrape config matches RETENTION_EXPORTER_PORT / "
@@ -206,20 +226,21 @@ def backend_alerts() -> list[Alert]:
     A restart of Redis or the broker takes seconds; minutes of retrying means the
     backend is really gone.
     """
+    hold = 5
     return [
         Alert(
             "WorkerBackendDown",
             'retention_backend_up{backend=~"redis|kafka"} == 0',
-            "5m",
+            hold,
             "critical",
             "data",
             summary="The retention worker on {{ $labels.instance }} cannot reach "
             "{{ $labels.backend }}.",
             description="The worker's operations against {{ $labels.backend }} have been "
-            "failing for 5 minutes and it keeps retrying them (retention_backend_retries_total "
-            "counts the attempts). Until {{ $labels.backend }} answers no new batch is "
-            "applied: nothing is lost, but lag grows and the retention metrics stay where "
-            "they are.",
+            f"failing for {spoken(hold)} and it keeps retrying them "
+            "(retention_backend_retries_total counts the attempts). Until "
+            "{{ $labels.backend }} answers no new batch is applied: nothing is lost, but lag "
+            "grows and the retention metrics stay where they are.",
             runbook="1) The worker log names the failing operation and its error. 2) Redis: "
             'is it running (`redis-cli ping`)? "OOM command not allowed" means it is full '
             "(maxmemory-policy noeviction refuses writes rather than drop customer state): "
@@ -234,13 +255,13 @@ def backend_alerts() -> list[Alert]:
         Alert(
             "DeadLetterTopicUnwritable",
             'retention_backend_up{backend="dead_letter"} == 0',
-            "5m",
+            hold,
             "critical",
             "data",
             summary="The retention worker on {{ $labels.instance }} cannot write to the "
             "dead-letter topic; ingestion is held.",
             description="Writing invalid records to the dead-letter topic has been failing "
-            "for 5 minutes, and the worker keeps retrying (retention_backend_retries_total). "
+            f"for {spoken(hold)}, and the worker keeps retrying (retention_backend_retries_total). "
             "It holds its position in the events topic until the write succeeds: no event is "
             "lost or skipped, but none is processed, lag grows and the retention metrics "
             "stay where they are.",
@@ -259,7 +280,7 @@ def _rule(alert: Alert) -> dict[str, object]:
     return {
         "alert": alert.name,
         "expr": alert.expr,
-        "for": alert.hold,
+        "for": duration(alert.hold),
         "labels": {"severity": alert.severity, "team": alert.team},
         "annotations": {
             "summary": alert.summary,
