@@ -15,8 +15,6 @@ from monitoring import dashboards_churn, dashboards_cohorts, dashboards_pipeline
 from monitoring.board import Board, panel_number
 from monitoring.config import GRAFANA_URL, TARGETS_SELECTOR, THRESHOLDS
 
-T = THRESHOLDS
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -72,9 +70,9 @@ def business_alerts() -> list[Alert]:
     hold = 30
     churn_spike = Alert(
         "ChurnRateSpike",
-        f"{rules.CHURN} > {T.churn_spike_factor:g} * {rules.CHURN_BASELINE}\n"
-        f"  and {rules.CHURN} > {T.churn_floor:g}\n"
-        f"  and {rules.LOST} >= {T.churn_min_lost}\n",
+        f"{rules.CHURN} > {THRESHOLDS.churn_spike_factor:g} * {rules.CHURN_BASELINE}\n"
+        f"  and {rules.CHURN} > {THRESHOLDS.churn_floor:g}\n"
+        f"  and {rules.LOST} >= {THRESHOLDS.churn_min_lost}\n",
         hold,
         "warning",
         "growth",
@@ -84,8 +82,9 @@ def business_alerts() -> list[Alert]:
         description=f"{recorded_value(rules.LOST, 'period')} customers of the base at the "
         "start of the last complete {{ $labels.period }} were no longer in the base at its "
         "end (churn = lost / start base, {{ $value | humanizePercentage }}). That is more "
-        f"than {T.churn_spike_factor:g} times the trailing baseline (mean of the previous "
-        f"7 days, or 4 weeks for weekly churn) and above the {T.churn_floor:.0%} floor, and "
+        f"than {THRESHOLDS.churn_spike_factor:g} times the trailing baseline (mean of the "
+        "previous 7 days, or 4 weeks for weekly churn) and above the "
+        f"{THRESHOLDS.churn_floor:.0%} floor, and "
         f"has been for {spoken(hold)}.",
         runbook="1) Open the dashboard and see whether the lost customers are new ones "
         "(quick churn) or long-time ones, and which platform/channel they come from. 2) On "
@@ -106,13 +105,14 @@ def business_alerts() -> list[Alert]:
     retention_drop = Alert(
         "RetentionDrop",
         f"{rules.EARLY_RETENTION_NEWEST}\n"
-        f"    < {T.retention_drop_factor:g} * {rules.EARLY_RETENTION_BASELINE}\n"
-        f"  and {rules.NEWEST_COHORT_SIZE} >= {T.retention_drop_min_cohort}\n",
+        f"    < {THRESHOLDS.retention_drop_factor:g} * {rules.EARLY_RETENTION_BASELINE}\n"
+        f"  and {rules.NEWEST_COHORT_SIZE} >= {THRESHOLDS.retention_drop_min_cohort}\n",
         hold,
         "warning",
         "growth",
         summary="Early retention of the newest {{ $labels.cohort_period }} cohort fell to "
-        f"{{{{ $value | humanizePercentage }}}}, below {T.retention_drop_factor:.0%} of its "
+        "{{ $value | humanizePercentage }}, below "
+        f"{THRESHOLDS.retention_drop_factor:.0%} of its "
         f"baseline of {recorded_value(rules.EARLY_RETENTION_BASELINE, 'cohort_period', True)}.",
         description=f"Of the {recorded_value(rules.NEWEST_COHORT_SIZE, 'cohort_period')} "
         "customers of the newest {{ $labels.cohort_period }} cohort with a complete offset-1 "
@@ -163,15 +163,15 @@ def pipeline_alerts() -> list[Alert]:
         ),
         Alert(
             "ConsumerLagHigh",
-            f"sum(retention_consumer_lag) > {T.consumer_lag_max}",
+            f"sum(retention_consumer_lag) > {THRESHOLDS.consumer_lag_max}",
             lag_hold,
             "warning",
             "data",
             summary="Retention worker is {{ $value }} events behind the events topic.",
             description="The consumer group has {{ $value }} records not yet processed (sum "
             "over partitions, highwater minus position) and has had more than "
-            f"{T.consumer_lag_max} for {spoken(lag_hold)}. Metrics lag behind reality by that "
-            "much.",
+            f"{THRESHOLDS.consumer_lag_max} for {spoken(lag_hold)}. Metrics lag behind reality "
+            "by that much.",
             runbook="1) On the Pipeline dashboard compare consumed events/s with produced "
             "events: a burst or backfill drains by itself; a steady climb does not. 2) Check "
             "batch and Redis latency (slow Redis, memory pressure, evictions). 3) Add worker "
@@ -181,16 +181,16 @@ def pipeline_alerts() -> list[Alert]:
         Alert(
             "InvalidEventsRate",
             f"{invalid_rate}\n"
-            f"    / {consumed_rate} > {T.invalid_share_max:g}\n"
-            f"  and {invalid_rate} > {T.invalid_rate_min:g}\n",
+            f"    / {consumed_rate} > {THRESHOLDS.invalid_share_max:g}\n"
+            f"  and {invalid_rate} > {THRESHOLDS.invalid_rate_min:g}\n",
             invalid_hold,
             "warning",
             "data",
             summary="{{ $value | humanizePercentage }} of incoming events are invalid.",
             description=f"Over the last {spoken(window)} {{{{ $value | humanizePercentage }}}} "
             "of the consumed records were rejected to the dead-letter topic (threshold "
-            f"{T.invalid_share_max:.0%}), for {spoken(invalid_hold)}. Those events are not "
-            "counted in any metric.",
+            f"{THRESHOLDS.invalid_share_max:.0%}), for {spoken(invalid_hold)}. Those events "
+            "are not counted in any metric.",
             runbook="1) The Pipeline dashboard splits invalid events by reason "
             "(malformed_json, missing_field, bad_timestamp, unknown_type, ...). 2) Read a few "
             "records of the dead-letter topic: each carries the reason, a detail and the "
