@@ -28,32 +28,9 @@ from redis import Redis
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
 from bench.tracker import Target
-from core.schema import Keys
+from core.schema import CUSTOMER_SLOTS, Keys, key_kind
 from core.settings import Settings
 
-# The values of a customer blob in order (streams/customer.lua SLOTS).
-BLOB_SLOTS = (
-    "o8",
-    "due",
-    "a",
-    "v",
-    "e",
-    "f",
-    "l",
-    "gp",
-    "gc",
-    "pt",
-    "ls",
-    "p",
-    "r",
-    "q",
-    "x",
-    "s",
-    "k",
-    "sa",
-    "st",
-    "si",
-)
 # MessagePack first bytes of fixed size (1 + that many bytes): ints and floats.
 FIXED_SIZES = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 FIXED_SIZES |= {0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
@@ -81,12 +58,12 @@ def namespace_usage(redis: Redis, namespace: str) -> dict[str, dict[str, int]]:
         for key in batch:
             pipe.memory_usage(key, samples=0)
         for key, size in zip(batch, pipe.execute(), strict=True):
-            kind = _kind(key.decode(errors="replace"))
+            kind = key_kind(key.decode(errors="replace"))
             kinds[kind]["keys"] += 1
             kinds[kind]["bytes"] += int(size or 0)
         batch.clear()
 
-    for key in redis.scan_iter(match=f"{namespace}:*", count=5000):
+    for key in redis.scan_iter(match=Keys(namespace, 1).pattern(), count=5000):
         batch.append(key)
         if len(batch) >= 2000:
             flush()
@@ -95,22 +72,11 @@ def namespace_usage(redis: Redis, namespace: str) -> dict[str, dict[str, int]]:
     return dict(kinds)
 
 
-def _kind(key: str) -> str:
-    if ":b:" in key:
-        return "customer buckets"
-    tail = key.rsplit(":", 1)[-1]
-    if tail in ("agg", "days", "per", "line"):
-        return "shard aggregates"
-    if tail in ("due", "outbox"):
-        return f"lifecycle {tail}"
-    return "other"
-
-
 def blob_parts(blob: bytes) -> dict[str, int]:
     """Bytes each value of a customer blob (a MessagePack sequence) takes."""
     parts: dict[str, int] = {}
     pos = 0
-    for slot in BLOB_SLOTS:
+    for slot in CUSTOMER_SLOTS:
         if pos >= len(blob):
             break
         end = _skip(blob, pos)
@@ -287,7 +253,7 @@ def time_scrapes(target: Target, scrapes: int, workdir: Path) -> ScrapeResult:
 
 def delete_namespace(redis: Redis, namespace: str) -> int:
     deleted, batch = 0, []
-    for key in redis.scan_iter(match=f"{namespace}:*", count=5000):
+    for key in redis.scan_iter(match=Keys(namespace, 1).pattern(), count=5000):
         batch.append(key)
         if len(batch) >= 2000:
             deleted += int(redis.unlink(*batch))

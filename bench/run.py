@@ -50,6 +50,7 @@ from bench.procs import (
 )
 from bench.tracker import DEFAULT_SHARDS, Target, Worker, run_latency, run_throughput, start_worker
 from core.schema import Keys
+from core.totals import HEADLINE, headline
 
 EVENTS_PER_CUSTOMER = 4.3  # what the mix averages; sizes the throughput data set
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -434,12 +435,9 @@ class Bench:
         after = memory.RedisSnapshot.take(self.redis)
         self.results["fill"] = fill.as_dict()
         console.print(f"  fill: {fill.rate:,.0f} events/s (verified={fill.verified})")
+        keys = Keys(target.namespace, target.shards)
         tracked = sum(
-            int(
-                self.redis.hget(Keys(target.namespace, target.shards).aggregates(s)[0], "customers")
-                or 0
-            )
-            for s in range(target.shards)
+            headline(self.redis.hmget(keys.totals(s), HEADLINE))[1] for s in range(target.shards)
         )
         usage = memory.namespace_usage(self.redis, target.namespace)
         ns_keys = sum(v["keys"] for v in usage.values())
@@ -474,7 +472,7 @@ class Bench:
     def _wait_outbox_empty(self, target: Target, timeout: float = 300) -> None:
         """Let the worker finish publishing lifecycle changes (its outbox is transient)."""
         keys = Keys(target.namespace, target.shards)
-        outboxes = [keys.lifecycle(s)[1] for s in range(target.shards)]
+        outboxes = [keys.outbox(s) for s in range(target.shards)]
         deadline = time.monotonic() + timeout
         quiet = 0
         while quiet < 3 and time.monotonic() < deadline:

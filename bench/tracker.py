@@ -39,6 +39,7 @@ from bench.mix import live_value
 from bench.procs import VENV_BIN, Child, CpuMeter, free_port
 from core.schema import Keys
 from core.settings import Settings
+from core.totals import marker_fields, positions, sum_totals
 
 POLL = 0.2
 POLL_LATENCY = 0.01
@@ -185,12 +186,8 @@ async def run_throughput(
 async def applied_events(redis: AsyncRedis, namespace: str, shards: int) -> int:
     """Σ over shards of the per-type counts of applied events (retention_events_total)."""
     keys = Keys(namespace, shards)
-    total = 0
-    for shard in range(shards):
-        for name, value in (await redis.hgetall(keys.aggregates(shard)[0])).items():
-            if (name.decode() if isinstance(name, bytes) else name).startswith("e:"):
-                total += int(value)
-    return total
+    replies = [await redis.hgetall(keys.totals(shard)) for shard in range(shards)]
+    return sum_totals(replies).applied_events
 
 
 async def _eval_stats(redis: AsyncRedis) -> dict[str, dict[str, float]]:
@@ -289,14 +286,13 @@ async def wait_idle(target: Target, worker: Worker, timeout: float = 120) -> Non
     raise TimeoutError(f"{worker.child.name} did not catch up within {timeout:.0f}s")
 
 
-async def marker_prefix(redis: AsyncRedis, keys: Keys, topic: str) -> str:
-    """`o:<topic>@<id>:` as the worker names the topic's offset markers (the id is the
-    broker's topic id), read from a shard that has applied records of it."""
+async def marker_source(redis: AsyncRedis, keys: Keys, topic: str) -> str:
+    """The source (`<topic>@<id>`, the id being the broker's topic id) whose offset
+    markers the worker writes for the topic, read from a shard that has applied records."""
     for shard in range(keys.shards):
-        for raw in await redis.hkeys(keys.aggregates(shard)[0]):
-            name = raw.decode() if isinstance(raw, bytes) else raw
-            if name.startswith((f"o:{topic}@", f"o:{topic}:")):
-                return name.rsplit(":", 1)[0] + ":"
+        for source, _ in positions(await redis.hgetall(keys.totals(shard))):
+            if source == topic or source.startswith(f"{topic}@"):
+                return source
     raise RuntimeError(f"no offset markers of {topic} in namespace {keys.namespace}")
 
 
@@ -304,10 +300,10 @@ class OffsetPoller:
     """Snapshots of every shard's offset markers (offset after the last applied record of
     each partition), with the time of each."""
 
-    def __init__(self, redis: AsyncRedis, keys: Keys, partitions: int, prefix: str) -> None:
+    def __init__(self, redis: AsyncRedis, keys: Keys, partitions: int, source: str) -> None:
         self.redis = redis
-        self.aggs = [keys.aggregates(s)[0] for s in range(keys.shards)]
-        self.fields = [f"{prefix}{p}" for p in range(partitions)]
+        self.aggs = [keys.totals(s) for s in range(keys.shards)]
+        self.fields = marker_fields(source, range(partitions))
         self.times: list[float] = []
         # series[(shard, partition)] = applied offset at each snapshot (non-decreasing)
         self.series: dict[tuple[int, int], list[int]] = {}
@@ -343,8 +339,8 @@ async def run_latency(
     await wait_idle(target, worker)
     keys = Keys(target.namespace, target.shards)
     redis = AsyncRedis.from_url(target.redis_url)
-    prefix = await marker_prefix(redis, keys, target.topic)
-    poller = OffsetPoller(redis, keys, target.partitions, prefix)
+    source = await marker_source(redis, keys, target.topic)
+    poller = OffsetPoller(redis, keys, target.partitions, source)
     producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks=1, linger_ms=5)
     await producer.start()
     sent: list[tuple[float, int, asyncio.Future[object]]] = []

@@ -1,36 +1,175 @@
-"""Names of everything the tracker keeps in Redis: keys, customer fields, period codes.
+"""Everything the tracker keeps in Redis: keys, hash fields, event flags, script arguments.
+
+This module is the only Python that spells a stored name; the Lua scripts get the same
+names from lua_header(), which is prepended to every script when it is loaded.
 
 Key layout (every key of a shard carries the same hash tag, so it is Redis Cluster ready):
-  <ns>:{s:N}:agg   customers, watermark, applied offsets, event and invalid counts
-  <ns>:{s:N}:days  per-day base size and active-window counts
-  <ns>:{s:N}:per   per-period cohort sizes and cells, stayed-in-base, lifecycle, value
-  <ns>:{s:N}:line  day-keyed deltas and counts summed up to the watermark by the exporter
-  <ns>:{s:N}:b:<n> a bucket of customers: field = customer id (customer_field), value =
-                   the customer's state as one binary blob (layout in customer.lua)
-  <ns>:{s:N}:due   lifecycle due set: bucket number -> earliest day one of its customers is due
+  <ns>:{s:N}:agg    shard totals (TotalsField): customers, watermark, applied offsets,
+                    event and invalid counts, money
+  <ns>:{s:N}:days   per-day counts (DaysField): base size, active windows, NPS answers
+  <ns>:{s:N}:per    per-period counts (PeriodsField): cohort sizes and cells, stayed in
+                    the base, lifecycle, installs, cohort value
+  <ns>:{s:N}:line   day-keyed deltas (TimelineField) the reader sums up to the watermark
+  <ns>:{s:N}:b:<n>  a bucket of customers: field = customer id (customer_field), value =
+                    the customer's state as one blob (CUSTOMER_SLOTS, layout in customer.lua)
+  <ns>:{s:N}:due    lifecycle due set: bucket number -> earliest day one of its customers is due
   <ns>:{s:N}:outbox lifecycle changes waiting to be produced
-  <ns>:fingerprint the settings the state was built with (streams/guard.py)
-  <ns>:dims:<dimension> breakdown codes of platforms and channels (streams/dimensions.py)
+  <ns>:fingerprint  the settings the state was built with (streams/guard.py)
+  <ns>:dims:<dim>   breakdown codes of platforms and channels (streams/dimensions.py)
+
+Fields of the day, period and timeline hashes are a prefix followed by numbers joined
+with ':' (field_name()); breakdown counters carry a scope in front, e.g. 'P0|' (scope()).
 """
 
 from __future__ import annotations
 
 import uuid
 import zlib
+from enum import IntFlag
+from typing import NamedTuple
 
 from core.calendar import Period
 from core.settings import CUSTOMER_BUCKETS
 
-# Breakdown dimensions and their one-letter prefixes in the per-period fields.
+# Breakdown dimensions and the letter that starts their codes.
 DIMENSIONS = {"platform": "P", "channel": "C"}
+# Dimension codes besides the registered numbers: no value given, and past the cap.
 UNKNOWN, OTHER = "u", "o"
+CODES_SEPARATOR = "\t"  # between an event's dimension codes, e.g. 'P0\tC3'
+SCOPE_END = "|"  # ends a breakdown scope in front of a field, e.g. 'P0|'
 # The letter of each period kind in per-period fields.
 PERIOD_CODES = {Period.DAY: "d", Period.WEEK: "w", Period.MONTH: "m"}
 
 
-def registry_key(namespace: str, dimension: str) -> str:
-    """The hash that maps a dimension's raw values to their codes."""
-    return f"{namespace}:dims:{dimension}"
+class TotalsField:
+    """Fields of a shard's totals hash (<tag>:agg)."""
+
+    CUSTOMERS = "customers"
+    WATERMARK = "watermark_ms"  # newest event time applied (capped by the clock)
+    PURCHASES = "purchases"
+    REVENUE = "revenue_milli"
+    REFUNDS = "refunds"
+    REFUNDED = "refunded_milli"
+    PURCHASING_CUSTOMERS = "purchasing"
+    REPEAT_CUSTOMERS = "repeat"
+    FIRST_DAY_SUM = "sumf"  # sum of customers' first activity days
+    EVENTS_OF_TYPE = "e:"  # + event type
+    INVALID_OF_REASON = "inv:"  # + rejection reason
+    OFFSET_MARKER = "o:"  # + source + ':' + partition: offset after the last applied record
+    PARTITION_MARK = "m:"  # + source + ':' + partition: newest event time applied from it
+
+
+class DaysField:
+    """Fields of a shard's per-day hash (<tag>:days), each followed by a day number."""
+
+    BASE = "b:"  # customers in the base at the end of the day
+    ACTIVE_IN_WINDOW = "a"  # + window length + ':' + day (active_window())
+    NPS_PROMOTERS = "np:"
+    NPS_PASSIVES = "nq:"
+    NPS_DETRACTORS = "nd:"
+
+
+class PeriodsField:
+    """Fields of a shard's per-period hash (<tag>:per): prefix, period code, period number
+    (a cohort's for the cohort fields), and for cells the offset from the cohort."""
+
+    COHORT_SIZE = "z:"
+    ACTIVE = "p:"
+    RETURNING = "r:"  # active in the period and the one before
+    RETAINED = "c:"  # cell: cohort customers active in period cohort + offset
+    RETAINED_OR_LATER = "u:"  # cell: ... active in that period or a later one
+    INSTALLS = "i:"
+    SUBSCRIPTION_CANCELS = "sc:"
+    STAYED_IN_BASE = "s:"  # in the base at the end of the period before and of this one
+    COHORT_PURCHASES = "vp:"  # month cohorts only, like the two below
+    COHORT_NET_REVENUE = "vr:"
+    COHORT_FIRST_DAY_SUM = "vf:"
+
+
+class TimelineField:
+    """Fields of a shard's timeline hash (<tag>:line): deltas keyed by the day they take
+    effect, which the reader sums over all days up to the watermark."""
+
+    SUBSCRIBERS = "sd:"
+    MRR = "sm:"
+    FIRST_CHURN_QUICK = "cq:"  # churned within the quick-churn days of the first activity
+    FIRST_CHURN_LATE = "cl:"
+    WON_BACK_QUICK = "wq:"  # active again after that first churn
+    WON_BACK_LATE = "wl:"
+    RFM_KEY = "rf:"  # + last day : frequency score : monetary score : first day (or NOT_NEW)
+    RFM_NOT_NEW = "x"
+
+
+FIELD_GROUPS: tuple[type, ...] = (TotalsField, DaysField, PeriodsField, TimelineField)
+
+
+def field_name(prefix: str, *parts: object, scope: str = "") -> str:
+    """A stored field name: scope, prefix, then the parts joined with ':'."""
+    return scope + prefix + ":".join(map(str, parts))
+
+
+def active_window(window: int) -> str:
+    """The day-field prefix of customers active in the `window` days ending on a day."""
+    return f"{DaysField.ACTIVE_IN_WINDOW}{window}:"
+
+
+def scope(dimension: str, code: str) -> str:
+    """The field prefix of a breakdown value's counters."""
+    return f"{DIMENSIONS[dimension]}{code}{SCOPE_END}"
+
+
+def names(group: type) -> dict[str, str]:
+    """A field group's constants by name."""
+    return {k: v for k, v in vars(group).items() if k.isupper() and isinstance(v, str)}
+
+
+class Flag(IntFlag):
+    """What an event does to its customer, one bit each (the scripts test the bits)."""
+
+    ACTIVITY = 1
+    CHURN = 2
+    PURCHASE = 4
+    REFUND = 8
+    SUBSCRIPTION_ON = 16
+    SUBSCRIPTION_OFF = 32
+    INSTALL = 64
+    NPS = 128
+
+
+# The batch script's arguments. KEYS: BATCH_KEYS, then the buckets of the batch's
+# customers. ARGV: BATCH_ARGS, SPAN_ARGS once per partition of the batch, EventArgs
+# once per record. The scripts address them through lua_header()'s slot tables.
+BATCH_KEYS = ("totals", "days", "periods", "timeline", "due")
+BATCH_ARGS = ("config", "source", "clock_ceiling", "span_count")
+SPAN_ARGS = ("partition", "start", "end")
+SWEEP_KEYS = ("due", "outbox")
+SWEEP_ARGS = ("config", "bucket_prefix")
+
+
+class EventArgs(NamedTuple):
+    """One record's arguments to the batch script, in order; an invalid record has
+    bucket_key 0 and its rejection reason as kind."""
+
+    bucket_key: int  # index in KEYS of the customer's bucket
+    partition: int
+    offset: int
+    event_hash: bytes | str  # hash of the event id (customers remember applied ones)
+    kind: str  # event type
+    flags: int = 0
+    day: int = 0
+    ts_ms: int = 0
+    amount_milli: int = 0
+    nps_score: int = -1  # -1: no score
+    codes: str = ""  # breakdown codes, e.g. 'P0\tC3'
+    subscription_id: str = ""  # the event id of subscription starts: it breaks ts ties
+    customer_field: bytes | str = b""
+
+
+# The values of a customer blob, in order (customer.lua stores and reads them).
+CUSTOMER_SLOTS = (
+    *("o8", "due", "a", "v", "e", "f", "l", "gp", "gc", "pt"),
+    *("ls", "p", "r", "q", "x", "s", "k", "sa", "st", "si"),
+)
 
 
 class Keys:
@@ -47,29 +186,44 @@ class Keys:
     def tag(self, shard: int) -> str:
         return f"{self.namespace}:{{s:{shard}}}"
 
-    def aggregates(self, shard: int) -> tuple[str, str, str, str]:
-        tag = self.tag(shard)
-        return f"{tag}:agg", f"{tag}:days", f"{tag}:per", f"{tag}:line"
+    def totals(self, shard: int) -> str:
+        return f"{self.tag(shard)}:agg"
 
-    def lifecycle(self, shard: int) -> tuple[str, str]:
-        """The shard's lifecycle due set (of buckets) and outbox."""
-        tag = self.tag(shard)
-        return f"{tag}:due", f"{tag}:outbox"
+    def days(self, shard: int) -> str:
+        return f"{self.tag(shard)}:days"
+
+    def periods(self, shard: int) -> str:
+        return f"{self.tag(shard)}:per"
+
+    def timeline(self, shard: int) -> str:
+        return f"{self.tag(shard)}:line"
+
+    def due(self, shard: int) -> str:
+        """The shard's lifecycle due set (of bucket numbers)."""
+        return f"{self.tag(shard)}:due"
+
+    def outbox(self, shard: int) -> str:
+        """The shard's lifecycle changes waiting to be produced."""
+        return f"{self.tag(shard)}:outbox"
+
+    def batch_keys(self, shard: int) -> list[str]:
+        """The shard's keys in the order of BATCH_KEYS."""
+        return [getattr(self, name)(shard) for name in BATCH_KEYS]
+
+    def sweep_keys(self, shard: int) -> list[str]:
+        """The shard's keys in the order of SWEEP_KEYS."""
+        return [getattr(self, name)(shard) for name in SWEEP_KEYS]
 
     def fingerprint(self) -> str:
         """The settings the state was built with (streams/guard.py)."""
         return f"{self.namespace}:fingerprint"
 
-    @staticmethod
-    def offset_marker(source: str, partition: int) -> str:
-        """Field of a shard's totals: the offset after the last applied record of a
-        partition of the events topic `source` (apply_batch.lua writes it)."""
-        return f"o:{source}:{partition}"
+    def registry(self, dimension: str) -> str:
+        return registry_key(self.namespace, dimension)
 
-    @staticmethod
-    def partition_mark(source: str, partition: int) -> str:
-        """Field of a shard's totals: newest event time applied from a partition."""
-        return f"m:{source}:{partition}"
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of the namespace."""
+        return f"{self.namespace}:*"
 
     def bucket_prefix(self, shard: int) -> str:
         """Bucket n of the shard is this prefix followed by n."""
@@ -80,6 +234,43 @@ class Keys:
         crc = zlib.crc32(customer_id.encode())
         shard, bucket = crc % self.shards, crc // self.shards % self.buckets_per_shard
         return f"{self.bucket_prefix(shard)}{bucket}", customer_field(customer_id)
+
+
+def registry_key(namespace: str, dimension: str) -> str:
+    """The hash that maps a dimension's raw values to their codes (outside the shards)."""
+    return f"{namespace}:dims:{dimension}"
+
+
+def key_kind(key: str) -> str:
+    """What a key of a namespace holds, for memory accounts."""
+    if ":b:" in key:
+        return "customer buckets"
+    tail = key.rsplit(":", 1)[-1]
+    if tail in ("agg", "days", "per", "line"):
+        return "shard aggregates"
+    if tail in ("due", "outbox"):
+        return f"lifecycle {tail}"
+    return "other"
+
+
+def offset_marker(source: str, partition: int) -> str:
+    """Totals field: the offset after the last applied record of a partition of the
+    events topic `source` (topic@id, streams/topic_identity.py)."""
+    return f"{TotalsField.OFFSET_MARKER}{source}:{partition}"
+
+
+def partition_mark(source: str, partition: int) -> str:
+    """Totals field: newest event time applied from a partition."""
+    return f"{TotalsField.PARTITION_MARK}{source}:{partition}"
+
+
+def parse_position(name: str) -> tuple[str, str, int] | None:
+    """(prefix, source, partition) of an offset marker or partition mark, else None."""
+    for prefix in (TotalsField.OFFSET_MARKER, TotalsField.PARTITION_MARK):
+        if name.startswith(prefix):
+            source, _, partition = name[len(prefix) :].rpartition(":")
+            return prefix, source, int(partition)
+    return None
 
 
 def customer_field(customer_id: str) -> bytes:
@@ -97,8 +288,55 @@ def customer_field(customer_id: str) -> bytes:
     return b"\xff" + raw if len(raw) == 16 else raw
 
 
-def customer_of_field(field: bytes) -> str:
+def customer_of_field(name: bytes) -> str:
     """The customer id behind a bucket field (the inverse of customer_field)."""
-    if len(field) == 16:
-        return str(uuid.UUID(bytes=field))
-    return (field[1:] if field[:1] == b"\xff" else field).decode()
+    if len(name) == 16:
+        return str(uuid.UUID(bytes=name))
+    return (name[1:] if name[:1] == b"\xff" else name).decode()
+
+
+def lua_header() -> str:
+    """The names above as Lua locals, prepended to every script: field prefixes by group,
+    flag bits, the scripts' KEYS/ARGV slots, the customer blob's slots, and the helpers
+    that build composite field names."""
+    tables: dict[str, dict[str, str] | dict[str, int]] = {
+        group.__name__: names(group) for group in FIELD_GROUPS
+    }
+    tables["PeriodCode"] = {kind.name: code for kind, code in PERIOD_CODES.items()}
+    tables["Flag"] = {flag.name or "": flag.value for flag in Flag}
+    tables["BatchKey"] = _slots(BATCH_KEYS, 1) | {"FIRST_BUCKET": len(BATCH_KEYS) + 1}
+    tables["BatchArg"] = _slots(BATCH_ARGS, 1) | {"FIRST_SPAN": len(BATCH_ARGS) + 1}
+    tables["SpanArg"] = _slots(SPAN_ARGS, 0) | {"COUNT": len(SPAN_ARGS)}
+    tables["EventArg"] = _slots(EventArgs._fields, 0) | {"COUNT": len(EventArgs._fields)}
+    tables["SweepKey"] = _slots(SWEEP_KEYS, 1)
+    tables["SweepArg"] = _slots(SWEEP_ARGS, 1)
+    tables["DimensionLetter"] = dict(DIMENSIONS)
+    lines = ["-- Generated by core/schema.py lua_header(): stored names and argument slots."]
+    lines += [f"local {name} = {_lua_table(values)}" for name, values in tables.items()]
+    lines += [
+        f"local CUSTOMER_SLOTS = {{ {', '.join(map(_lua, CUSTOMER_SLOTS))} }}",
+        f"local DIMENSION_UNKNOWN, DIMENSION_OTHER = {_lua(UNKNOWN)}, {_lua(OTHER)}",
+        f"local CODES_SEPARATOR, SCOPE_END = {_lua(CODES_SEPARATOR)}, {_lua(SCOPE_END)}",
+        "local function offset_marker(source, partition)",
+        "  return TotalsField.OFFSET_MARKER .. source .. ':' .. partition",
+        "end",
+        "local function partition_mark(source, partition)",
+        "  return TotalsField.PARTITION_MARK .. source .. ':' .. partition",
+        "end",
+        "local function active_window(n) return DaysField.ACTIVE_IN_WINDOW .. n .. ':' end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _slots(slots: tuple[str, ...], first: int) -> dict[str, int]:
+    return {name.upper(): first + i for i, name in enumerate(slots)}
+
+
+def _lua(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\t", "\\t") + "'"
+
+
+def _lua_table(values: dict[str, str] | dict[str, int]) -> str:
+    return "{ " + ", ".join(f"{k} = {_lua(v)}" for k, v in values.items()) + " }"

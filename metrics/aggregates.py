@@ -9,20 +9,45 @@ retention cells of the cohorts that have customers.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from redis import Redis
 
 from core.calendar import Calendar, Period
-from core.schema import DIMENSIONS, OTHER, PERIOD_CODES, UNKNOWN, Keys, registry_key
+from core.rules import ACTIVITY_WINDOWS, lost
+from core.schema import (
+    DIMENSIONS,
+    OTHER,
+    PERIOD_CODES,
+    UNKNOWN,
+    DaysField,
+    Keys,
+    PeriodsField,
+    TimelineField,
+    TotalsField,
+    active_window,
+    field_name,
+    registry_key,
+    scope,
+)
 from core.settings import Settings
+from core.totals import HEADLINE, headline, sum_totals
 
-WINDOWS = (1, 7, 30)
-
-# Timeline series (subscriber deltas, first churns, RFM keys) by name, then by the
-# rest of the field name (a day, or the RFM key).
+# Timeline series (subscriber deltas, first churns, RFM keys) by field prefix, then by
+# the rest of the field name (a day, or the RFM key).
 Timeline = defaultdict[str, Counter[str]]
+NPS_GROUPS = (
+    ("promoter", DaysField.NPS_PROMOTERS),
+    ("passive", DaysField.NPS_PASSIVES),
+    ("detractor", DaysField.NPS_DETRACTORS),
+)
+# Tenure classes of first churns: (label, first-churn series, won-back series).
+TENURES = (
+    ("quick", TimelineField.FIRST_CHURN_QUICK, TimelineField.WON_BACK_QUICK),
+    ("late", TimelineField.FIRST_CHURN_LATE, TimelineField.WON_BACK_LATE),
+)
 
 
 class CohortCell(NamedTuple):
@@ -48,7 +73,7 @@ class PeriodChurn:
 
     @property
     def lost(self) -> int:
-        return self.base_start - self.stayed
+        return lost(self.base_start, self.stayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +106,22 @@ class CohortValue:
     customer_days: int
 
 
+@dataclass(frozen=True, slots=True)
+class Purchases:
+    """Purchase and refund totals of all customers."""
+
+    purchases: int = 0
+    revenue_milli: int = 0
+    refunds: int = 0
+    refunded_milli: int = 0
+    purchasing_customers: int = 0
+    repeat_customers: int = 0
+
+    @property
+    def net_milli(self) -> int:
+        return self.revenue_milli - self.refunded_milli
+
+
 @dataclass(slots=True)
 class Core:
     """The metrics that are also broken down by platform and channel."""
@@ -96,7 +137,8 @@ class Snapshot:
     customers: int = 0
     watermark_ms: int | None = None
     watermark_day: int | None = None
-    totals: Counter[str] = field(default_factory=Counter)
+    purchases: Purchases = field(default_factory=Purchases)
+    first_day_sum: int = 0  # of every customer's first activity day
     events: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     active: dict[int, int] = field(default_factory=dict)
@@ -127,10 +169,22 @@ class AggregateReader:
         self.nps_days = settings.nps_window_days
         self.namespace = settings.namespace
 
+    def headline(self) -> tuple[int | None, int]:
+        """(newest event time applied or None, customers) over the shards: a cheap look."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.hmget(self.keys.totals(shard), HEADLINE)
+        marks, customers = [], 0
+        for values in pipe.execute():
+            watermark, count = headline(values)
+            customers += count
+            if watermark is not None:
+                marks.append(watermark)
+        return (max(marks) if marks else None), customers
+
     def read(self) -> Snapshot:
         snap = Snapshot()
-        timeline, scopes = self._read_totals(snap)
-        max_ts = snap.totals.pop("watermark_ms", None)
+        max_ts, timeline, scopes = self._read_totals(snap)
         if max_ts is None:
             return snap
         snap.watermark_ms = max_ts - self.lateness_ms
@@ -138,15 +192,17 @@ class AggregateReader:
         snap.watermark_day = today
         prefixes = ["", *scopes.values()]
         days, periods = self._sum_fields(
-            (1, self._day_fields(today, prefixes)), (2, self._period_heads(today, prefixes))
+            (self.keys.days, self._day_fields(today, prefixes)),
+            (self.keys.periods, self._period_heads(today, prefixes)),
         )
-        (cells,) = self._sum_fields((2, self._cohort_cells(today, prefixes, periods)))
+        cells_wanted = self._cohort_cells(today, prefixes, periods)
+        (cells,) = self._sum_fields((self.keys.periods, cells_wanted))
         periods |= cells
-        snap.active = {n: days[f"a{n}:{today}"] for n in WINDOWS}
+        snap.active = {n: days[field_name(active_window(n), today)] for n in ACTIVITY_WINDOWS}
         snap.nps = Counter(
             {
-                group: sum(days[f"{code}:{today - i}"] for i in range(self.nps_days))
-                for group, code in (("promoter", "np"), ("passive", "nq"), ("detractor", "nd"))
+                group: sum(days[field_name(prefix, today - i)] for i in range(self.nps_days))
+                for group, prefix in NPS_GROUPS
             }
         )
         for kind in Period:
@@ -154,57 +210,66 @@ class AggregateReader:
             self._fill_unbounded(snap, kind, today, periods)
             snap.churn.append(self._churn(kind, today, days, periods, timeline))
             snap.lifecycle += self._lifecycle(kind, today, periods)
-        for scope, prefix in scopes.items():
-            snap.breakdowns[scope] = self._core(today, days, periods, prefix)
+        for breakdown, prefix in scopes.items():
+            snap.breakdowns[breakdown] = self._core(today, days, periods, prefix)
         self._fill_value(snap, today, periods)
         self._fill_timeline(snap, today, timeline)
         return snap
 
-    def _read_totals(self, snap: Snapshot) -> tuple[Timeline, dict[tuple[str, str], str]]:
-        """Sum the shard totals into the snapshot; return the summed timeline and the scopes."""
+    def _read_totals(
+        self, snap: Snapshot
+    ) -> tuple[int | None, Timeline, dict[tuple[str, str], str]]:
+        """Sum the shard totals into the snapshot; return the newest event time applied,
+        the summed timeline and the breakdown scopes."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            agg, _, _, line = self.keys.aggregates(shard)
-            pipe.hgetall(agg)
-            pipe.hgetall(line)
+            pipe.hgetall(self.keys.totals(shard))
+            pipe.hgetall(self.keys.timeline(shard))
         for dimension in DIMENSIONS:
             pipe.hgetall(registry_key(self.namespace, dimension))
         replies = pipe.execute()
         shard_replies = replies[: 2 * self.keys.shards]
+        totals = sum_totals(shard_replies[::2])
         timeline: Timeline = defaultdict(Counter)
-        for totals, line in zip(shard_replies[::2], shard_replies[1::2], strict=True):
-            for raw_name, raw_value in totals.items():
-                name, value = raw_name.decode(), int(raw_value)
-                if name == "watermark_ms":
-                    snap.totals[name] = max(snap.totals.get(name, value), value)
-                elif name.startswith("e:"):
-                    snap.events[name[2:]] += value
-                elif name.startswith("i:"):
-                    snap.invalid[name[2:]] += value
-                elif not name.startswith(("o:", "m:")):
-                    snap.totals[name] += value
+        for line in shard_replies[1::2]:
             for raw_name, raw_value in line.items():
                 series, _, rest = raw_name.decode().partition(":")
-                timeline[series][rest] += int(raw_value)
-        snap.customers = snap.totals["customers"]
-        return timeline, _scopes(replies[2 * self.keys.shards :])
+                timeline[series + ":"][rest] += int(raw_value)
+        counts = totals.counts
+        snap.customers = totals.customers
+        snap.events, snap.invalid = totals.events, totals.invalid
+        snap.first_day_sum = counts[TotalsField.FIRST_DAY_SUM]
+        snap.purchases = Purchases(
+            purchases=counts[TotalsField.PURCHASES],
+            revenue_milli=counts[TotalsField.REVENUE],
+            refunds=counts[TotalsField.REFUNDS],
+            refunded_milli=counts[TotalsField.REFUNDED],
+            purchasing_customers=counts[TotalsField.PURCHASING_CUSTOMERS],
+            repeat_customers=counts[TotalsField.REPEAT_CUSTOMERS],
+        )
+        return totals.watermark_ms, timeline, _scopes(replies[2 * self.keys.shards :])
 
     def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
-        core = Core(active={n: days[f"{prefix}a{n}:{today}"] for n in WINDOWS})
+        active = {
+            n: days[field_name(active_window(n), today, scope=prefix)] for n in ACTIVITY_WINDOWS
+        }
+        core = Core(active=active)
         for kind in Period:
             if kind is not Period.DAY:  # daily cohorts are not broken down
                 self._fill_cohorts(core, kind, today, periods, prefix)
             core.churn.append(self._churn(kind, today, days, periods, None, prefix))
         return core
 
-    def _sum_fields(self, *requests: tuple[int, list[str]]) -> list[dict[str, int]]:
+    def _sum_fields(
+        self, *requests: tuple[Callable[[int], str], list[str]]
+    ) -> list[dict[str, int]]:
         """HMGET each (aggregate hash, fields) request on every shard in one round trip,
         and sum the shards; a field missing on a shard counts 0."""
         pipe = self.redis.pipeline(transaction=False)
         for which, names in requests:
             for shard in range(self.keys.shards):
                 if names:  # HMGET needs at least one field
-                    pipe.hmget(self.keys.aggregates(shard)[which], names)
+                    pipe.hmget(which(shard), names)
         replies = iter(pipe.execute())
         sums: list[dict[str, int]] = []
         for _, names in requests:
@@ -226,31 +291,43 @@ class AggregateReader:
 
     def _day_fields(self, today: int, prefixes: list[str]) -> list[str]:
         fields: list[str] = []
-        for code in ("np", "nq", "nd"):
-            fields += [f"{code}:{today - i}" for i in range(self.nps_days)]
+        for _, nps in NPS_GROUPS:
+            fields += [field_name(nps, today - i) for i in range(self.nps_days)]
         for prefix in prefixes:
-            fields += [f"{prefix}a{n}:{today}" for n in WINDOWS]
+            fields += [field_name(active_window(n), today, scope=prefix) for n in ACTIVITY_WINDOWS]
             for kind in Period:
                 _, start, end = self._last_complete(kind, today)
-                fields += [f"{prefix}b:{start - 1}", f"{prefix}b:{end}"]
+                fields += [
+                    field_name(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)
+                ]
         return list(dict.fromkeys(fields))
 
     def _period_heads(self, today: int, prefixes: list[str]) -> list[str]:
         """Every per-period field except the retention cells: those wait for the sizes."""
+        f = PeriodsField
         fields: list[str] = []
         for kind in Period:
             code = PERIOD_CODES[kind]
             last = self.calendar.period(today, kind) - 1
-            fields.append(f"sc:{code}:{last}")
+            fields.append(field_name(f.SUBSCRIPTION_CANCELS, code, last))
             for p in self._recent(kind, today):
-                fields += [f"p:{code}:{p}", f"p:{code}:{p - 1}", f"r:{code}:{p}", f"i:{code}:{p}"]
+                fields += [field_name(f.ACTIVE, code, p), field_name(f.ACTIVE, code, p - 1)]
+                fields += [field_name(f.RETURNING, code, p), field_name(f.INSTALLS, code, p)]
             for prefix in prefixes:
-                fields += [f"{prefix}z:{code}:{last}", f"{prefix}s:{code}:{last}"]
+                fields += [field_name(f.COHORT_SIZE, code, last, scope=prefix)]
+                fields += [field_name(f.STAYED_IN_BASE, code, last, scope=prefix)]
                 if prefix and kind is Period.DAY:
                     continue  # daily cohorts are not broken down
-                fields += [f"{prefix}z:{code}:{p}" for p in self._recent(kind, today)]
+                fields += [
+                    field_name(f.COHORT_SIZE, code, p, scope=prefix)
+                    for p in self._recent(kind, today)
+                ]
         for month in self._recent(Period.MONTH, today):
-            fields += [f"vp:{month}", f"vr:{month}", f"vf:{month}"]
+            fields += [
+                field_name(f.COHORT_PURCHASES, month),
+                field_name(f.COHORT_NET_REVENUE, month),
+            ]
+            fields += [field_name(f.COHORT_FIRST_DAY_SUM, month)]
         return list(dict.fromkeys(fields))
 
     def _cohort_cells(self, today: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
@@ -264,12 +341,14 @@ class AggregateReader:
                 if prefix and kind is Period.DAY:
                     continue
                 for p in self._recent(kind, today):
-                    if heads[f"{prefix}z:{code}:{p}"] <= 0:
+                    if heads[field_name(PeriodsField.COHORT_SIZE, code, p, scope=prefix)] <= 0:
                         continue
                     offsets = range(current - p + 1)
-                    fields += [f"{prefix}c:{code}:{p}:{k}" for k in offsets]
+                    retained = PeriodsField.RETAINED
+                    fields += [field_name(retained, code, p, k, scope=prefix) for k in offsets]
                     if not prefix:
-                        fields += [f"u:{code}:{p}:{k}" for k in offsets]
+                        later = PeriodsField.RETAINED_OR_LATER
+                        fields += [field_name(later, code, p, k) for k in offsets]
         return fields
 
     def _fill_cohorts(
@@ -283,13 +362,15 @@ class AggregateReader:
         code = PERIOD_CODES[kind]
         current = self.calendar.period(today, kind)
         for cohort in self._recent(kind, today):
-            size = periods[f"{prefix}z:{code}:{cohort}"]
+            size = periods[field_name(PeriodsField.COHORT_SIZE, code, cohort, scope=prefix)]
             if size <= 0:
                 continue
             core.cohort_size[(kind, cohort)] = size
             for k in range(current - cohort + 1):
                 cell = CohortCell(kind, cohort, k)
-                core.retained[cell] = periods[f"{prefix}c:{code}:{cohort}:{k}"]
+                core.retained[cell] = periods[
+                    field_name(PeriodsField.RETAINED, code, cohort, k, scope=prefix)
+                ]
 
     def _fill_unbounded(
         self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
@@ -297,7 +378,8 @@ class AggregateReader:
         code = PERIOD_CODES[kind]
         for cell in snap.retained:
             if cell.period is kind:
-                snap.unbounded[cell] = periods[f"u:{code}:{cell.cohort}:{cell.offset}"]
+                later = field_name(PeriodsField.RETAINED_OR_LATER, code, cell.cohort, cell.offset)
+                snap.unbounded[cell] = periods[later]
 
     def _churn(
         self,
@@ -309,60 +391,123 @@ class AggregateReader:
         prefix: str = "",
     ) -> PeriodChurn:
         """Base movement of the last complete period; subscriptions only for the total."""
+        last, start, _ = self._last_complete(kind, today)
+        movement = self._movement(kind, last, days, periods, prefix)
+        if timeline is None:
+            return movement
         code = PERIOD_CODES[kind]
-        last, start, end = self._last_complete(kind, today)
-        return PeriodChurn(
-            period=kind,
-            number=last,
-            base_start=days[f"{prefix}b:{start - 1}"],
-            base_end=days[f"{prefix}b:{end}"],
-            new=periods[f"{prefix}z:{code}:{last}"],
-            stayed=periods[f"{prefix}s:{code}:{last}"],
-            cancels=periods[f"sc:{code}:{last}"] if timeline is not None else 0,
-            subscribers_start=_sum_until(timeline, "sd", start - 1) if timeline is not None else 0,
+        return replace(
+            movement,
+            cancels=periods[field_name(PeriodsField.SUBSCRIPTION_CANCELS, code, last)],
+            subscribers_start=_sum_until(timeline, TimelineField.SUBSCRIBERS, start - 1),
         )
 
-    def _lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:
+    def _movement_fields(
+        self, kind: Period, number: int, prefix: str = ""
+    ) -> tuple[list[str], list[str]]:
+        """The day fields and period fields _movement reads for one period."""
         code = PERIOD_CODES[kind]
+        start, end = (
+            self.calendar.period_start(number, kind),
+            self.calendar.period_end(number, kind),
+        )
+        day_fields = [field_name(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
+        period_fields = [
+            field_name(PeriodsField.COHORT_SIZE, code, number, scope=prefix),
+            field_name(PeriodsField.STAYED_IN_BASE, code, number, scope=prefix),
+        ]
+        return day_fields, period_fields
+
+    def _movement(
+        self,
+        kind: Period,
+        number: int,
+        days: dict[str, int],
+        periods: dict[str, int],
+        prefix: str = "",
+    ) -> PeriodChurn:
+        """Base at the start and end of a period, its new customers and those who stayed."""
+        (before, end), (new, stayed) = self._movement_fields(kind, number, prefix)
+        return PeriodChurn(
+            period=kind,
+            number=number,
+            base_start=days[before],
+            base_end=days[end],
+            new=periods[new],
+            stayed=periods[stayed],
+            cancels=0,
+            subscribers_start=0,
+        )
+
+    def churn_history(
+        self, today: int, depths: dict[Period, int]
+    ) -> dict[Period, list[PeriodChurn]]:
+        """Base movement of the `depth` complete periods before today's, oldest first, per
+        period kind: one round trip."""
+        numbers = {
+            kind: range(
+                self.calendar.period(today, kind) - depth, self.calendar.period(today, kind)
+            )
+            for kind, depth in depths.items()
+        }
+        day_fields: list[str] = []
+        period_fields: list[str] = []
+        for kind, periods_of_kind in numbers.items():
+            for number in periods_of_kind:
+                wanted_days, wanted_periods = self._movement_fields(kind, number)
+                day_fields += wanted_days
+                period_fields += wanted_periods
+        days, periods = self._sum_fields(
+            (self.keys.days, list(dict.fromkeys(day_fields))),
+            (self.keys.periods, list(dict.fromkeys(period_fields))),
+        )
+        return {
+            kind: [self._movement(kind, number, days, periods) for number in periods_of_kind]
+            for kind, periods_of_kind in numbers.items()
+        }
+
+    def _lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:
+        code, f = PERIOD_CODES[kind], PeriodsField
         return [
             Lifecycle(
                 period=kind,
                 number=p,
-                active=periods[f"p:{code}:{p}"],
-                previous_active=periods[f"p:{code}:{p - 1}"],
-                new=periods[f"z:{code}:{p}"],
-                returning=periods[f"r:{code}:{p}"],
-                installs=periods[f"i:{code}:{p}"],
+                active=periods[field_name(f.ACTIVE, code, p)],
+                previous_active=periods[field_name(f.ACTIVE, code, p - 1)],
+                new=periods[field_name(f.COHORT_SIZE, code, p)],
+                returning=periods[field_name(f.RETURNING, code, p)],
+                installs=periods[field_name(f.INSTALLS, code, p)],
             )
             for p in self._recent(kind, today)
         ]
 
     def _fill_value(self, snap: Snapshot, today: int, periods: dict[str, int]) -> None:
-        totals = snap.totals
         snap.value[None] = CohortValue(
-            purchases=totals["purchases"],
-            net_milli=totals["revenue_milli"] - totals["refunded_milli"],
-            customer_days=snap.customers * (today + 1) - totals["sumf"],
+            purchases=snap.purchases.purchases,
+            net_milli=snap.purchases.net_milli,
+            customer_days=snap.customers * (today + 1) - snap.first_day_sum,
         )
+        f, month_code = PeriodsField, PERIOD_CODES[Period.MONTH]
         for month in self._recent(Period.MONTH, today):
-            size = periods[f"z:m:{month}"]
+            size = periods[field_name(f.COHORT_SIZE, month_code, month)]
             if size > 0:
                 snap.value[month] = CohortValue(
-                    purchases=periods[f"vp:{month}"],
-                    net_milli=periods[f"vr:{month}"],
-                    customer_days=size * (today + 1) - periods[f"vf:{month}"],
+                    purchases=periods[field_name(f.COHORT_PURCHASES, month)],
+                    net_milli=periods[field_name(f.COHORT_NET_REVENUE, month)],
+                    customer_days=size * (today + 1)
+                    - periods[field_name(f.COHORT_FIRST_DAY_SUM, month)],
                 )
 
     def _fill_timeline(self, snap: Snapshot, today: int, timeline: Timeline) -> None:
-        snap.subscribers = _sum_until(timeline, "sd", today)
-        snap.mrr_milli = _sum_until(timeline, "sm", today)
-        for tenure, code in (("quick", "q"), ("late", "l")):
-            snap.churned[tenure] = _sum_until(timeline, f"c{code}", today)
-            snap.won_back[tenure] = _sum_until(timeline, f"w{code}", today)
-        for name, count in timeline["rf"].items():
+        snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, today)
+        snap.mrr_milli = _sum_until(timeline, TimelineField.MRR, today)
+        for tenure, churned, won_back in TENURES:
+            snap.churned[tenure] = _sum_until(timeline, churned, today)
+            snap.won_back[tenure] = _sum_until(timeline, won_back, today)
+        for name, count in timeline[TimelineField.RFM_KEY].items():
             if count:
                 last, frequency, monetary, first = name.split(":")
-                first_day = None if first == "x" else int(first)
+                first_day = None if first == TimelineField.RFM_NOT_NEW else int(first)
                 snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
 
 
@@ -374,9 +519,9 @@ def _sum_until(timeline: Timeline, series: str, day: int) -> int:
 def _scopes(registries: list[dict[bytes, bytes]]) -> dict[tuple[str, str], str]:
     """(dimension, value) -> field prefix, from the registries plus unknown and other."""
     scopes: dict[tuple[str, str], str] = {}
-    for (dimension, letter), registry in zip(DIMENSIONS.items(), registries, strict=True):
+    for dimension, registry in zip(DIMENSIONS, registries, strict=True):
         values = {v.decode(): c.decode() for v, c in registry.items()}
         values |= {"unknown": UNKNOWN, "other": OTHER}
         for value, code in values.items():
-            scopes[(dimension, value)] = f"{letter}{code}|"
+            scopes[(dimension, value)] = scope(dimension, code)
     return scopes

@@ -14,6 +14,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from core.calendar import Calendar, Period
+from core.rules import ACTIVITY_WINDOWS, churn_ratio, crr, ratio
 from core.segments import count_segments
 from core.settings import Settings
 from metrics.aggregates import AggregateReader, CohortValue, PeriodChurn, Snapshot
@@ -34,10 +35,6 @@ def single(name: str, text: str, value: float | None, kind: str = "gauge") -> Fa
     family = Family(name, text, kind=kind)
     family.add((), value)
     return family
-
-
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
 
 
 class ChurnFamilies:
@@ -62,8 +59,8 @@ class ChurnFamilies:
         self.end.add(where, c.base_end)
         self.new.add(where, c.new)
         self.lost.add(where, c.lost)
-        self.churn.add(where, ratio(c.lost, c.base_start))
-        self.crr.add(where, ratio(c.base_end - c.new, c.base_start))
+        self.churn.add(where, churn_ratio(c.lost, c.base_start))
+        self.crr.add(where, crr(c.base_start, c.base_end, c.new))
 
     def all(self) -> tuple[Family, ...]:
         return (self.start, self.end, self.new, self.lost, self.churn, self.crr)
@@ -141,7 +138,7 @@ class RetentionCollector(Collector):
         sticky = single(
             "retention_stickiness_ratio",
             "Stickiness: 1-day / 30-day active.",
-            ratio(snap.active[1], snap.active[30]),
+            ratio(snap.active[ACTIVITY_WINDOWS[0]], snap.active[ACTIVITY_WINDOWS[-1]]),
         )
         return [watermark, active, sticky]
 
@@ -226,35 +223,39 @@ class RetentionCollector(Collector):
         return [states, churn, active, installs]
 
     def _purchases(self, snap: Snapshot) -> list[Family]:
-        t = snap.totals
-        purchases, net = t["purchases"], t["revenue_milli"] - t["refunded_milli"]
+        t = snap.purchases
+        purchases, net = t.purchases, t.net_milli
         families = [
             single(name, text, total, "counter")
             for name, text, total in (
                 ("retention_purchases", "Purchase events.", purchases),
-                ("retention_revenue", "Revenue of purchase events.", t["revenue_milli"] / 1000),
-                ("retention_refunds", "Refund events.", t["refunds"]),
-                ("retention_refunded_revenue", "Amount refunded.", t["refunded_milli"] / 1000),
+                ("retention_revenue", "Revenue of purchase events.", t.revenue_milli / 1000),
+                ("retention_refunds", "Refund events.", t.refunds),
+                ("retention_refunded_revenue", "Amount refunded.", t.refunded_milli / 1000),
             )
         ]
         # A refund lowers it, so it is a gauge rather than a counter.
         families.append(single("retention_net_revenue", "Revenue less refunds.", net / 1000))
         families.append(
-            single("retention_purchasing_customers", "Customers with a purchase.", t["purchasing"])
+            single(
+                "retention_purchasing_customers",
+                "Customers with a purchase.",
+                t.purchasing_customers,
+            )
         )
         families.append(
-            single("retention_repeat_customers", "Customers with two or more.", t["repeat"])
+            single("retention_repeat_customers", "Customers with two or more.", t.repeat_customers)
         )
         derived: tuple[tuple[str, str, float | None], ...] = (
             (
                 "retention_repeat_purchase_ratio",
                 "Repeat / purchasing customers.",
-                ratio(t["repeat"], t["purchasing"]),
+                ratio(t.repeat_customers, t.purchasing_customers),
             ),
             (
                 "retention_purchase_frequency",
                 "Purchases per purchasing customer.",
-                ratio(purchases, t["purchasing"]),
+                ratio(purchases, t.purchasing_customers),
             ),
             (
                 "retention_average_order_value",
@@ -292,7 +293,7 @@ class RetentionCollector(Collector):
     def _lifespan_years(self, snap: Snapshot) -> float:
         cap = self.settings.clv_max_lifespan_years
         month = next(c for c in snap.churn if c.period is Period.MONTH)
-        churn = ratio(month.lost, month.base_start)
+        churn = churn_ratio(month.lost, month.base_start)
         return cap if not churn else min(cap, 1 / (12 * churn))
 
     def _subscriptions(self, snap: Snapshot) -> list[Family]:

@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 
 from core.errors import CommandError
+from core.rules import ACTIVITY_WINDOWS
 from core.settings import Settings
 from retention.produce import Outgoing, Pacer, send_all
 
 DAY_MS = 86_400_000
 PERIODS = ("day", "week", "month")
-WINDOWS = (1, 7, 30)
 PLATFORM_MIX = {"ios": 0.45, "android": 0.45, "web": 0.10}
 CHANNEL_MIX = {"organic": 0.5, "paid": 0.3, "referral": 0.15, "email": 0.05}
 NPS_WEIGHTS = [2, 1, 1, 1, 2, 2, 3, 5, 8, 10, 9]  # scores 0..10: mostly 7-10, some detractors
@@ -363,7 +363,7 @@ def _realized(
     out["as_of_day"] = today.isoformat()
     out["active"] = {
         f"{n}d": sum(1 for days in active.values() if any(0 <= (today - d).days < n for d in days))
-        for n in WINDOWS
+        for n in ACTIVITY_WINDOWS
     }
     first = {cid: min(days) for cid, days in active.items()}
     installs = Counter(d.isoformat() for d in first.values())

@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from core.errors import CommandError
-from core.schema import Keys
 from core.settings import Settings
+from metrics.aggregates import AggregateReader
 from retention.produce import quiet_kafka_logs
 from retention.scrape import exporter_url, fetch
 
@@ -168,32 +168,26 @@ async def _group_state(admin: Any, group: str) -> tuple[str, int]:
 
 
 def _redis_check(settings: Settings) -> Check:
-    keys = Keys(settings.namespace, settings.shards)
     try:
         redis = Redis.from_url(
             settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
         )
         redis.ping()
-        pipe = redis.pipeline(transaction=False)
-        for shard in range(settings.shards):
-            pipe.hmget(keys.aggregates(shard)[0], ["watermark_ms", "customers"])
-        replies = pipe.execute()
+        newest, customers = AggregateReader(redis, settings).headline()
         memory = redis.info("memory").get("used_memory_human", "?")
         redis.close()
     except RedisError as exc:
         return Check(
             "redis", False, f"unreachable at {settings.redis_url} ({exc}); `retention stack up`"
         )
-    marks = [int(w) for w, _ in replies if w is not None]
-    customers = sum(int(c) for _, c in replies if c is not None)
     data: dict[str, Any] = {
         "namespace": settings.namespace,
         "customers": customers,
         "memory": memory,
     }
     detail = f"namespace {settings.namespace}: {customers:,} customers, {memory} used"
-    if marks:
-        watermark = max(marks) - settings.allowed_lateness_seconds * 1000
+    if newest is not None:
+        watermark = newest - settings.allowed_lateness_seconds * 1000
         data["watermark_ms"] = watermark
         detail += f"; watermark {_when(watermark)}"
     else:

@@ -658,7 +658,7 @@ for i = FIRST_ITEM, #ARGV, ARGS_PER_ITEM do
   else
     local kind = ARGV[i + 4]
     if kidx == 0 then
-      incr(AGG, 'i:' .. kind, 1)
+      incr(AGG, 'inv:' .. kind, 1)
       applied = applied + 1
     else
       local st = load(KEYS[kidx], ARGV[i + 12])

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from core.schema import DIMENSIONS, UNKNOWN, registry_key
+from core.schema import CODES_SEPARATOR, DIMENSIONS, UNKNOWN, lua_header, registry_key
 
-REGISTER = """
+# KEYS[1] the dimension's registry; ARGV[1] a raw value, ARGV[2] the cap on codes.
+REGISTER = (
+    lua_header()
+    + """
 local code = redis.call('HGET', KEYS[1], ARGV[1])
 if code then return code end
 local n = redis.call('HLEN', KEYS[1])
-if n >= tonumber(ARGV[2]) then return 'o' end
+if n >= tonumber(ARGV[2]) then return DIMENSION_OTHER end
 redis.call('HSET', KEYS[1], ARGV[1], n)
 return tostring(n)
 """
+)
 
 
 class DimensionRegistry:
@@ -34,7 +38,7 @@ class DimensionRegistry:
         parts = []
         for dimension, value in (("platform", platform), ("channel", channel)):
             parts.append(DIMENSIONS[dimension] + await self.code(dimension, value))
-        return "\t".join(parts)
+        return CODES_SEPARATOR.join(parts)
 
     async def code(self, dimension: str, value: str | None) -> str:
         if value is None:

@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 
 from core.schema import Keys
 from core.settings import Settings
+from core.totals import applied_offsets, marker_fields
 from streams.state import BEGINNING
 
 # Bumped whenever the stored layout changes, so state written by an older version is
 # rebuilt instead of read.
-STATE_LAYOUT = 2
+STATE_LAYOUT = 3
 REBUILD_HINT = (
     "To rebuild the state under the current settings, stop every worker and run "
     "`retention rebuild` (it clears namespace {ns!r} and consumes {topic!r} from the start)."
@@ -109,7 +110,7 @@ async def has_state(redis: Redis, keys: Keys) -> bool:
     """Whether any shard holds applied events."""
     pipe = redis.pipeline(transaction=False)
     for shard in range(keys.shards):
-        pipe.exists(keys.aggregates(shard)[0])
+        pipe.exists(keys.totals(shard))
     return any(await pipe.execute())
 
 
@@ -149,16 +150,8 @@ async def stored_positions(
     no shard has applied any); a shard without a marker holds nothing of it yet."""
     pipe = redis.pipeline(transaction=False)
     for shard in range(keys.shards):
-        pipe.hmget(keys.aggregates(shard)[0], [keys.offset_marker(source, p) for p in partitions])
-    replies = await pipe.execute()
-    out: dict[int, int | None] = {}
-    for i, partition in enumerate(partitions):
-        values = [reply[i] for reply in replies]
-        if all(v is None for v in values):
-            out[partition] = None
-        else:
-            out[partition] = min(-1 if v is None else int(v) for v in values)
-    return out
+        pipe.hmget(keys.totals(shard), marker_fields(source, partitions))
+    return dict(zip(partitions, applied_offsets(await pipe.execute()), strict=True))
 
 
 def start_position(

@@ -20,9 +20,10 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from core.calendar import Calendar, day_to_date
-from core.schema import Keys
+from core.schema import Keys, TotalsField
 from core.segments import recency_score, segment, threshold_score
 from core.settings import Settings
+from core.totals import positions
 from streams.scripts import load_script
 
 SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
@@ -88,13 +89,13 @@ class LifecyclePublisher:
         """
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            pipe.hgetall(self.keys.aggregates(shard)[0])
-        newest: dict[str, int] = {}
-        prefix = self.keys.partition_mark(source, 0)[:-1].encode()
+            pipe.hgetall(self.keys.totals(shard))
+        newest: dict[int, int] = {}
         for totals in await pipe.execute():
-            for name, value in totals.items():
-                if name.startswith(prefix):
-                    newest[name] = max(newest.get(name, 0), int(value))
+            marks = positions(totals, TotalsField.PARTITION_MARK)
+            for (mark_source, partition), ts in marks.items():
+                if mark_source == source:
+                    newest[partition] = max(newest.get(partition, 0), ts)
         if not newest:
             return None
         lateness_ms = self.settings.allowed_lateness_seconds * 1000
@@ -112,7 +113,7 @@ class LifecyclePublisher:
         )
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
-                keys = list(self.keys.lifecycle(shard))
+                keys = self.keys.sweep_keys(shard)
                 args = [config, self.keys.bucket_prefix(shard)]
                 await self.script(keys=keys, args=args, client=pipe)
             results = await pipe.execute()
@@ -120,7 +121,7 @@ class LifecyclePublisher:
 
     async def _drain(self, producer: AIOKafkaProducer) -> int:
         """Produce every shard's outbox, wait for Kafka's acks, then trim what was sent."""
-        outboxes = [self.keys.lifecycle(shard)[1] for shard in range(self.keys.shards)]
+        outboxes = [self.keys.outbox(shard) for shard in range(self.keys.shards)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for outbox in outboxes:
                 pipe.lrange(outbox, 0, -1)

@@ -13,25 +13,23 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from core.calendar import Calendar
-from core.schema import Keys
+from core.rules import ACTIVITY_WINDOWS
+from core.schema import BATCH_KEYS, EventArgs, Flag, Keys
 from core.settings import Settings
 from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
 from streams.scripts import load_script
 
-ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
-SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
-MONEY_FLAGS = PURCHASE | REFUND | SUB_ON
-INVALID_TAIL = (0, 0, 0, 0, -1, "", "", "")  # flags, day, ts, amount, score, codes, id, field
+MONEY_FLAGS = Flag.PURCHASE | Flag.REFUND | Flag.SUBSCRIPTION_ON
 # Bytes of an event-id hash in a customer's id set: a new event is taken for a duplicate
 # with probability <= n / 2**48 for a customer with n remembered ids (1e3 ids: 3.6e-12).
 EVENT_HASH_BYTES = 6
 FIXED_FLAGS = {
-    "subscription_start": SUB_ON,
-    "subscription_renew": SUB_ON,
-    "subscription_cancel": SUB_OFF,
-    "install": INSTALL,
-    "nps": NPS,
+    "subscription_start": Flag.SUBSCRIPTION_ON,
+    "subscription_renew": Flag.SUBSCRIPTION_ON,
+    "subscription_cancel": Flag.SUBSCRIPTION_OFF,
+    "install": Flag.INSTALL,
+    "nps": Flag.NPS,
 }
 SCRIPT = load_script("customer.lua", "apply_batch.lua")
 
@@ -80,7 +78,7 @@ class StateWriter:
         self.config = json.dumps(
             {
                 "W": settings.churn_window_days,
-                "win": [1, 7, 30],
+                "win": list(ACTIVITY_WINDOWS),
                 "ws": settings.week_start_index,
                 "K": settings.cohorts_kept,
                 "quick": settings.quick_churn_days,
@@ -133,8 +131,7 @@ class StateWriter:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
                 batch = shards.get(shard, empty)
-                due = self.keys.lifecycle(shard)[0]
-                keys = [*self.keys.aggregates(shard), due, *batch.bucket_keys]
+                keys = [*self.keys.batch_keys(shard), *batch.bucket_keys]
                 await self.script(keys=keys, args=[*header, *batch.args], client=pipe)
             for applied, duplicates, replayed, *holes in await pipe.execute():
                 result.applied += applied
@@ -148,33 +145,35 @@ class StateWriter:
         event = record.event
         if event is None:
             batch = shards.setdefault(record.partition % self.keys.shards, ShardBatch())
-            reason = str(record.reason)
-            batch.args += [0, record.partition, record.offset, "", reason, *INVALID_TAIL]
+            invalid = EventArgs(0, record.partition, record.offset, "", str(record.reason))
+            batch.args += invalid
             return
         batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
         flags = self.flags.get(event.type, 0)
         amount = round((event.amount or 0.0) * 1000) if flags & MONEY_FLAGS else 0
         bucket, member = self.keys.customer(event.customer_id)
-        batch.args += [
-            batch.key_index(bucket),
-            record.partition,
-            record.offset,
-            hashlib.blake2b(event.event_id.encode(), digest_size=EVENT_HASH_BYTES).digest(),
-            event.type,
-            flags,
-            self.calendar.day(event.ts_ms),
-            event.ts_ms,
-            amount,
-            -1 if event.score is None else event.score,
-            await self.dimensions.codes(event.platform, event.channel),
-            event.event_id if flags & SUB_ON else "",
-            member,
-        ]
+        batch.args += EventArgs(
+            bucket_key=batch.key_index(bucket),
+            partition=record.partition,
+            offset=record.offset,
+            event_hash=hashlib.blake2b(
+                event.event_id.encode(), digest_size=EVENT_HASH_BYTES
+            ).digest(),
+            kind=event.type,
+            flags=flags,
+            day=self.calendar.day(event.ts_ms),
+            ts_ms=event.ts_ms,
+            amount_milli=amount,
+            nps_score=-1 if event.score is None else event.score,
+            codes=await self.dimensions.codes(event.platform, event.channel),
+            subscription_id=event.event_id if flags & Flag.SUBSCRIPTION_ON else "",
+            customer_field=member,
+        )
 
 
 @dataclass(slots=True)
 class ShardBatch:
-    """The script arguments for one shard; bucket keys are numbered from KEYS[6]."""
+    """The script arguments for one shard; bucket keys follow the shard's BATCH_KEYS."""
 
     bucket_keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
@@ -183,18 +182,18 @@ class ShardBatch:
     def key_index(self, key: str) -> int:
         if key not in self.index:
             self.bucket_keys.append(key)
-            self.index[key] = len(self.bucket_keys) + 5
+            self.index[key] = len(BATCH_KEYS) + len(self.bucket_keys)
         return self.index[key]
 
 
 def _flag_table(settings: Settings) -> dict[str, int]:
     table: dict[str, int] = defaultdict(int, FIXED_FLAGS)
     for name in settings.activity_types:
-        table[name] |= ACTIVITY
+        table[name] |= Flag.ACTIVITY
     for name in settings.churn_types:
-        table[name] |= CHURN
+        table[name] |= Flag.CHURN
     for name in settings.purchase_types:
-        table[name] |= PURCHASE
+        table[name] |= Flag.PURCHASE
     for name in settings.refund_types:
-        table[name] |= REFUND
-    return dict(table)
+        table[name] |= Flag.REFUND
+    return {name: int(flags) for name, flags in table.items()}  # Redis takes plain ints

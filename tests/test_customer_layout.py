@@ -157,7 +157,7 @@ def test_one_bucket_holds_many_customers_and_the_sweep_names_them() -> None:
             stored = await redis.hgetall(bucket)
             encoding = (await redis.object("encoding", bucket)).decode()
             changes = []
-            for raw in await redis.lrange(keys.lifecycle(0)[1], 0, -1):
+            for raw in await redis.lrange(keys.outbox(0), 0, -1):
                 customer, value = publisher.message(json.loads(raw))
                 body = json.loads(value)
                 assert body["customer_id"] == customer.decode()

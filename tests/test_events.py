@@ -273,10 +273,11 @@ def test_pure_activity_types_are_the_events_the_worker_flags_as_activity_only(
     env: dict[str, str],
 ) -> None:
     """The worker keeps no id for these; the simulator's truth and the docs rely on it."""
-    from streams.state import ACTIVITY, _flag_table
+    from core.schema import Flag
+    from streams.state import _flag_table
 
     settings = Settings(**env)  # type: ignore[arg-type]
     table = _flag_table(settings)
-    assert {kind for kind, flags in table.items() if flags == ACTIVITY} == (
+    assert {kind for kind, flags in table.items() if flags == Flag.ACTIVITY} == (
         settings.pure_activity_types
     )

@@ -52,7 +52,7 @@ async def run(batches: list[list[Event]], settings: Settings) -> list[tuple[str,
             while await publisher._sweep(today):
                 pass
         for shard in range(settings.shards):
-            outbox = publisher.keys.lifecycle(shard)[1]
+            outbox = publisher.keys.outbox(shard)
             for raw in await redis.lrange(outbox, 0, -1):
                 customer, value = publisher.message(json.loads(raw))
                 body = json.loads(value)

@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from core.schema import Keys, offset_marker
+from core.settings import Settings
+from core.totals import positions
 from tests.conftest import REDIS_URL, Pipeline
 from tests.history import generate_history
 from tests.oracle import (
@@ -136,8 +139,9 @@ def test_topic_consumed_again_into_state_that_holds_it_changes_nothing(utc_run: 
         if proc.name.startswith("worker"):
             proc.stop()
     client = redis.Redis.from_url(REDIS_URL)
-    for agg in client.scan_iter(match=f"{p.ns}:{{s:*}}:agg"):
-        markers = [f for f in client.hkeys(agg) if f.startswith(b"o:")]
+    keys = Keys(p.ns, Settings().shards)
+    for agg in (keys.totals(shard) for shard in range(keys.shards)):
+        markers = [offset_marker(*where) for where in positions(client.hgetall(agg))]
         assert markers, f"{agg!r} has no offset markers"
         client.hdel(agg, *markers)
     replay_group = f"{p.group}-replay"

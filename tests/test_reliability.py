@@ -38,7 +38,9 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
+from core.schema import Keys
 from core.settings import BUILTIN_TYPES, Settings
+from core.totals import positions
 from retention.mapping import FIELDS as MAPPED_FIELDS
 from streams.events import MAX_DEPTH, Event, EventDecoder, Reason, Rejected
 from tests.conftest import KAFKA, PARTITIONS, REDIS_URL, ROOT, Pipeline, Process, free_port
@@ -122,14 +124,13 @@ def applied_offsets(r: redis.Redis, ns: str) -> dict[int, int]:
     """Per partition, the offset after the last record every shard applied (the offset
     markers `o:<topic>@<id>:<partition>` in the shards' totals; -1 = none)."""
     per: dict[int, list[int]] = {}
+    keys = Keys(ns, SHARDS)
     pipe = r.pipeline(transaction=False)
     for shard in range(SHARDS):
-        pipe.hgetall(f"{ns}:{{s:{shard}}}:agg")
+        pipe.hgetall(keys.totals(shard))
     for totals in pipe.execute():
-        for name, value in totals.items():
-            if name.startswith(b"o:"):
-                partition = int(name.rsplit(b":", 1)[1])
-                per.setdefault(partition, []).append(int(value))
+        for (_, partition), offset in positions(totals).items():
+            per.setdefault(partition, []).append(offset)
     return {
         partition: min(values) if len(values) == SHARDS else -1 for partition, values in per.items()
     }

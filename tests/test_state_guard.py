@@ -13,8 +13,9 @@ import redis
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from core.schema import Keys
+from core.schema import Keys, active_window, offset_marker
 from core.settings import Settings
+from core.totals import positions, sum_totals
 from streams.state import Record, StateWriter
 from tests.cli_fixtures import cli_env, run_cli
 from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
@@ -119,11 +120,12 @@ def test_marker_beyond_the_partition_end_is_refused(pipeline) -> None:  # type: 
     p.wait_until_consumed()
     stop_all(p)
     client = redis.Redis.from_url(REDIS_URL)
-    aggs = list(client.scan_iter(match=f"{p.ns}:{{s:*}}:agg"))
-    markers = [f for f in client.hkeys(aggs[0]) if f.startswith(b"o:") and f.endswith(b":0")]
+    keys = Keys(p.ns, Settings().shards)
+    aggs = [keys.totals(shard) for shard in range(keys.shards)]
+    markers = [source for source, partition in positions(client.hgetall(aggs[0])) if partition == 0]
     assert len(markers) == 1, markers
     for agg in aggs:
-        client.hset(agg, markers[0], 10**9)
+        client.hset(agg, offset_marker(markers[0], 0), 10**9)
     worker = p.start_worker()
     assert exit_code(worker) == 2
     log = worker.log.read_text()
@@ -163,7 +165,7 @@ def test_event_ahead_of_the_clock_does_not_move_now(tmp_path) -> None:  # type: 
         Event("a-2", "early", "app_open", int(ahead.timestamp() * 1000)),
     ]
 
-    async def run() -> tuple[int, set[int]]:
+    async def run() -> tuple[int | None, set[int]]:
         from redis.asyncio import Redis
 
         client = Redis.from_url(REDIS_URL)
@@ -172,12 +174,12 @@ def test_event_ahead_of_the_clock_does_not_move_now(tmp_path) -> None:  # type: 
             await writer.apply([Record(0, i, event=e) for i, e in enumerate(events)])
             keys = Keys(settings.namespace, settings.shards)
             shard = keys.shard_of("early")
-            agg, days_key = keys.aggregates(shard)[:2]
-            watermark = int(await client.hget(agg, "watermark_ms") or 0)
+            watermark = sum_totals([await client.hgetall(keys.totals(shard))]).watermark_ms
+            one_day = active_window(1)
             active_days = {
-                int(f.decode().split(":")[1])
-                for f in await client.hkeys(days_key)
-                if f.startswith(b"a1:")
+                int(name.removeprefix(one_day))
+                for name in (f.decode() for f in await client.hkeys(keys.days(shard)))
+                if name.startswith(one_day)
             }
             await client.unlink(
                 *[k async for k in client.scan_iter(match=f"{settings.namespace}:*")]
@@ -188,6 +190,7 @@ def test_event_ahead_of_the_clock_does_not_move_now(tmp_path) -> None:  # type: 
 
     before = time.time()
     watermark, active_days = asyncio.run(run())
+    assert watermark is not None
     skew = settings.max_clock_skew_seconds
     assert watermark <= (time.time() + skew) * 1000
     assert watermark >= (before + skew - 5) * 1000
