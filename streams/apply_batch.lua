@@ -1,24 +1,20 @@
 -- Apply one batch of events to one shard, atomically and idempotently.
 --
--- KEYS[1] shard totals     (customers, watermark, offsets, event counts, money)
--- KEYS[2] per-day hash     (b: base size, a<n>: active in n-day window, NPS answers)
--- KEYS[3] per-period hash  (cohort sizes and cells, lifecycle, installs, cohort value)
--- KEYS[4] timeline hash    (deltas and day-keyed counts the exporter sums up to T:
---                           subscriptions, first churns, RFM keys)
--- KEYS[5] lifecycle due zset (bucket number -> earliest day one of its customers is due)
--- KEYS[6..] customer buckets (hashes of many customers; the layout is in customer.lua)
--- ARGV[1] JSON config; ARGV[2] the source (events topic, and its id when known);
--- ARGV[3] the watermark's ceiling (wall clock plus allowed skew, ms); ARGV[4] the
---   number n of partitions in the batch, followed by n triples: partition, the offset
---   the batch continues from (-1: the partition's beginning), the offset after its last
---   record. Every shard gets every batch's triples, so all shards' markers agree.
--- Then 13 values per item: bucket key index (0 = invalid), partition, offset, event-id
---   hash, type (or reason), flags, day, ts ms, amount milli, NPS score, breakdown codes
---   (e.g. "P0\tC3"), the event id itself for subscription starts and renewals (it
---   breaks ts ties for MRR), and the customer's field in its bucket
+-- KEYS (slots in BatchKey, core/schema.py BATCH_KEYS): the shard's totals, per-day,
+--   per-period and timeline hashes and its lifecycle due set, then from FIRST_BUCKET on
+--   the buckets of the batch's customers (the layout is in customer.lua).
+-- ARGV (slots in BatchArg): the JSON config; the source (events topic, and its id when
+--   known); the watermark's ceiling (wall clock plus allowed skew, ms); the number n of
+--   partitions in the batch, followed by n spans (SpanArg): partition, the offset the
+--   batch continues from (-1: the partition's beginning), the offset after its last
+--   record. Every shard gets every batch's spans, so all shards' markers agree.
+--   Then one EventArg group per record (core/schema.py EventArgs): bucket key index
+--   (0 = invalid), partition, offset, event-id hash, type (or reason), flags, day, ts ms,
+--   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), the event id itself for
+--   subscription starts and renewals (it breaks ts ties for MRR), and the customer's
+--   field in its bucket.
 --
--- A partition's marker o:<source>:<partition> is the offset after the last record
--- applied. A batch that continues from beyond the marker would leave a hole (Redis
+-- A partition's offset marker is the offset after the last record applied. A batch that continues from beyond the marker would leave a hole (Redis
 -- lost writes, was emptied or restored from an older copy): then nothing is applied
 -- and the markers are returned, so the worker can go back and re-read from there.
 --
@@ -26,16 +22,14 @@
 -- out-of-order and duplicate events land exactly; every aggregate changes only by
 -- the difference between a customer's state before and after an event.
 
-local cfg = cjson.decode(ARGV[1])
+local cfg = cjson.decode(ARGV[BatchArg.CONFIG])
 local W, WINS, WS, K = cfg.W, cfg.win, cfg.ws, cfg.K
 local QUICK, NEWKEY, FREQ, MONEY = cfg.quick, cfg.newkey, cfg.freq, cfg.money
 local PURE = {} -- pure activity type -> its bitmap's index in a customer's v
 for i, name in ipairs(cfg.pure) do PURE[name] = i end
-local AGG, DAYS, PER, LINE, DUE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ARGS_PER_ITEM = 13
-local ACTIVITY, CHURN, PURCHASE, REFUND = 1, 2, 4, 8
-local SUB_ON, SUB_OFF, INSTALL, NPS = 16, 32, 64, 128
-local PERIODS = { 'd', 'w', 'm' }
+local AGG, DAYS, PER = KEYS[BatchKey.TOTALS], KEYS[BatchKey.DAYS], KEYS[BatchKey.PERIODS]
+local LINE, DUE = KEYS[BatchKey.TIMELINE], KEYS[BatchKey.DUE]
+local PERIODS = { PeriodCode.DAY, PeriodCode.WEEK, PeriodCode.MONTH }
 
 local SPAN = W
 for _, n in ipairs(WINS) do
@@ -72,8 +66,8 @@ end
 local month_of, month_first = {}, {}
 
 local function period(d, P)
-  if P == 'd' then return d end
-  if P == 'w' then return floor((d + 3 - WS) / 7) end
+  if P == PeriodCode.DAY then return d end
+  if P == PeriodCode.WEEK then return floor((d + 3 - WS) / 7) end
   local p = month_of[d]
   if p == nil then
     local y, m = civil(d)
@@ -84,8 +78,8 @@ local function period(d, P)
 end
 
 local function pstart(p, P)
-  if P == 'd' then return p end
-  if P == 'w' then return p * 7 - 3 + WS end
+  if P == PeriodCode.DAY then return p end
+  if P == PeriodCode.WEEK then return p * 7 - 3 + WS end
   local d = month_first[p]
   if d == nil then
     d = month_start(floor(p / 12), p % 12 + 1)
@@ -238,7 +232,9 @@ local function set_scopes(codes)
   group = groups[codes]
   if group == nil then
     local scopes = { '' }
-    for code in string.gmatch(codes, '[^\t]+') do scopes[#scopes + 1] = code .. '|' end
+    for code in string.gmatch(codes, '[^' .. CODES_SEPARATOR .. ']+') do
+      scopes[#scopes + 1] = code .. SCOPE_END
+    end
     group = { scopes = scopes, cells = { [DAYS] = {}, [PER] = {} },
       ranges = { [DAYS] = {}, [PER] = {} } }
     groups[codes] = group
@@ -314,7 +310,11 @@ local function cell(prefix, P, cohort, offset, delta)
   if offset < K then
     local field = prefix .. P .. ':' .. cohort .. ':' .. offset
     -- breakdowns keep weekly and monthly cohort cells; daily ones would swamp the scrape
-    if prefix == 'c:' and P ~= 'd' then incr_scoped(PER, field, delta) else incr(PER, field, delta) end
+    if prefix == PeriodsField.RETAINED and P ~= PeriodCode.DAY then
+      incr_scoped(PER, field, delta)
+    else
+      incr(PER, field, delta)
+    end
   end
 end
 
@@ -352,7 +352,7 @@ local function scoped_edges(key, prefix)
 end
 
 local WIN_PREFIX = {}
-for _, n in ipairs(WINS) do WIN_PREFIX[n] = 'a' .. n .. ':' end
+for _, n in ipairs(WINS) do WIN_PREFIX[n] = active_window(n) end
 
 -- Add the non-zero edges to a scoped day counter; returns the days they sit on.
 local function move_runs(key, prefix, edges)
@@ -390,10 +390,10 @@ local function update_membership(old, new, d)
       end
     end
   end
-  local at = move_runs(DAYS, 'b:', run_edges(Bo, Bn, d, 0))
+  local at = move_runs(DAYS, DaysField.BASE, run_edges(Bo, Bn, d, 0))
   if #at == 0 then return end
   -- stayed in the base through day p = in the base at the end of p - 1 and of p
-  run_edges(Bo, Bn, d, 1, scoped_edges(PER, 's:d:'))
+  run_edges(Bo, Bn, d, 1, scoped_edges(PER, PeriodsField.STAYED_IN_BASE .. PeriodCode.DAY .. ':'))
   -- weeks and months: only those with a first or last day inside the changed days
   table.sort(at)
   local from, to = at[1], at[#at]
@@ -402,27 +402,28 @@ local function update_membership(old, new, d)
     for p = period(from, P), period(to, P) do
       local s, e = pstart(p, P) - 1, pstart(p + 1, P) - 1
       local was, is = stayed(Bo, s, e), stayed(Bn, s, e)
-      if was ~= is then incr_scoped(PER, 's:' .. P .. ':' .. p, is and 1 or -1) end
+      if was ~= is then incr_scoped(PER, PeriodsField.STAYED_IN_BASE .. P .. ':' .. p, is and 1 or -1) end
     end
   end
 end
 
 -- Unbounded retention: a customer counts at every offset up to their latest period.
 local function unbounded(P, cohort, from, to, delta)
-  add_range(PER, 'u:' .. P .. ':' .. cohort .. ':', from, math.min(to, K - 1) + 1, delta)
+  local prefix = PeriodsField.RETAINED_OR_LATER .. P .. ':' .. cohort .. ':'
+  add_range(PER, prefix, from, math.min(to, K - 1) + 1, delta)
 end
 
 -- A new activity day d: cohort sizes and cells, active and returning per period.
 local function update_cohorts(old, d)
   local A = days(old, 'a')
   if A[1] == nil then
-    incr(AGG, 'customers', 1)
+    incr(AGG, TotalsField.CUSTOMERS, 1)
     for _, P in ipairs(PERIODS) do
       local c = period(d, P)
-      incr_scoped(PER, 'z:' .. P .. ':' .. c, 1)
-      incr(PER, 'p:' .. P .. ':' .. c, 1)
-      cell('c:', P, c, 0, 1)
-      cell('u:', P, c, 0, 1)
+      incr_scoped(PER, PeriodsField.COHORT_SIZE .. P .. ':' .. c, 1)
+      incr(PER, PeriodsField.ACTIVE .. P .. ':' .. c, 1)
+      cell(PeriodsField.RETAINED, P, c, 0, 1)
+      cell(PeriodsField.RETAINED_OR_LATER, P, c, 0, 1)
     end
     return
   end
@@ -432,20 +433,21 @@ local function update_cohorts(old, d)
     local before, at, after = active_around(A, pd, P)
     local fresh = not at
     if fresh then
-      incr(PER, 'p:' .. P .. ':' .. pd, 1)
-      if before then incr(PER, 'r:' .. P .. ':' .. pd, 1) end
-      if after then incr(PER, 'r:' .. P .. ':' .. pd + 1, 1) end
+      incr(PER, PeriodsField.ACTIVE .. P .. ':' .. pd, 1)
+      if before then incr(PER, PeriodsField.RETURNING .. P .. ':' .. pd, 1) end
+      if after then incr(PER, PeriodsField.RETURNING .. P .. ':' .. pd + 1, 1) end
     end
     if pd < cohort then
-      incr_scoped(PER, 'z:' .. P .. ':' .. cohort, -1)
-      incr_scoped(PER, 'z:' .. P .. ':' .. pd, 1)
-      for _, q in ipairs(active_periods(old, P)) do cell('c:', P, cohort, q - cohort, -1) end
-      cell('c:', P, pd, 0, 1)
-      for _, q in ipairs(active_periods(old, P)) do cell('c:', P, pd, q - pd, 1) end
+      incr_scoped(PER, PeriodsField.COHORT_SIZE .. P .. ':' .. cohort, -1)
+      incr_scoped(PER, PeriodsField.COHORT_SIZE .. P .. ':' .. pd, 1)
+      local retained = PeriodsField.RETAINED
+      for _, q in ipairs(active_periods(old, P)) do cell(retained, P, cohort, q - cohort, -1) end
+      cell(retained, P, pd, 0, 1)
+      for _, q in ipairs(active_periods(old, P)) do cell(retained, P, pd, q - pd, 1) end
       unbounded(P, cohort, 0, latest - cohort, -1)
       unbounded(P, pd, 0, latest - pd, 1)
     else
-      if fresh then cell('c:', P, cohort, pd - cohort, 1) end
+      if fresh then cell(PeriodsField.RETAINED, P, cohort, pd - cohort, 1) end
       if pd > latest then unbounded(P, cohort, latest - cohort + 1, pd - cohort, 1) end
     end
   end
@@ -457,28 +459,35 @@ local function contributions(st)
   local agg, per, line = {}, {}, {}
   local function add(cells, field, v) cells[field] = (cells[field] or 0) + v end
   local net = st.r - st.q
-  if st.p >= 1 then agg.purchasing = 1 end
-  if st.p >= 2 then agg['repeat'] = 1 end
+  if st.p >= 1 then agg[TotalsField.PURCHASING_CUSTOMERS] = 1 end
+  if st.p >= 2 then agg[TotalsField.REPEAT_CUSTOMERS] = 1 end
   local A = days(st, 'a')
   local f = A[1]
   if f ~= nil then
-    local month = period(f, 'm')
-    agg.sumf = f
-    per['vp:' .. month], per['vr:' .. month], per['vf:' .. month] = st.p, net, f
+    local month = period(f, PeriodCode.MONTH)
+    agg[TotalsField.FIRST_DAY_SUM] = f
+    per[PeriodsField.COHORT_PURCHASES .. month] = st.p
+    per[PeriodsField.COHORT_NET_REVENUE .. month] = net
+    per[PeriodsField.COHORT_FIRST_DAY_SUM .. month] = f
     local L = A[#A]
-    local fkey = (L - f < NEWKEY) and tostring(f) or 'x'
-    line['rf:' .. L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey] = 1
+    local fkey = (L - f < NEWKEY) and tostring(f) or TimelineField.RFM_NOT_NEW
+    local rfm = L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey
+    line[TimelineField.RFM_KEY .. rfm] = 1
     local c = first_churn(base_runs(st), f)
-    local class = (c - f < QUICK) and 'q' or 'l'
-    line['c' .. class .. ':' .. c] = 1
-    if L > c then line['w' .. class .. ':' .. c] = 1 end
+    local quick = c - f < QUICK
+    local churned = quick and TimelineField.FIRST_CHURN_QUICK or TimelineField.FIRST_CHURN_LATE
+    line[churned .. c] = 1
+    if L > c then
+      line[(quick and TimelineField.WON_BACK_QUICK or TimelineField.WON_BACK_LATE) .. c] = 1
+    end
   end
+  local subscribers, mrr = TimelineField.SUBSCRIBERS, TimelineField.MRR
   for _, span in ipairs(subscribed_intervals(st)) do
-    add(line, 'sd:' .. span[1], 1)
-    add(line, 'sm:' .. span[1], st.sa)
+    add(line, subscribers .. span[1], 1)
+    add(line, mrr .. span[1], st.sa)
     if span[2] ~= nil then
-      add(line, 'sd:' .. span[2], -1)
-      add(line, 'sm:' .. span[2], -st.sa)
+      add(line, subscribers .. span[2], -1)
+      add(line, mrr .. span[2], -st.sa)
     end
   end
   return { [AGG] = agg, [PER] = per, [LINE] = line }
@@ -567,30 +576,34 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   local before = copy(st)
   if st.f == nil or ts < st.f then st.f = ts end
   if st.l == nil or ts > st.l then st.l = ts end
-  if band(flags, PURCHASE) ~= 0 then
+  if band(flags, Flag.PURCHASE) ~= 0 then
     st.p = st.p + 1
     st.r = st.r + amount
-    incr(AGG, 'purchases', 1)
-    incr(AGG, 'revenue_milli', amount)
+    incr(AGG, TotalsField.PURCHASES, 1)
+    incr(AGG, TotalsField.REVENUE, amount)
   end
-  if band(flags, REFUND) ~= 0 then
+  if band(flags, Flag.REFUND) ~= 0 then
     st.q = st.q + amount
-    incr(AGG, 'refunds', 1)
-    incr(AGG, 'refunded_milli', amount)
+    incr(AGG, TotalsField.REFUNDS, 1)
+    incr(AGG, TotalsField.REFUNDED, amount)
   end
-  if band(flags, INSTALL) ~= 0 then count_in_periods('i:', day) end
-  if band(flags, SUB_OFF) ~= 0 then count_in_periods('sc:', day) end
-  if band(flags, NPS) ~= 0 and nps >= 0 then
-    local group = nps >= 9 and 'np:' or (nps >= 7 and 'nq:' or 'nd:')
-    incr(DAYS, group .. day, 1)
+  if band(flags, Flag.INSTALL) ~= 0 then count_in_periods(PeriodsField.INSTALLS, day) end
+  if band(flags, Flag.SUBSCRIPTION_OFF) ~= 0 then
+    count_in_periods(PeriodsField.SUBSCRIPTION_CANCELS, day)
   end
-  if band(flags, SUB_ON) ~= 0 and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
+  if band(flags, Flag.NPS) ~= 0 and nps >= 0 then
+    local answer = DaysField.NPS_DETRACTORS
+    if nps >= 9 then answer = DaysField.NPS_PROMOTERS elseif nps >= 7 then answer = DaysField.NPS_PASSIVES end
+    incr(DAYS, answer .. day, 1)
+  end
+  local subscribes = band(flags, Flag.SUBSCRIPTION_ON) ~= 0
+  if subscribes and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
     st.sa, st.st, st.si = amount, ts, id
   end
-  local new_activity = band(flags, ACTIVITY) ~= 0 and mark(st, 'a', day)
-  local new_churn = band(flags, CHURN) ~= 0 and mark(st, 'x', day)
-  if band(flags, SUB_ON) ~= 0 then mark(st, 's', day) end
-  if band(flags, SUB_OFF) ~= 0 then mark(st, 'k', day) end
+  local new_activity = band(flags, Flag.ACTIVITY) ~= 0 and mark(st, 'a', day)
+  local new_churn = band(flags, Flag.CHURN) ~= 0 and mark(st, 'x', day)
+  if subscribes then mark(st, 's', day) end
+  if band(flags, Flag.SUBSCRIPTION_OFF) ~= 0 then mark(st, 'k', day) end
 
   if new_activity then update_cohorts(before, day) end
   if new_activity or new_churn then
@@ -623,22 +636,20 @@ local function first_of_type_that_day(st, kind, day)
   return true
 end
 
-local SOURCE_ID, CEILING = ARGV[2], tonumber(ARGV[3])
-local FIRST_ITEM = 5 + 3 * tonumber(ARGV[4])
-
-local function marker(part) return 'o:' .. SOURCE_ID .. ':' .. part end
+local SOURCE_ID, CEILING = ARGV[BatchArg.SOURCE], tonumber(ARGV[BatchArg.CLOCK_CEILING])
+local FIRST_EVENT = BatchArg.FIRST_SPAN + SpanArg.COUNT * tonumber(ARGV[BatchArg.SPAN_COUNT])
 
 -- The stored markers of the batch's partitions; a hole stops the batch here.
 local next_offsets, holes = {}, {}
-for i = 5, FIRST_ITEM - 1, 3 do
-  local part, from = ARGV[i], tonumber(ARGV[i + 1])
-  local stored = redis.call('HGET', AGG, marker(part))
+for i = BatchArg.FIRST_SPAN, FIRST_EVENT - 1, SpanArg.COUNT do
+  local part, from = ARGV[i + SpanArg.PARTITION], tonumber(ARGV[i + SpanArg.START])
+  local stored = redis.call('HGET', AGG, offset_marker(SOURCE_ID, part))
   local at = stored and tonumber(stored) or -1
   if (stored == false and from ~= -1) or (stored and at < from) then
     holes[#holes + 1] = tonumber(part)
     holes[#holes + 1] = at
   end
-  next_offsets[part] = { at = at, to = tonumber(ARGV[i + 2]) }
+  next_offsets[part] = { at = at, to = tonumber(ARGV[i + SpanArg.END]) }
 end
 if #holes > 0 then
   local out = { 0, 0, 0 }
@@ -647,33 +658,34 @@ if #holes > 0 then
 end
 
 local partition_marks = {}
-local watermark = tonumber(redis.call('HGET', AGG, 'watermark_ms') or '0')
+local watermark = tonumber(redis.call('HGET', AGG, TotalsField.WATERMARK) or '0')
 local new_watermark = watermark
 local applied, duplicates, replayed = 0, 0, 0
 
-for i = FIRST_ITEM, #ARGV, ARGS_PER_ITEM do
-  local kidx, part, offset = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  if offset < next_offsets[part].at then
+local E = EventArg
+for i = FIRST_EVENT, #ARGV, E.COUNT do
+  local kidx, part = tonumber(ARGV[i + E.BUCKET_KEY]), ARGV[i + E.PARTITION]
+  if tonumber(ARGV[i + E.OFFSET]) < next_offsets[part].at then
     replayed = replayed + 1
   else
-    local kind = ARGV[i + 4]
+    local kind = ARGV[i + E.KIND]
     if kidx == 0 then
-      incr(AGG, 'inv:' .. kind, 1)
+      incr(AGG, TotalsField.INVALID_OF_REASON .. kind, 1)
       applied = applied + 1
     else
-      local st = load(KEYS[kidx], ARGV[i + 12])
-      local flags = tonumber(ARGV[i + 5])
+      local st = load(KEYS[kidx], ARGV[i + E.CUSTOMER_FIELD])
+      local flags = tonumber(ARGV[i + E.FLAGS])
       -- pure activity only sets day bits (the active day, its type's day), so only
       -- events that move counters need their id remembered
-      if flags ~= ACTIVITY and seen_before(st, ARGV[i + 3]) then
+      if flags ~= Flag.ACTIVITY and seen_before(st, ARGV[i + E.EVENT_HASH]) then
         duplicates = duplicates + 1
       else
-        local ts = tonumber(ARGV[i + 7])
-        local day = tonumber(ARGV[i + 6])
-        apply_event(KEYS[kidx], st, flags, day, ts, tonumber(ARGV[i + 8]),
-          tonumber(ARGV[i + 9]), ARGV[i + 10], ARGV[i + 11])
-        if flags ~= ACTIVITY or first_of_type_that_day(st, kind, day) then
-          incr(AGG, 'e:' .. kind, 1)
+        local ts = tonumber(ARGV[i + E.TS_MS])
+        local day = tonumber(ARGV[i + E.DAY])
+        apply_event(KEYS[kidx], st, flags, day, ts, tonumber(ARGV[i + E.AMOUNT_MILLI]),
+          tonumber(ARGV[i + E.NPS_SCORE]), ARGV[i + E.CODES], ARGV[i + E.SUBSCRIPTION_ID])
+        if flags ~= Flag.ACTIVITY or first_of_type_that_day(st, kind, day) then
+          incr(AGG, TotalsField.EVENTS_OF_TYPE .. kind, 1)
         end
         -- an event ahead of the clock counts on its own day, but "now" stays the clock's
         if ts > CEILING then ts = CEILING end
@@ -690,15 +702,17 @@ for key, bucket in pairs(customers) do
   for field, st in pairs(bucket) do write_customer(DUE, key, field, st, stored[key][field]) end
 end
 for part, o in pairs(next_offsets) do
-  if o.to > o.at then redis.call('HSET', AGG, marker(part), string.format('%d', o.to)) end
+  if o.to > o.at then
+    redis.call('HSET', AGG, offset_marker(SOURCE_ID, part), string.format('%d', o.to))
+  end
 end
 -- Newest event time per partition: the lifecycle sweep waits for the slowest one.
 for part, ts in pairs(partition_marks) do
-  local field = 'm:' .. SOURCE_ID .. ':' .. part
+  local field = partition_mark(SOURCE_ID, part)
   local old = tonumber(redis.call('HGET', AGG, field) or '0')
   if ts > old then redis.call('HSET', AGG, field, string.format('%d', ts)) end
 end
 if new_watermark > watermark then
-  redis.call('HSET', AGG, 'watermark_ms', string.format('%d', new_watermark))
+  redis.call('HSET', AGG, TotalsField.WATERMARK, string.format('%d', new_watermark))
 end
 return { applied, duplicates, replayed }

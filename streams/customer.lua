@@ -6,7 +6,8 @@
 -- bucket stays a compact listpack. The field is the customer id (a canonical UUID as
 -- its 16 raw bytes, see streams/state.py customer_field); the value is the customer's
 -- state as a sequence of MessagePack values (Redis's built-in cmsgpack packs and
--- unpacks it in C, several times faster than a Lua codec), in the order of SLOTS.
+-- unpacks it in C, several times faster than a Lua codec), in the order of
+-- CUSTOMER_SLOTS (core/schema.py).
 -- Missing values are nil (one byte) and trailing ones are left out; the fields most
 -- customers have come first. Numbers are kept small: the base day o as o / 8 (it is a
 -- multiple of 8), days as days after o, times as ms after o's UTC midnight (l after f),
@@ -22,9 +23,7 @@
 -- published lifecycle day and state; due the sweep's next day for this customer.
 
 local DAY_MS = 86400000
--- o8 and due come first, so the sweep can read a customer's due day alone.
-local SLOTS = { 'o8', 'due', 'a', 'v', 'e', 'f', 'l', 'gp', 'gc', 'pt', 'ls', 'p', 'r', 'q',
-  'x', 's', 'k', 'sa', 'st', 'si' }
+-- o8 and due come first in CUSTOMER_SLOTS, so the sweep can read a customer's due day alone.
 
 -- Lifecycle states as small numbers: the published state of every swept customer is
 -- stored, and 'at_risk_7' would cost 10 bytes.
@@ -45,23 +44,26 @@ end
 -- Breakdown codes 'P<p>\tC<c>' (streams/dimensions.py: a code is a number below the
 -- dimension cap, u unknown or o other) become two one-byte numbers: 0 (u), 1 (o) or
 -- n + 2. Any other text is kept as it is, in gp.
+local CODES_PATTERN = '^' .. DimensionLetter.platform .. '(%w+)' .. CODES_SEPARATOR
+  .. DimensionLetter.channel .. '(%w+)$'
+
 local function code_number(code)
-  if code == 'u' then return 0 end
-  if code == 'o' then return 1 end
+  if code == DIMENSION_UNKNOWN then return 0 end
+  if code == DIMENSION_OTHER then return 1 end
   local n = tonumber(code)
   if n and n < 126 and tostring(n) == code then return n + 2 end
   return nil
 end
 
 local function code_text(n)
-  if n == 0 then return 'u' end
-  if n == 1 then return 'o' end
+  if n == 0 then return DIMENSION_UNKNOWN end
+  if n == 1 then return DIMENSION_OTHER end
   return tostring(n - 2)
 end
 
 local function split_codes(g)
   if g == nil or g == '' then return nil, nil end
-  local p, c = string.match(g, '^P(%w+)\tC(%w+)$')
+  local p, c = string.match(g, CODES_PATTERN)
   p, c = p and code_number(p), c and code_number(c)
   if p and c then return p, c end
   return g, nil
@@ -69,7 +71,8 @@ end
 
 local function join_codes(gp, gc)
   if gc == nil then return gp end
-  return 'P' .. code_text(gp) .. '\tC' .. code_text(gc)
+  return DimensionLetter.platform .. code_text(gp) .. CODES_SEPARATOR
+    .. DimensionLetter.channel .. code_text(gc)
 end
 
 local function some(v)
@@ -88,7 +91,7 @@ end
 local function encode_customer(st)
   local o, base = st.o, st.o * DAY_MS
   local gp, gc = split_codes(st.g)
-  -- in the order of SLOTS
+  -- in the order of CUSTOMER_SLOTS
   local values = {
     o / 8, st.due and math.max(st.due - o, 0), some(st.a), some_days(st.v), some(st.e),
     st.f and st.f - base,
@@ -96,7 +99,7 @@ local function encode_customer(st)
     some(st.p), some(st.r), some(st.q), some(st.x), some(st.s), some(st.k), some(st.sa),
     st.st and st.st - base, some(st.si),
   }
-  local n = #SLOTS
+  local n = #CUSTOMER_SLOTS
   while values[n] == nil do n = n - 1 end
   return cmsgpack.pack(unpack(values, 1, n))
 end

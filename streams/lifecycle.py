@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from core.calendar import Calendar, day_to_date
-from core.schema import Keys, TotalsField
+from core.schema import Keys, SweepArgs, TotalsField
 from core.segments import recency_score, segment, threshold_score
 from core.settings import Settings
 from core.totals import positions
@@ -114,8 +114,8 @@ class LifecyclePublisher:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):
                 keys = self.keys.sweep_keys(shard)
-                args = [config, self.keys.bucket_prefix(shard)]
-                await self.script(keys=keys, args=args, client=pipe)
+                args = SweepArgs(config, self.keys.bucket_prefix(shard))
+                await self.script(keys=keys, args=list(args), client=pipe)
             results = await pipe.execute()
         return any(more for _, _, more in results)
 

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from core.calendar import Calendar
 from core.rules import ACTIVITY_WINDOWS
-from core.schema import BATCH_KEYS, EventArgs, Flag, Keys
+from core.schema import BATCH_KEYS, BatchArgs, EventArgs, Flag, Keys, SpanArgs
 from core.settings import Settings
 from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
@@ -119,14 +119,10 @@ class StateWriter:
         result = ApplyResult()
         if not spans:
             return result
-        header: list[str | int | bytes] = [
-            self.config,
-            source,
-            int(time.time() * 1000) + self.max_skew_ms,
-            len(spans),
-        ]
+        ceiling = int(time.time() * 1000) + self.max_skew_ms
+        header: list[str | int | bytes] = [*BatchArgs(self.config, source, ceiling, len(spans))]
         for partition, span in spans.items():
-            header += [partition, span.start, span.end]
+            header += SpanArgs(partition, span.start, span.end)
         empty = ShardBatch()
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(self.keys.shards):

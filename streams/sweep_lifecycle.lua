@@ -1,8 +1,9 @@
 -- Find one shard's lifecycle changes for complete days up to T - 1 and queue them.
 --
--- KEYS[1] due zset   (bucket number -> earliest day one of its customers is due)
--- KEYS[2] outbox list (JSON changes waiting to be produced to Kafka)
--- ARGV[1] JSON {T, W, risk = {2, 7}, limit}; ARGV[2] the shard's bucket key prefix
+-- KEYS (slots in SweepKey, core/schema.py SWEEP_KEYS): the shard's due set (bucket
+--   number -> earliest day one of its customers is due) and outbox (JSON changes
+--   waiting to be produced to Kafka)
+-- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit}; the shard's bucket key prefix
 --
 -- Per customer (customer.lua): pt = last published day, ls = last published state,
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
@@ -10,9 +11,10 @@
 -- step that advances pt, so nothing is published twice. A due bucket is read whole;
 -- its customers that are not due yet are skipped on their blob's header.
 
-local cfg = cjson.decode(ARGV[1])
+local cfg = cjson.decode(ARGV[SweepArg.CONFIG])
 local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
-local DUE, OUTBOX, BUCKET = KEYS[1], KEYS[2], ARGV[2]
+local DUE, OUTBOX = KEYS[SweepKey.DUE], KEYS[SweepKey.OUTBOX]
+local BUCKET = ARGV[SweepArg.BUCKET_PREFIX]
 
 local function state_of(last, churned, t)
   if last == nil then return 'none' end
