@@ -31,7 +31,20 @@ FIXED_FLAGS = {
     "install": Flag.INSTALL,
     "nps": Flag.NPS,
 }
-SCRIPT = load_script("customer.lua", "apply_batch.lua")
+# The batch script's modules, each using what the ones before it define.
+BATCH_MODULES = (
+    "customer.lua",
+    "batch_config.lua",
+    "batch_calendar.lua",
+    "batch_days.lua",
+    "batch_runs.lua",
+    "batch_counters.lua",
+    "batch_membership.lua",
+    "batch_cohorts.lua",
+    "batch_contributions.lua",
+    "apply_batch.lua",
+)
+SCRIPT = load_script(*BATCH_MODULES)
 
 
 @dataclass(frozen=True, slots=True)

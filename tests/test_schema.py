@@ -27,6 +27,7 @@ from core.schema import (
     names,
 )
 from streams.scripts import load_script
+from streams.state import BATCH_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("core", "streams", "metrics", "retention", "bench", "tests")
@@ -172,5 +173,12 @@ def test_the_python_rule_catches_spelled_names(tmp_path: Path, source: str, caug
 
 
 def test_every_script_loads_behind_the_header() -> None:
-    for names_ in (("customer.lua", "apply_batch.lua"), ("customer.lua", "sweep_lifecycle.lua")):
-        assert load_script(*names_).startswith(lua_header())
+    for modules in (BATCH_MODULES, ("customer.lua", "sweep_lifecycle.lua")):
+        assert load_script(*modules).startswith(lua_header())
+
+
+def test_batch_modules_stay_small_and_state_their_contract() -> None:
+    for name in BATCH_MODULES:
+        text = (ROOT / "streams" / name).read_text()
+        assert text.startswith("--"), f"{name} starts without a header comment"
+        assert text.count("\n") <= 300, f"{name} has {text.count(chr(10))} lines"
