@@ -18,7 +18,8 @@ Key layout (every key of a shard carries the same hash tag, so it is Redis Clust
   <ns>:dims:<dim>   breakdown codes of platforms and channels (streams/dimensions.py)
 
 Fields of the day, period and timeline hashes are a prefix followed by numbers joined
-with ':' (field_name()); breakdown counters carry a scope in front, e.g. 'P0|' (scope()).
+with ':' (numbered, period_field, cell_field); breakdown counters carry a scope in
+front, e.g. 'P0|' (scope()).
 """
 
 from __future__ import annotations
@@ -103,9 +104,19 @@ class TimelineField:
 FIELD_GROUPS: tuple[type, ...] = (TotalsField, DaysField, PeriodsField, TimelineField)
 
 
-def field_name(prefix: str, *parts: object, scope: str = "") -> str:
-    """A stored field name: scope, prefix, then the parts joined with ':'."""
-    return scope + prefix + ":".join(map(str, parts))
+def numbered(prefix: str, number: int, scope: str = "") -> str:
+    """A field of one number: a day (day and timeline fields) or a month (cohort value)."""
+    return f"{scope}{prefix}{number}"
+
+
+def period_field(prefix: str, code: str, number: int, scope: str = "") -> str:
+    """A per-period field: period kind code and period (or cohort) number."""
+    return f"{scope}{prefix}{code}:{number}"
+
+
+def cell_field(prefix: str, code: str, cohort: int, offset: int, scope: str = "") -> str:
+    """A retention cell of the per-period hash: cohort and offset from it."""
+    return f"{scope}{prefix}{code}:{cohort}:{offset}"
 
 
 def active_window(window: int) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import replace
 
 from redis import Redis
 
 from core.calendar import Calendar, Period
-from core.rules import ACTIVITY_WINDOWS, lost
+from core.rules import ACTIVITY_WINDOWS
 from core.schema import (
     DIMENSIONS,
     OTHER,
@@ -28,12 +27,23 @@ from core.schema import (
     TimelineField,
     TotalsField,
     active_window,
-    field_name,
+    cell_field,
+    numbered,
+    period_field,
     registry_key,
     scope,
 )
 from core.settings import Settings
 from core.totals import HEADLINE, headline, sum_totals
+from metrics.snapshot import (
+    CohortCell,
+    CohortValue,
+    Core,
+    Lifecycle,
+    PeriodChurn,
+    Purchases,
+    Snapshot,
+)
 
 # Timeline series (subscriber deltas, first churns, RFM keys) by field prefix, then by
 # the rest of the field name (a day, or the RFM key).
@@ -48,113 +58,6 @@ TENURES = (
     ("quick", TimelineField.FIRST_CHURN_QUICK, TimelineField.WON_BACK_QUICK),
     ("late", TimelineField.FIRST_CHURN_LATE, TimelineField.WON_BACK_LATE),
 )
-
-
-class CohortCell(NamedTuple):
-    """A retention cell; a tuple, as its C-level hash keeps ~20k dict lookups cheap."""
-
-    period: Period
-    cohort: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodChurn:
-    """Base at the start and end of the last complete period, and who came and went."""
-
-    period: Period
-    number: int
-    base_start: int
-    base_end: int
-    new: int
-    stayed: int
-    cancels: int
-    subscribers_start: int
-
-    @property
-    def lost(self) -> int:
-        return lost(self.base_start, self.stayed)
-
-
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
-    """PostHog-style lifecycle counts of one period."""
-
-    period: Period
-    number: int
-    active: int
-    previous_active: int
-    new: int
-    returning: int
-    installs: int
-
-    @property
-    def resurrecting(self) -> int:
-        return self.active - self.new - self.returning
-
-    @property
-    def dormant(self) -> int:
-        return self.previous_active - self.returning
-
-
-@dataclass(frozen=True, slots=True)
-class CohortValue:
-    """Purchases, net revenue and observed customer-days of one cohort (or all)."""
-
-    purchases: int
-    net_milli: int
-    customer_days: int
-
-
-@dataclass(frozen=True, slots=True)
-class Purchases:
-    """Purchase and refund totals of all customers."""
-
-    purchases: int = 0
-    revenue_milli: int = 0
-    refunds: int = 0
-    refunded_milli: int = 0
-    purchasing_customers: int = 0
-    repeat_customers: int = 0
-
-    @property
-    def net_milli(self) -> int:
-        return self.revenue_milli - self.refunded_milli
-
-
-@dataclass(slots=True)
-class Core:
-    """The metrics that are also broken down by platform and channel."""
-
-    active: dict[int, int] = field(default_factory=dict)
-    cohort_size: dict[tuple[Period, int], int] = field(default_factory=dict)
-    retained: dict[CohortCell, int] = field(default_factory=dict)
-    churn: list[PeriodChurn] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Snapshot:
-    customers: int = 0
-    watermark_ms: int | None = None
-    watermark_day: int | None = None
-    purchases: Purchases = field(default_factory=Purchases)
-    first_day_sum: int = 0  # of every customer's first activity day
-    events: Counter[str] = field(default_factory=Counter)
-    invalid: Counter[str] = field(default_factory=Counter)
-    active: dict[int, int] = field(default_factory=dict)
-    cohort_size: dict[tuple[Period, int], int] = field(default_factory=dict)
-    retained: dict[CohortCell, int] = field(default_factory=dict)
-    unbounded: dict[CohortCell, int] = field(default_factory=dict)
-    churn: list[PeriodChurn] = field(default_factory=list)
-    lifecycle: list[Lifecycle] = field(default_factory=list)
-    value: dict[int | None, CohortValue] = field(default_factory=dict)
-    subscribers: int = 0
-    mrr_milli: int = 0
-    nps: Counter[str] = field(default_factory=Counter)
-    churned: Counter[str] = field(default_factory=Counter)
-    won_back: Counter[str] = field(default_factory=Counter)
-    rfm: Counter[tuple[int, int, int, int | None]] = field(default_factory=Counter)
-    breakdowns: dict[tuple[str, str], Core] = field(default_factory=dict)
 
 
 class AggregateReader:
@@ -198,10 +101,10 @@ class AggregateReader:
         cells_wanted = self._cohort_cells(today, prefixes, periods)
         (cells,) = self._sum_fields((self.keys.periods, cells_wanted))
         periods |= cells
-        snap.active = {n: days[field_name(active_window(n), today)] for n in ACTIVITY_WINDOWS}
+        snap.active = {n: days[numbered(active_window(n), today)] for n in ACTIVITY_WINDOWS}
         snap.nps = Counter(
             {
-                group: sum(days[field_name(prefix, today - i)] for i in range(self.nps_days))
+                group: sum(days[numbered(prefix, today - i)] for i in range(self.nps_days))
                 for group, prefix in NPS_GROUPS
             }
         )
@@ -251,7 +154,7 @@ class AggregateReader:
 
     def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
         active = {
-            n: days[field_name(active_window(n), today, scope=prefix)] for n in ACTIVITY_WINDOWS
+            n: days[numbered(active_window(n), today, scope=prefix)] for n in ACTIVITY_WINDOWS
         }
         core = Core(active=active)
         for kind in Period:
@@ -292,14 +195,12 @@ class AggregateReader:
     def _day_fields(self, today: int, prefixes: list[str]) -> list[str]:
         fields: list[str] = []
         for _, nps in NPS_GROUPS:
-            fields += [field_name(nps, today - i) for i in range(self.nps_days)]
+            fields += [numbered(nps, today - i) for i in range(self.nps_days)]
         for prefix in prefixes:
-            fields += [field_name(active_window(n), today, scope=prefix) for n in ACTIVITY_WINDOWS]
+            fields += [numbered(active_window(n), today, scope=prefix) for n in ACTIVITY_WINDOWS]
             for kind in Period:
                 _, start, end = self._last_complete(kind, today)
-                fields += [
-                    field_name(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)
-                ]
+                fields += [numbered(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
         return list(dict.fromkeys(fields))
 
     def _period_heads(self, today: int, prefixes: list[str]) -> list[str]:
@@ -309,25 +210,25 @@ class AggregateReader:
         for kind in Period:
             code = PERIOD_CODES[kind]
             last = self.calendar.period(today, kind) - 1
-            fields.append(field_name(f.SUBSCRIPTION_CANCELS, code, last))
+            fields.append(period_field(f.SUBSCRIPTION_CANCELS, code, last))
             for p in self._recent(kind, today):
-                fields += [field_name(f.ACTIVE, code, p), field_name(f.ACTIVE, code, p - 1)]
-                fields += [field_name(f.RETURNING, code, p), field_name(f.INSTALLS, code, p)]
+                fields += [period_field(f.ACTIVE, code, p), period_field(f.ACTIVE, code, p - 1)]
+                fields += [period_field(f.RETURNING, code, p), period_field(f.INSTALLS, code, p)]
             for prefix in prefixes:
-                fields += [field_name(f.COHORT_SIZE, code, last, scope=prefix)]
-                fields += [field_name(f.STAYED_IN_BASE, code, last, scope=prefix)]
+                fields += [period_field(f.COHORT_SIZE, code, last, scope=prefix)]
+                fields += [period_field(f.STAYED_IN_BASE, code, last, scope=prefix)]
                 if prefix and kind is Period.DAY:
                     continue  # daily cohorts are not broken down
                 fields += [
-                    field_name(f.COHORT_SIZE, code, p, scope=prefix)
+                    period_field(f.COHORT_SIZE, code, p, scope=prefix)
                     for p in self._recent(kind, today)
                 ]
         for month in self._recent(Period.MONTH, today):
             fields += [
-                field_name(f.COHORT_PURCHASES, month),
-                field_name(f.COHORT_NET_REVENUE, month),
+                numbered(f.COHORT_PURCHASES, month),
+                numbered(f.COHORT_NET_REVENUE, month),
             ]
-            fields += [field_name(f.COHORT_FIRST_DAY_SUM, month)]
+            fields += [numbered(f.COHORT_FIRST_DAY_SUM, month)]
         return list(dict.fromkeys(fields))
 
     def _cohort_cells(self, today: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
@@ -341,14 +242,14 @@ class AggregateReader:
                 if prefix and kind is Period.DAY:
                     continue
                 for p in self._recent(kind, today):
-                    if heads[field_name(PeriodsField.COHORT_SIZE, code, p, scope=prefix)] <= 0:
+                    if heads[period_field(PeriodsField.COHORT_SIZE, code, p, scope=prefix)] <= 0:
                         continue
                     offsets = range(current - p + 1)
                     retained = PeriodsField.RETAINED
-                    fields += [field_name(retained, code, p, k, scope=prefix) for k in offsets]
+                    fields += [cell_field(retained, code, p, k, scope=prefix) for k in offsets]
                     if not prefix:
                         later = PeriodsField.RETAINED_OR_LATER
-                        fields += [field_name(later, code, p, k) for k in offsets]
+                        fields += [cell_field(later, code, p, k) for k in offsets]
         return fields
 
     def _fill_cohorts(
@@ -362,14 +263,14 @@ class AggregateReader:
         code = PERIOD_CODES[kind]
         current = self.calendar.period(today, kind)
         for cohort in self._recent(kind, today):
-            size = periods[field_name(PeriodsField.COHORT_SIZE, code, cohort, scope=prefix)]
+            size = periods[period_field(PeriodsField.COHORT_SIZE, code, cohort, scope=prefix)]
             if size <= 0:
                 continue
             core.cohort_size[(kind, cohort)] = size
             for k in range(current - cohort + 1):
                 cell = CohortCell(kind, cohort, k)
                 core.retained[cell] = periods[
-                    field_name(PeriodsField.RETAINED, code, cohort, k, scope=prefix)
+                    cell_field(PeriodsField.RETAINED, code, cohort, k, scope=prefix)
                 ]
 
     def _fill_unbounded(
@@ -378,7 +279,7 @@ class AggregateReader:
         code = PERIOD_CODES[kind]
         for cell in snap.retained:
             if cell.period is kind:
-                later = field_name(PeriodsField.RETAINED_OR_LATER, code, cell.cohort, cell.offset)
+                later = cell_field(PeriodsField.RETAINED_OR_LATER, code, cell.cohort, cell.offset)
                 snap.unbounded[cell] = periods[later]
 
     def _churn(
@@ -398,7 +299,7 @@ class AggregateReader:
         code = PERIOD_CODES[kind]
         return replace(
             movement,
-            cancels=periods[field_name(PeriodsField.SUBSCRIPTION_CANCELS, code, last)],
+            cancels=periods[period_field(PeriodsField.SUBSCRIPTION_CANCELS, code, last)],
             subscribers_start=_sum_until(timeline, TimelineField.SUBSCRIBERS, start - 1),
         )
 
@@ -411,10 +312,10 @@ class AggregateReader:
             self.calendar.period_start(number, kind),
             self.calendar.period_end(number, kind),
         )
-        day_fields = [field_name(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
+        day_fields = [numbered(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
         period_fields = [
-            field_name(PeriodsField.COHORT_SIZE, code, number, scope=prefix),
-            field_name(PeriodsField.STAYED_IN_BASE, code, number, scope=prefix),
+            period_field(PeriodsField.COHORT_SIZE, code, number, scope=prefix),
+            period_field(PeriodsField.STAYED_IN_BASE, code, number, scope=prefix),
         ]
         return day_fields, period_fields
 
@@ -472,11 +373,11 @@ class AggregateReader:
             Lifecycle(
                 period=kind,
                 number=p,
-                active=periods[field_name(f.ACTIVE, code, p)],
-                previous_active=periods[field_name(f.ACTIVE, code, p - 1)],
-                new=periods[field_name(f.COHORT_SIZE, code, p)],
-                returning=periods[field_name(f.RETURNING, code, p)],
-                installs=periods[field_name(f.INSTALLS, code, p)],
+                active=periods[period_field(f.ACTIVE, code, p)],
+                previous_active=periods[period_field(f.ACTIVE, code, p - 1)],
+                new=periods[period_field(f.COHORT_SIZE, code, p)],
+                returning=periods[period_field(f.RETURNING, code, p)],
+                installs=periods[period_field(f.INSTALLS, code, p)],
             )
             for p in self._recent(kind, today)
         ]
@@ -489,13 +390,13 @@ class AggregateReader:
         )
         f, month_code = PeriodsField, PERIOD_CODES[Period.MONTH]
         for month in self._recent(Period.MONTH, today):
-            size = periods[field_name(f.COHORT_SIZE, month_code, month)]
+            size = periods[period_field(f.COHORT_SIZE, month_code, month)]
             if size > 0:
                 snap.value[month] = CohortValue(
-                    purchases=periods[field_name(f.COHORT_PURCHASES, month)],
-                    net_milli=periods[field_name(f.COHORT_NET_REVENUE, month)],
+                    purchases=periods[numbered(f.COHORT_PURCHASES, month)],
+                    net_milli=periods[numbered(f.COHORT_NET_REVENUE, month)],
                     customer_days=size * (today + 1)
-                    - periods[field_name(f.COHORT_FIRST_DAY_SUM, month)],
+                    - periods[numbered(f.COHORT_FIRST_DAY_SUM, month)],
                 )
 
     def _fill_timeline(self, snap: Snapshot, today: int, timeline: Timeline) -> None:

@@ -17,8 +17,9 @@ from core.calendar import Calendar, Period
 from core.rules import ACTIVITY_WINDOWS, churn_ratio, crr, ratio
 from core.segments import count_segments
 from core.settings import Settings
-from metrics.aggregates import AggregateReader, CohortValue, PeriodChurn, Snapshot
+from metrics.aggregates import AggregateReader
 from metrics.exposition import Family
+from metrics.snapshot import CohortValue, PeriodChurn, Snapshot
 
 SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
 

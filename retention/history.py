@@ -18,7 +18,8 @@ from core.calendar import Calendar, Period
 from core.errors import EXIT_UNREACHABLE, CommandError
 from core.rules import churn_ratio, crr
 from core.settings import Settings
-from metrics.aggregates import AggregateReader, PeriodChurn
+from metrics.aggregates import AggregateReader
+from metrics.snapshot import PeriodChurn
 
 DEPTH = {Period.DAY: 30, Period.WEEK: 12, Period.MONTH: 12}
 
