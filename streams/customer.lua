@@ -4,7 +4,7 @@
 -- Many customers share one hash, a bucket <ns>:{s:N}:b:<n>: a key costs ~100 B of
 -- overhead (name, object, dict entry) that a few dozen customers now split, and the
 -- bucket stays a compact listpack. The field is the customer id (a canonical UUID as
--- its 16 raw bytes, see streams/state.py customer_field); the value is the customer's
+-- its 16 raw bytes, see core/schema.py customer_field); the value is the customer's
 -- state as a sequence of MessagePack values (Redis's built-in cmsgpack packs and
 -- unpacks it in C, several times faster than a Lua codec), in the order of
 -- CUSTOMER_SLOTS (core/schema.py).
@@ -130,7 +130,7 @@ local function due_day(blob)
   return o8 * 8 + due
 end
 
--- The customer id a bucket field stands for (the inverse of state.py customer_field).
+-- The customer id a bucket field stands for (the inverse of core/schema.py customer_field).
 local function customer_id(field)
   if #field == 16 then
     return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x',
