@@ -45,8 +45,8 @@ from metrics.snapshot import (
     Snapshot,
 )
 
-# Timeline series (subscriber deltas, first churns, RFM keys) by field prefix, then by
-# the rest of the field name (a day, or the RFM key).
+# Timeline series (subscriber deltas, first churns, RFM keys) by field prefix without
+# its ':', then by the rest of the field name (a day, or the RFM key).
 Timeline = defaultdict[str, Counter[str]]
 NPS_GROUPS = (
     ("promoter", DaysField.NPS_PROMOTERS),
@@ -137,7 +137,7 @@ class AggregateReader:
         for line in shard_replies[1::2]:
             for raw_name, raw_value in line.items():
                 series, _, rest = raw_name.decode().partition(":")
-                timeline[series + ":"][rest] += int(raw_value)
+                timeline[series][rest] += int(raw_value)
         counts = totals.counts
         snap.customers = totals.customers
         snap.events, snap.invalid = totals.events, totals.invalid
@@ -405,16 +405,21 @@ class AggregateReader:
         for tenure, churned, won_back in TENURES:
             snap.churned[tenure] = _sum_until(timeline, churned, today)
             snap.won_back[tenure] = _sum_until(timeline, won_back, today)
-        for name, count in timeline[TimelineField.RFM_KEY].items():
+        for name, count in _series(timeline, TimelineField.RFM_KEY).items():
             if count:
                 last, frequency, monetary, first = name.split(":")
                 first_day = None if first == TimelineField.RFM_NOT_NEW else int(first)
                 snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
 
 
-def _sum_until(timeline: Timeline, series: str, day: int) -> int:
+def _series(timeline: Timeline, prefix: str) -> Counter[str]:
+    """The series of a timeline field prefix."""
+    return timeline[prefix.removesuffix(":")]
+
+
+def _sum_until(timeline: Timeline, prefix: str, day: int) -> int:
     """Sum of a day-keyed timeline series over all days up to and including `day`."""
-    return sum(value for when, value in timeline[series].items() if int(when) <= day)
+    return sum(value for when, value in _series(timeline, prefix).items() if int(when) <= day)
 
 
 def _scopes(registries: list[dict[bytes, bytes]]) -> dict[tuple[str, str], str]:
