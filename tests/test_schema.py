@@ -182,3 +182,12 @@ def test_batch_modules_stay_small_and_state_their_contract() -> None:
         text = (ROOT / "streams" / name).read_text()
         assert text.startswith("--"), f"{name} starts without a header comment"
         assert text.count("\n") <= 300, f"{name} has {text.count(chr(10))} lines"
+
+
+def test_every_field_prefix_has_one_meaning() -> None:
+    """No two stored prefixes are equal or start one another, in any hash: a field name
+    is read back as one thing only."""
+    prefixes = [v for group in FIELD_GROUPS for v in names(group).values() if v.endswith(":")]
+    clashes = [(a, b) for a in prefixes for b in prefixes if a is not b and b.startswith(a)]
+    assert not clashes
+    assert len(set(prefixes)) == len(prefixes)
