@@ -1,6 +1,9 @@
 """Helpers for the command tests: run the real `retention` binary, and one shared simulated
 pipeline (real Kafka -> worker -> Redis -> exporter) that the simulate, report and status
-tests all look at, so the worker starts once per session."""
+tests all look at, so the worker starts once per session.
+
+A command always runs with explicit topics, group and namespace: a pipeline's, or
+(without one) this session's unused names, never the defaults."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.broker import delete_marked, unused_settings
 from tests.conftest import KAFKA, RETENTION_BIN, ROOT, Pipeline
 
 SIM_ARGS = ["--seed", "11", "--days", "40", "--installs", "40", "--start", "2026-02-23"]
@@ -28,23 +32,13 @@ def closed_port() -> int:
 
 
 def delete_topic(topic: str) -> None:
-    """Remove a throwaway topic a test produced to without a pipeline."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        await admin.start()
-        try:
-            if topic in await admin.list_topics():
-                await admin.delete_topics([topic])
-        finally:
-            await admin.close()
-
-    asyncio.run(go())
+    """Remove a throwaway topic a test produced to without a pipeline, and every topic or
+    group whose name contains it."""
+    asyncio.run(delete_marked(KAFKA, topic))
 
 
 def cli_env(p: Pipeline | None = None, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **unused_settings()}
     if p is not None:
         env.update(p.settings)
         env["RETENTION_GROUP_ID"] = p.group
@@ -85,13 +79,11 @@ _SHARED: dict[str, SimRun] = {}
 
 
 @pytest.fixture
-def sim_run(
-    stack: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> SimRun:
+def sim_run(session_pipelines: list[Pipeline], tmp_path_factory: pytest.TempPathFactory) -> SimRun:
     """`retention simulate` through the real stack, once per session; closed at session end."""
     if "run" not in _SHARED:
         p = Pipeline(tmp_path_factory.mktemp("simulated"))
-        request.config.add_cleanup(p.close)
+        session_pipelines.append(p)
         p.start_worker()
         p.start_exporter()
         out = p.workdir / "simulation"

@@ -2,7 +2,8 @@
 
 Nothing here is faked. `scripts/stack.sh up` starts (or confirms) the services; each
 test gets its own namespace, topics and consumer group, and real `retention worker`
-and `retention exporter` subprocesses.
+and `retention exporter` subprocesses. Every Kafka topic and group a test makes is
+deleted when it ends, and the session fails if any is left (tests/broker.py).
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.broker import SESSION, BrokerState, delete_marked, problems, scratch_name
 from tests.oracle import flatten
+from tests.waiting import WaitTimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
@@ -33,6 +36,8 @@ REDIS_PORT = int(os.environ.get("REDIS_PORT", "16379"))
 KAFKA = f"127.0.0.1:{KAFKA_PORT}"
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 PARTITIONS = 4
+SEED_VARIABLE = "HYPOTHESIS_SEED"
+SEED_KEY = pytest.StashKey[int]()
 
 
 def free_port() -> int:
@@ -49,16 +54,42 @@ def tail(path: Path, lines: int = 40) -> str:
     return f"----- last {lines} lines of {path} -----\n" + "\n".join(text[-lines:])
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Run every hypothesis test from one seed: --hypothesis-seed, else $HYPOTHESIS_SEED,
+    else a fresh random one; the header and every failure print it."""
+    from hypothesis import core
+
+    given = config.getoption("hypothesis_seed") or os.environ.get(SEED_VARIABLE)
+    seed = int(given) if given is not None else random.SystemRandom().randrange(2**32)
+    core.global_force_seed = seed
+    config.stash[SEED_KEY] = seed
+
+
+def reproduce_hint(config: pytest.Config) -> str:
+    seed = config.stash[SEED_KEY]
+    return f"hypothesis seed {seed} (rerun with --hypothesis-seed={seed} or {SEED_VARIABLE}={seed})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return reproduce_hint(config)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    from hypothesis import is_hypothesis_test
+
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
+    if rep.failed and is_hypothesis_test(getattr(item, "obj", None)):
+        rep.sections.append(("hypothesis", reproduce_hint(item.config)))
     return rep
 
 
 @pytest.fixture(scope="session")
-def stack() -> None:
-    """The real services; `stack.sh up` is idempotent and exits 0 when already running."""
+def stack() -> Iterator[None]:
+    """The real services; `stack.sh up` is idempotent and exits 0 when already running.
+    Torn down after every fixture that uses it, it then fails the session if a test left
+    a topic or group of its own, or created or wrote to a default topic."""
     try:
         done = subprocess.run(
             ["bash", "scripts/stack.sh", "up"],
@@ -75,6 +106,11 @@ def stack() -> None:
         )
     if not RETENTION_BIN.exists():
         pytest.fail(f"{RETENTION_BIN} is missing: `pip install -e .` into .venv first")
+    before = asyncio.run(BrokerState.read(KAFKA))
+    yield
+    found = problems(before, asyncio.run(BrokerState.read(KAFKA)))
+    if found:
+        pytest.fail(f"Kafka after session {SESSION}: " + "; ".join(found), pytrace=False)
 
 
 class Process:
@@ -120,7 +156,7 @@ class Pipeline:
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.ns = f"t{uuid.uuid4().hex[:8]}"
+        self.ns = scratch_name("t")
         self.topic = f"events-{self.ns}"
         self.dlq_topic = f"events.dlq-{self.ns}"
         self.lifecycle_topic = f"customer-lifecycle-{self.ns}"
@@ -141,7 +177,6 @@ class Pipeline:
             **(extra_env or {}),
         }
         self.processes: list[Process] = []
-        self.groups: list[str] = []
         asyncio.run(self._create_topics())
 
     # --- processes ---------------------------------------------------------------------
@@ -165,7 +200,6 @@ class Pipeline:
 
     def start_worker(self, group: str | None = None, name: str | None = None) -> Process:
         group = group or self.group
-        self.groups.append(group)
         name = name or f"worker-{group}"
         state = self.workdir / f"state-{name}"
         state.mkdir(exist_ok=True)
@@ -184,17 +218,34 @@ class Pipeline:
 
     def start_exporter(self, timeout: float = 30) -> Process:
         proc = self._spawn("exporter", ["exporter"], {"RETENTION_STATE_DIR": str(self.workdir)})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                self.fail("exporter exited during start-up")
+
+        def serving() -> bool:
             try:
                 self.scrape_text()
-                return proc
             except OSError:
-                time.sleep(0.2)
-        self.fail(f"exporter did not serve /metrics on port {self.exporter_port} in {timeout}s")
-        raise AssertionError  # unreachable
+                return False
+            return True
+
+        self.wait(serving, f"the exporter to serve /metrics on port {self.exporter_port}", timeout)
+        return proc
+
+    def wait(
+        self,
+        check: Callable[[], Any],
+        what: str | Callable[[], str],
+        timeout: float,
+        interval: float = 0.2,
+    ) -> Any:
+        """wait_until, failing at once (with the logs) when a process of ours has died."""
+
+        def alive_and(check: Callable[[], Any] = check) -> Any:
+            self.check_alive()
+            return check()
+
+        try:
+            return wait_until(alive_and, what, timeout=timeout, interval=interval)
+        except WaitTimedOut as exc:
+            self.fail(str(exc))
 
     def logs(self) -> str:
         return "\n".join(tail(p.log) for p in self.processes)
@@ -284,19 +335,19 @@ class Pipeline:
         """Poll until the group's committed offsets equal the end offsets; returns seconds."""
         group = group or self.group
         t0 = time.monotonic()
-        end: dict[int, int] = {}
-        done: dict[int, int] = {}
-        while time.monotonic() - t0 < timeout:
-            self.check_alive()
-            end, done = asyncio.run(self._offsets(group))
-            if all(done.get(p, 0) >= end[p] for p in end):
-                return time.monotonic() - t0
-            time.sleep(0.5)
-        self.fail(
-            f"group {group} did not consume {self.topic} within {timeout}s: "
-            f"end offsets {end}, committed {done}"
+        last: list[tuple[dict[int, int], dict[int, int]]] = [({}, {})]
+
+        def consumed() -> bool:
+            end, done = last[0] = asyncio.run(self._offsets(group))
+            return all(done.get(p, 0) >= end[p] for p in end)
+
+        self.wait(
+            consumed,
+            lambda: f"group {group} to consume {self.topic}: (end, committed) offsets {last[0]}",
+            timeout,
+            interval=0.5,
         )
-        return timeout
+        return time.monotonic() - t0
 
     def group_state(self, group: str | None = None) -> tuple[str, int]:
         """(state, number of members) of a consumer group, e.g. ('Stable', 2)."""
@@ -316,15 +367,18 @@ class Pipeline:
         return str(state), len(members)
 
     def wait_for_group(self, members: int, group: str | None = None, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        state: tuple[str, int] = ("", 0)
-        while time.monotonic() < deadline:
-            self.check_alive()
-            state = self.group_state(group)
-            if state == ("Stable", members):
-                return
-            time.sleep(0.25)
-        self.fail(f"group {group or self.group} not Stable with {members} members: {state}")
+        state: list[tuple[str, int]] = [("", 0)]
+
+        def stable() -> bool:
+            state[0] = self.group_state(group)
+            return state[0] == ("Stable", members)
+
+        self.wait(
+            stable,
+            lambda: f"group {group or self.group} Stable with {members} members: {state[0]}",
+            timeout,
+            interval=0.25,
+        )
 
     def progress(self, group: str | None = None) -> tuple[int, int]:
         """(committed, end) summed over partitions."""
@@ -373,6 +427,15 @@ class Pipeline:
         text = self.scrape_text()
         return flatten(text) if names is None else flatten(text, names)
 
+    def still_moving(self, within: float = 5) -> str:
+        """Tell a late write (values still changing) from a wrong one, for a failure message."""
+        first = self.scrape_text()
+        try:
+            wait_until(lambda: self.scrape_text() != first, "a change", timeout=within)
+        except WaitTimedOut:
+            return f"stable for {within:.0f} s"
+        return f"values still changed within {within:.0f} s"
+
     # --- teardown ----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -394,25 +457,13 @@ class Pipeline:
             r.close()
         except Exception as exc:  # teardown must not mask the test result
             print(f"redis cleanup of {self.ns} failed: {exc!r}", file=sys.stderr)
+        # Every topic and group of this pipeline names its namespace: the workers', and
+        # Faust's own `<group>-host` group and assignor topic. A failure here shows in the
+        # session's leftover check.
         try:
-            asyncio.run(self._delete_kafka())
+            asyncio.run(delete_marked(KAFKA, self.ns))
         except Exception as exc:
             print(f"kafka cleanup of {self.ns} failed: {exc!r}", file=sys.stderr)
-
-    async def _delete_kafka(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            mine = [t for t in (self.topic, self.dlq_topic, self.lifecycle_topic) if t in existing]
-            if mine:
-                await admin.delete_topics(mine)
-            with contextlib.suppress(Exception):  # best effort
-                await admin.delete_consumer_groups(sorted(set(self.groups)))
-        finally:
-            await admin.close()
 
 
 def _report_logs(node: pytest.Item, pipelines: list[Pipeline]) -> None:
@@ -441,6 +492,16 @@ def pipeline(
 
     yield make
     _report_logs(request.node, made)
+    for p in made:
+        p.close()
+
+
+@pytest.fixture(scope="session")
+def session_pipelines(stack: None) -> Iterator[list[Pipeline]]:
+    """A list that session-wide fixtures append their pipelines to; closed at session end,
+    before the stack's leftover check."""
+    made: list[Pipeline] = []
+    yield made
     for p in made:
         p.close()
 

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import ROOT, free_port, tail
+from tests.waiting import wait_until
 
 PROMETHEUS_DIR = ROOT / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
@@ -139,18 +140,16 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.popen.poll() is not None:
                 raise AssertionError(f"{self.name} exited during start-up\n{tail(self.log)}")
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
+                    return bool(resp.status == 200)
             except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} not ready in {timeout}s\n{tail(self.log)}")
+                return False
+
+        wait_until(ready, lambda: f"{self.name} to be ready\n{tail(self.log)}", timeout=timeout)
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -246,13 +245,13 @@ def query(prom: Server, expr: str, at: float | None = None) -> list[dict[str, An
 
 
 def wait_for(prom: Server, expr: str, timeout: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = query(prom, expr)
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"no data for {expr!r} within {timeout}s\n{tail(prom.log)}")
+    """The query's result once it has data."""
+    return wait_until(
+        lambda: query(prom, expr),
+        lambda: f"data for {expr!r}\n{tail(prom.log)}",
+        timeout=timeout,
+        interval=0.5,
+    )
 
 
 class WebhookReceiver:

@@ -8,7 +8,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import time
 import urllib.request
 from collections import Counter
 from datetime import date
@@ -163,15 +162,20 @@ def test_unwritable_dead_letter_topic_holds_the_position_until_it_accepts(pipeli
     worker = p.start_worker()
     p.start_exporter()
 
-    deadline = time.monotonic() + 60
     health: dict[tuple[str, str], float] = {}
-    while time.monotonic() < deadline:
-        p.check_alive()
+
+    def retried_twice() -> bool:
+        nonlocal health
         with contextlib.suppress(OSError):
             health = worker_metrics(metrics_port)
-            if health.get(("retention_backend_retries_total", "dead_letter"), 0) >= 2:
-                break
-        time.sleep(0.5)
+        return health.get(("retention_backend_retries_total", "dead_letter"), 0) >= 2
+
+    p.wait(
+        retried_twice,
+        lambda: f"two retries of the dead-letter write; health {health}",
+        60,
+        interval=0.5,
+    )
     assert health[("retention_backend_up", "dead_letter")] == 0, health
     assert health[("retention_backend_retries_total", "dead_letter")] >= 2, health
     assert "writing to the dead-letter topic failed" in worker.log.read_text()

@@ -8,8 +8,8 @@ feed against what was produced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import date
@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.health import WorkerHealth
 from tests.conftest import Pipeline, free_port
 from tests.history import generate_history
+from tests.waiting import WaitTimedOut, wait_until
 
 TOPIC = "events"
 
@@ -121,8 +122,11 @@ def test_a_real_worker_reports_what_it_consumed(pipeline: Callable[..., Pipeline
     produced += p.produce([b"{not json", b"[]"])
     p.wait_until_consumed(timeout=60)
     # The metrics are updated right after the commit that wait_until_consumed saw.
-    deadline = time.monotonic() + 10
-    while True:
+    got: dict[tuple[str, str | None], float] = {}
+    lags: dict[str | None, float] = {}
+
+    def caught_up() -> bool:
+        nonlocal got, lags
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         got = {
@@ -132,9 +136,10 @@ def test_a_real_worker_reports_what_it_consumed(pipeline: Callable[..., Pipeline
         }
         lags = {part: v for (name, part), v in got.items() if name == "retention_consumer_lag"}
         done = got[("retention_consumed_events_total", None)] >= produced
-        if (done and set(lags.values()) == {0}) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return done and set(lags.values()) == {0}
+
+    with contextlib.suppress(WaitTimedOut):  # the assertions below say what differs
+        wait_until(caught_up, "the health metrics to show everything consumed", timeout=10)
     assert got[("retention_consumed_events_total", None)] == produced
     batches = got[("retention_batch_seconds_count", None)]
     assert batches >= 1 and got[("retention_redis_seconds_count", None)] == batches

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from retention.scrape import Scrape, parse
 from tests.cli_fixtures import SimRun, cli_env, closed_port, run_cli, sim_run
 from tests.conftest import RETENTION_BIN, ROOT
 from tests.oracle import OracleSettings, compute, key
+from tests.waiting import wait_until
 
 __all__ = ["sim_run"]  # the fixture, imported for pytest
 
@@ -245,17 +245,25 @@ def test_option_mistakes() -> None:
 
 
 @pytest.mark.integration
-def test_watch_refreshes_until_ctrl_c(sim_run: SimRun) -> None:
-    proc = subprocess.Popen(
-        [str(RETENTION_BIN), "report", "--watch", "--interval", "0.5"],
-        env=sim_run.env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+def test_watch_refreshes_until_ctrl_c(sim_run: SimRun, tmp_path: Path) -> None:
+    screen = tmp_path / "screen"
+    with screen.open("w") as out:
+        proc = subprocess.Popen(
+            [str(RETENTION_BIN), "report", "--watch", "--interval", "0.5"],
+            env={**sim_run.env, "TTY_COMPATIBLE": "1"},  # rich draws every frame, as on a tty
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def frames() -> int:
+        return screen.read_text().count("retention report")
+
+    try:
+        wait_until(lambda: frames() >= 3 or proc.poll() is not None, "three frames", timeout=60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert "retention report" in out
+    assert frames() >= 3

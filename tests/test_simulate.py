@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker import scratch_name
 from tests.cli_fixtures import (
     SIM_ARGS,
     SimRun,
@@ -173,7 +174,7 @@ def test_tracker_measures_exactly_the_ground_truth(sim_run: SimRun) -> None:
 @pytest.mark.integration
 def test_live_mode_sends_in_real_time(tmp_path: Path, stack: None) -> None:
     """--live sends each event when the wall clock reaches its time; truth covers what was sent."""
-    topic = f"events-live-{tmp_path.name[-12:]}"
+    topic = scratch_name("events-live-")
     env = cli_env(RETENTION_EVENTS_TOPIC=topic, RETENTION_KAFKA_BOOTSTRAP=KAFKA)
     started = time.time()
     args = ["simulate", "--live", "--days", "1", "--installs", "600000", "--duration", "3"]

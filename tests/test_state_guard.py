@@ -17,6 +17,7 @@ from core.schema import Keys, active_window, offset_marker
 from core.settings import Settings
 from core.totals import positions, sum_totals
 from streams.state import Record, StateWriter
+from tests.broker import delete_marked, scratch_name
 from tests.cli_fixtures import cli_env, run_cli
 from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
 from tests.history import generate_history
@@ -50,14 +51,14 @@ def matches_oracle(
     """The exporter's numbers equal the oracle's, at once or within the timeout (for a
     worker that first has to notice Redis lost what the group's commits say)."""
     expected = compute(events, settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        p.check_alive()
+    problems = ""
+
+    def matching() -> bool:
+        nonlocal problems
         problems = diff(expected, flatten(p.scrape_text(), COMPARED))
-        if not problems or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert not problems, problems
+        return not problems
+
+    p.wait(matching, lambda: f"the exporter to match the oracle: {problems}", timeout, 0.5)
 
 
 def test_changed_setting_is_refused_and_rebuild_applies_it(pipeline) -> None:  # type: ignore[no-untyped-def]
@@ -257,7 +258,7 @@ def test_the_events_topic_is_created_to_keep_its_history() -> None:
 
     from retention.produce import ensure_topic
 
-    topic = f"events-keep-{int(time.time() * 1000)}"
+    topic = scratch_name("events-keep-")
     settings = Settings(kafka_bootstrap=KAFKA)
 
     async def created_retention() -> str:
@@ -269,12 +270,14 @@ def test_the_events_topic_is_created_to_keep_its_history() -> None:
                 [ConfigResource(ConfigResourceType.TOPIC, topic)]
             )
             entries = described[0].resources[0][4]
-            await admin.delete_topics([topic])
         finally:
             await admin.close()
         return next(entry[1] for entry in entries if entry[0] == "retention.ms")
 
-    assert asyncio.run(created_retention()) == "-1"
+    try:
+        assert asyncio.run(created_retention()) == "-1"
+    finally:
+        asyncio.run(delete_marked(KAFKA, topic))
 
 
 def test_worker_started_before_redis_waits_for_it(pipeline, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -287,13 +290,13 @@ def test_worker_started_before_redis_waits_for_it(pipeline, tmp_path) -> None:  
     events = generate_history(seed=8, customers=20, days=10, start=date(2026, 2, 2))
     p.produce(events)
     worker = p.start_worker()
-    deadline = time.monotonic() + 30
-    while "not reachable" not in worker.log.read_text():
-        assert time.monotonic() < deadline, worker.log.read_text()
-        p.check_alive()
-        time.sleep(0.3)
-    time.sleep(2)
-    p.check_alive()
+    # a second "not reachable" line: the worker retried instead of exiting
+    p.wait(
+        lambda: worker.log.read_text().count("not reachable") >= 2,
+        "the worker to retry connecting to Redis",
+        30,
+        interval=0.3,
+    )
     server = subprocess.Popen(
         [
             "redis-server",

@@ -3,6 +3,7 @@ what we know the pipeline holds; a stopped stack is named part by part, with exi
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker import records_in, scratch_name
 from tests.cli_fixtures import SimRun, cli_env, closed_port, delete_topic, run_cli, sim_run
-from tests.conftest import RETENTION_BIN, ROOT
+from tests.conftest import KAFKA, RETENTION_BIN, ROOT
+from tests.waiting import wait_until
 
 __all__ = ["sim_run"]  # the fixture, imported for pytest
 
@@ -62,7 +65,7 @@ def test_stopped_stack_is_named_part_by_part() -> None:
 @pytest.mark.integration
 def test_events_per_second_while_a_feed_runs(sim_run: SimRun, tmp_path: Path) -> None:
     """A feed at 200 events/s into a topic nobody consumes: status sees ~200/s coming in."""
-    topic = f"events-rate-{tmp_path.name[-10:]}"
+    topic = scratch_name("events-rate-")
     source = tmp_path / "rows.csv"
     with source.open("w", newline="") as f:
         w = csv.writer(f)
@@ -77,7 +80,11 @@ def test_events_per_second_while_a_feed_runs(sim_run: SimRun, tmp_path: Path) ->
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(2.5)  # start-up, and the topic exists
+        wait_until(
+            lambda: asyncio.run(records_in(KAFKA, [topic])).get(topic, 0) >= 100,
+            "the feed to write its first half second of events",
+            timeout=30,
+        )
         done = run_cli(["status", "--json", "--sample", "2"], env)
         assert done.returncode == 0, done.stderr  # Kafka, Redis and exporter are up
         worker = checks(done.stdout)["worker"]

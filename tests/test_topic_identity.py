@@ -8,7 +8,6 @@ the way the worker reads it. Every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streams.topic_identity import topic_id
+from tests.broker import scratch_name
 from tests.conftest import KAFKA
+from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]
 
@@ -29,15 +30,10 @@ T = TypeVar("T")
 
 
 async def wait_for(what: str, probe: Callable[[], Awaitable[T | None]]) -> T:
-    """Poll `probe` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = await probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
-        await asyncio.sleep(0.2)
+    """Poll `probe` until it returns a value (not None), or fail at the deadline."""
+    value = await wait_until_async(probe, what, timeout=DEADLINE_S)
+    assert value is not None
+    return value
 
 
 @asynccontextmanager
@@ -70,7 +66,7 @@ async def delete(admin: AIOKafkaAdminClient, topic: str) -> None:
 
 
 def unique_topic() -> str:
-    return f"topic-identity-{uuid.uuid4().hex[:12]}"
+    return scratch_name("topic-identity-")
 
 
 def test_recreated_topic_gets_a_new_id() -> None:
