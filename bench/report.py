@@ -1,4 +1,4 @@
-"""Medians, ratios against the issue's targets, the rich table and the JSON file."""
+"""Medians, ratios against the performance targets (TARGETS), the rich table and the JSON file."""
 
 from __future__ import annotations
 

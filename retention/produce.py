@@ -53,7 +53,6 @@ class SendStats:
     confirmed: int = 0
     failed: int = 0
     seconds: float = 0.0
-    stopped_early: bool = False
 
     @property
     def rate(self) -> float:
@@ -293,7 +292,6 @@ async def send_all(
                     await sender.settle_done()
                     await _pause(stop, wait)
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                    stats.stopped_early = True
                     break
                 await sender.send(record)
             await sender.settle_all()

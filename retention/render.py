@@ -16,7 +16,6 @@ from retention.scrape import Family
 
 BAR_WIDTH = 30
 MAX_OFFSETS = 13
-MAX_OTHER = 40
 
 
 def render(report: Report, periods: Iterable[str]) -> RenderableType:

@@ -197,8 +197,8 @@ def compute(events: Sequence[EventLike], s: OracleSettings = OracleSettings()) -
         max_ts = ms if max_ts is None else max(max_ts, ms)
         kind, cid = ev["type"], ev["customer_id"]
         d = local_day(ms, zone)
-        # An event whose only effect is an active day counts once per customer, day and
-        # type: a re-sent one cannot be told from a second visit that day.
+        # An event whose only effect is an active day counts once per customer, day
+        # and type, since a re-sent one cannot be told from a second visit that day.
         if kind not in pure_activity(s):
             types[kind] += 1
         elif (cid, d, kind) not in pure_days:

@@ -113,7 +113,8 @@ def test_toy_utc() -> None:
     churn("day", 2, 3, 0, 0)  # day 04-06: C lapsed at end of 04-05 (31 days), back on 04-06
     churn("week", 3, 2, 0, 1)  # week 03-30: C is lost
     churn("month", 1, 3, 2, 0)  # March: S = {C}, new A and B
-    # The metrics of issue 3 are checked in test_oracle_value.py.
+    # The value metrics (purchases, subscriptions, NPS, RFM, ...) are checked in
+    # test_oracle_value.py.
     assert {k: v for k, v in got.items() if k[0] in BASE_METRICS} == exp
 
 

@@ -1,4 +1,5 @@
-"""Hand-checked unit tests of the oracle's issue-3 metrics (no servers needed).
+"""Hand-checked unit tests of the oracle's value metrics (no servers needed): unbounded
+retention, lifecycle, purchases, CLV, subscriptions, NPS, quick and late churn, win-back, RFM.
 
 Every expected number below was worked out by hand from docs/definitions.md; the
 arithmetic is in the comments. Events are at 12:00 UTC unless a time is given.

@@ -86,7 +86,8 @@ def test_history_matches_oracle_utc(utc_run: Run) -> None:
 
 
 def assert_exercises_value_metrics(exp: dict[Key, float]) -> None:
-    """The issue-3 metrics are non-trivial in this history (not all zero or absent)."""
+    """The value metrics (RFM, NPS, win-back, refunds, ...) are non-trivial in this history
+    (not all zero or absent)."""
 
     def values(name: str) -> list[float]:
         return [v for k, v in exp.items() if k[0] == name]
