@@ -70,8 +70,8 @@ def reproduce_hint(config: pytest.Config) -> str:
     return f"hypothesis seed {seed} (rerun with --hypothesis-seed={seed} or {SEED_VARIABLE}={seed})"
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return reproduce_hint(config)
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [reproduce_hint(config), f"kafka topics and groups of this session contain {SESSION}"]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
