@@ -500,6 +500,7 @@ def test_sigkill_five_times(pipeline, clean: Clean) -> None:  # type: ignore[no-
         time.sleep(rng.uniform(0, 0.05))
         assert worker.alive(), f"worker {n} died before its kill"
         connections = redis_ports(worker.popen.pid)
+        assert connections, f"worker {n} has no connection to Redis to wait for"
         worker.kill()
         wait_for(
             f"Redis to finish worker {n}'s connections",
