@@ -2,8 +2,8 @@
 
 The state is written by the real worker consuming the N-customer history (no
 synthetic writer). Three views of its size:
-- `INFO memory` used_memory after - before, divided by tracked customers (what the
-  issue asks for; it also sees any other client's writes in the meantime, so the
+- `INFO memory` used_memory after - before, divided by tracked customers (the
+  headline figure; it also sees any other client's writes in the meantime, so the
   key count of other namespaces is reported beside it);
 - Σ `MEMORY USAGE` over every key of the namespace, split by kind of key (customer
   buckets, shard aggregates, lifecycle due sets), which other users cannot disturb;

@@ -2,7 +2,7 @@
 -- and sweep scripts (prepended to them when they are loaded).
 --
 -- Many customers share one hash, a bucket <ns>:{s:N}:b:<n>: a key costs ~100 B of
--- overhead (name, object, dict entry) that a few dozen customers now split, and the
+-- overhead (name, object, dict entry) that a few dozen customers split, and the
 -- bucket stays a compact listpack. The field is the customer id (a canonical UUID as
 -- its 16 raw bytes, see core/schema.py customer_field); the value is the customer's
 -- state as a sequence of MessagePack values (Redis's built-in cmsgpack packs and

@@ -69,7 +69,6 @@ class LifecyclePublisher:
         self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.script = redis.register_script(SCRIPT)
-        self.published = 0
 
     async def run_once(self, producer: AIOKafkaProducer, source: str) -> int:
         """Sweep up to the current watermark of the events topic `source` and publish;
@@ -140,7 +139,6 @@ class LifecyclePublisher:
                 if entries:
                     pipe.ltrim(outbox, len(entries), -1)
             await pipe.execute()
-        self.published += len(messages)
         return len(messages)
 
     async def _produce(
