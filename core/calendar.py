@@ -35,6 +35,12 @@ class Calendar:
         local = datetime.fromtimestamp(ts_ms / 1000, tz=self.zone)
         return local.toordinal() - EPOCH_ORDINAL
 
+    def day_start_ms(self, day: int) -> int:
+        """First epoch millisecond of a local day: its local midnight (DST-safe)."""
+        d = day_to_date(day)
+        local = datetime(d.year, d.month, d.day, tzinfo=self.zone)
+        return int(local.timestamp() * 1000)
+
     def period(self, day: int, kind: Period) -> int:
         """Week or month number of a day; a day is its own period."""
         if kind is Period.DAY:

@@ -11,7 +11,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from retention.report import PERIOD_ORDER, CohortRow, CurvePoint, Report, is_percent
+from retention.curve import CurvePoint
+from retention.report import PERIOD_ORDER, CohortRow, Report, is_percent
 from retention.scrape import Family
 
 BAR_WIDTH = 30

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.errors import EXIT_PROBLEM, CommandError
+from retention.curve import CurvePoint, pooled_curve
 from retention.history import ChurnPoint
 from retention.scrape import Family, Scrape
 
@@ -30,17 +31,6 @@ class CohortRow:
     cohort: str
     size: float | None
     values: list[float | None]  # by offset; None where the exporter has no cell
-
-
-@dataclass
-class CurvePoint:
-    offset: int
-    retained: float
-    size: float
-
-    @property
-    def ratio(self) -> float:
-        return self.retained / self.size if self.size else 0.0
 
 
 @dataclass
@@ -93,7 +83,8 @@ def build(scrape: Scrape) -> Report:
             report.cohorts[name] = cohort_rows(family, size)
             if size is not None and not is_percent(name):
                 report.curves[name] = {
-                    p: pooled_curve(rows) for p, rows in report.cohorts[name].items()
+                    p: pooled_curve((row.size, row.values) for row in rows)
+                    for p, rows in report.cohorts[name].items()
                 }
     return report
 
@@ -133,19 +124,6 @@ def cohort_rows(family: Family, size: Family | None) -> dict[str, list[CohortRow
             rows.append(CohortRow(cohort, count, values))
         out[period] = rows
     return out
-
-
-def pooled_curve(rows: list[CohortRow]) -> list[CurvePoint]:
-    """Sum retained and sizes over cohorts whose period cohort+offset is complete (never
-    average ratios): the last cell of each row is the running period and is left out."""
-    retained: dict[int, float] = defaultdict(float)
-    sizes: dict[int, float] = defaultdict(float)
-    for row in rows:
-        for k, value in enumerate(row.values[:-1]):
-            if value is not None and row.size:
-                retained[k] += value
-                sizes[k] += row.size
-    return [CurvePoint(k, retained[k], sizes[k]) for k in sorted(sizes)]
 
 
 def _period_key(period: str) -> int:

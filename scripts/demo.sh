@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh — the README's quick start: set up everything, then run the stack, worker,
-# exporter and the built-in sample feed, and print where to look. Ctrl-C stops it.
+# exporter and a feed from `retention simulate`'s generator, and print where to look.
+# Ctrl-C stops it.
 #   bash scripts/demo.sh [retention demo options, see --help]
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

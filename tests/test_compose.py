@@ -195,10 +195,10 @@ def test_kafka_is_the_official_image_in_kraft_mode(config: dict[str, Any]) -> No
         assert f"//{bootstrap}" in advertised
 
 
-def test_demo_profile_runs_the_sample_feed(config: dict[str, Any]) -> None:
+def test_demo_profile_runs_the_simulated_sample_feed(config: dict[str, Any]) -> None:
     demo = config["services"]["demo"]
     assert demo["profiles"] == ["demo"]
-    assert demo["command"][0] == "sample"
+    assert demo["command"][:3] == ["simulate", "--preset", "sample"]
 
 
 def test_image_commands_are_real_cli_commands(config: dict[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""One module per `retention` command; `retention.cli` assembles them into the typer app."""

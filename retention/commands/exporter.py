@@ -1,0 +1,55 @@
+"""`retention exporter`: serve the metrics, but only over state built under these settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+from rich.markup import escape
+
+from core.errors import EXIT_USAGE
+from core.settings import Settings
+from retention.commands.common import console, load_settings
+
+
+def exporter() -> None:
+    """Serve retention metrics for Prometheus on RETENTION_EXPORTER_HOST:PORT/metrics."""
+    from metrics.exporter import serve
+
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _refuse_foreign_state(settings)
+    console.print(
+        f"exporter on http://{settings.exporter_host}:{settings.exporter_port}/metrics "
+        f"(namespace {settings.namespace})"
+    )
+    try:
+        serve(settings)
+    except OSError as exc:
+        console.print(f"[red]cannot listen on port {settings.exporter_port}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _refuse_foreign_state(settings: Settings) -> None:
+    """Exit 2 when the state was built under other settings (or Redis evicts keys): the
+    exporter would read numbers that mean something else."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from streams.guard import StateRefused, check_state
+
+    async def check() -> None:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        try:
+            await check_state(redis, settings, record=False)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(check())
+    except StateRefused as exc:
+        console.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except RedisError as exc:
+        console.print(f"[yellow]Redis not reachable yet ({exc}); serving anyway[/yellow]")
