@@ -207,7 +207,9 @@ def test_generator_properties(history: list[dict[str, Any]]) -> None:
             for j in range(i):
                 if evs[j]["event_id"] == e["event_id"]:
                     assert evs[j] == e
-                    assert i - j <= 6 and len({x["event_id"] for x in evs[j:i]}) <= 16
+                    # (re-sends of other events in between do not count)
+                    between = {x["event_id"] for x in evs[j:i]}
+                    assert len(between - {x["event_id"] for x in evs[:j]}) <= 5
     assert len(per_customer) == 2000
     types = Counter(e["type"] for e in unique.values())
     for t in (

@@ -26,7 +26,7 @@ def demo(
     ] = 0,
 ) -> None:
     """Start the stack, worker and exporter, feed a simulated history, and say where to look."""
-    from retention.simulate.generator import SimConfig
+    from retention.simulate.config import SimConfig
     from retention.simulate.run import first_day, run_simulation
 
     settings = load_settings()

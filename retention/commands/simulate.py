@@ -41,6 +41,14 @@ def simulate(
     installs: Annotated[
         float, typer.Option(min=0, help="Mean installs (new customers) per day.")
     ] = 100,
+    customers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Exactly this many customers, on install days drawn uniformly (instead of "
+            "--installs); 0: use --installs.",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Same seed and start, same events, byte for byte.")] = 7,
     start: Annotated[
         str | None,
@@ -60,7 +68,11 @@ def simulate(
         float, typer.Option(min=0, max=1, help="Weekly seasonality of installs (weekend peak).")
     ] = 0.3,
     profile: Annotated[
-        str, typer.Option(help="app (sessions, subscriptions) or shop (more purchases).")
+        str,
+        typer.Option(
+            help="app (sessions, subscriptions), shop (more purchases), bench or varied "
+            "(see docs/commands.md)."
+        ),
     ] = "app",
     churn_spike: Annotated[
         list[str] | None,
@@ -84,7 +96,7 @@ def simulate(
     ] = True,
 ) -> None:
     """Generate, write events.jsonl and truth.json, send (see HELP)."""
-    from retention.simulate.generator import PROFILES, Curve, SimConfig, parse_spikes
+    from retention.simulate.config import PROFILES, Curve, SimConfig, parse_spikes
     from retention.simulate.run import first_day, run_simulation
 
     settings = load_settings()
@@ -106,6 +118,7 @@ def simulate(
             days=days,
             seed=option("seed", seed),
             installs=option("installs", installs),
+            customers=option("customers", customers),
             weekly=option("weekly", weekly),
             curve=Curve.parse(option("curve", curve)),
             hazard=option("hazard", hazard),

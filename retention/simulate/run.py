@@ -16,7 +16,8 @@ from rich.console import Console
 from core.errors import CommandError
 from core.settings import Settings
 from retention.produce import Outgoing, Pacer, send_all
-from retention.simulate.generator import SimConfig, SimEvent, Simulator
+from retention.simulate.config import SimConfig
+from retention.simulate.generator import SimEvent, Simulator
 from retention.simulate.truth import ground_truth
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from core.calendar import Calendar, Period, date_to_day, day_to_date
 from core.rules import ACTIVITY_WINDOWS
 from retention.curve import CurvePoint, pooled_curve
-from retention.simulate.generator import SimConfig, SimEvent
+from retention.simulate.config import SimConfig
+from retention.simulate.generator import SimEvent
 
 
 def ground_truth(
