@@ -1,6 +1,6 @@
 """Send events to Kafka with pacing, confirmed delivery and a progress bar with events/s.
 
-Shared by `feed`, `simulate`, `sample` and `demo`, so they all pace, count and report
+Shared by `feed`, `simulate` and `demo`, so they all pace, count and report
 failures the same way.
 """
 

@@ -109,6 +109,22 @@ def test_weekly_seasonality_and_churn_spike(tmp_path: Path) -> None:
     assert truth["intended"]["churn_spikes"] == {"2026-01-20": 10.0}
 
 
+def test_presets_give_starting_values_and_given_options_win(tmp_path: Path) -> None:
+    sample = no_send(tmp_path / "sample", "--preset", "sample", "--start", "2026-01-05")
+    assert sample["days"] == 42 and 350 < sample["realized"]["customers"] < 650
+    args = ("--preset", "varied", "--days", "20", "--customers", "300", "--start", "2026-01-05")
+    varied = no_send(tmp_path / "varied", *args)
+    assert varied["days"] == 20 and varied["profile"] == "varied"
+    assert varied["realized"]["customers"] == 300
+    events = [
+        json.loads(x) for x in (tmp_path / "varied" / "events.jsonl").read_text().splitlines()
+    ]
+    counted = compute(events, OracleSettings(tz=varied["timezone"]))
+    by_type = {k[1][0][1]: n for k, n in counted.items() if k[0] == "retention_events_total"}
+    assert varied["realized"]["events_by_type"] == by_type
+    assert {"refund", "subscription_cancel", "uninstall"} <= set(by_type)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -118,6 +134,7 @@ def test_weekly_seasonality_and_churn_spike(tmp_path: Path) -> None:
         (["--churn-spike", "5"], "DAY:FACTOR"),
         (["--churn-spike", "2026-09-01:3", "--start", "2026-01-01", "--days", "10"], "outside"),
         (["--profile", "bank"], "--profile"),
+        (["--preset", "huge"], "--preset"),
         (["--live", "--start", "2026-01-01"], "--live starts today"),
     ],
 )

@@ -29,8 +29,10 @@ HELP = (
 )
 
 
-PRESET_HELP = "Starting values for the options below (given options win): " + "; ".join(
-    f"{name}: {about}" for name, (about, _) in PRESETS.items()
+PRESET_HELP = (
+    "Starting values for the other options (options given here win): "
+    + "; ".join(f"{name}, {about}" for name, (about, _) in PRESETS.items())
+    + ". Values in docs/commands.md."
 )
 
 

@@ -14,13 +14,10 @@ from retention.simulate.config import Curve, SimConfig
 
 # preset name -> (what it is for, option name -> value as typed on the command line)
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "standard": ("42 days of app traffic, 100 installs a day (the option defaults)", {}),
-    "sample": (
-        "a small feed: 42 days, 12 installs a day (about 500 customers), for the demo",
-        {"days": 42, "installs": 12.0},
-    ),
+    "standard": ("the option defaults", {}),
+    "sample": ("a small feed, about 500 customers", {"days": 42, "installs": 12.0}),
     "bench": (
-        "the benchmark's mix: 90 days, few active days per customer, long gaps between them",
+        "the benchmark's mix",
         {
             "days": 90,
             "customers": 100_000,
@@ -31,8 +28,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "varied": (
-        "every behaviour the tracker handles (lapsers, whales, refunds, reinstalls, plan "
-        "changes, re-subscriptions, events at midnight): 60 days, 2000 customers",
+        "every behaviour the tracker handles, for the tests",
         {
             "days": 60,
             "customers": 2000,
