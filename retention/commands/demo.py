@@ -26,7 +26,7 @@ def demo(
     ] = 0,
 ) -> None:
     """Start the stack, worker and exporter, feed a simulated history, and say where to look."""
-    from retention.simulate.config import SimConfig
+    from retention.simulate.presets import preset_config
     from retention.simulate.run import first_day, run_simulation
 
     settings = load_settings()
@@ -40,8 +40,9 @@ def demo(
     ]
     try:
         with command_errors():
-            config = SimConfig(
-                start=first_day(settings, None, days, live=False),
+            config = preset_config(
+                "standard",
+                first_day(settings, None, days, live=False),
                 days=days,
                 seed=seed,
                 installs=installs,

@@ -1,2 +1,4 @@
-"""`retention simulate`'s machinery: the event generator (`generator`), its presets,
-the ground truth written beside the events (`truth`), and writing and sending (`run`)."""
+"""`retention simulate`'s machinery, the project's one event generator: its options
+(`config`) and named presets (`presets`), the generator (`generator`), the order events
+are sent in (`delivery`), the ground truth written beside them (`truth`), and writing
+and sending (`run`)."""
