@@ -37,7 +37,7 @@ HASH_COMMANDS = {"hget", "hmget", "hset", "hincrby", "hdel", "hexists", "hsetnx"
 # Files with a layout of their own: the benchmark's naive baseline tracker.
 OWN_LAYOUT = {ROOT / "bench" / "naive.py"}
 # Literals that only look like stored names: (file, literal) and why.
-LOOKALIKES = {("tests/history.py", "c:"): "a customer id made of field-like text"}
+LOOKALIKES = {("retention/simulate/generator.py", "c:"): "a customer id made of field-like text"}
 
 FIELD_VALUES = {v for group in FIELD_GROUPS for v in names(group).values()}
 PREFIXES = sorted((v for v in FIELD_VALUES if v.endswith(":")), key=len, reverse=True)
