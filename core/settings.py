@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -38,6 +38,7 @@ FLAGGED_TYPES = frozenset(
 CUSTOMER_BUCKETS = 32768
 
 TypeSet = Annotated[frozenset[str], NoDecode]
+Port = Annotated[int, Field(ge=1, le=65535)]
 Thresholds = Annotated[tuple[int, int, int, int], NoDecode]
 
 
@@ -53,8 +54,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RETENTION_", frozen=True)
 
-    kafka_bootstrap: str = "127.0.0.1:19092"
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    # The local stack's ports (retention/stack), all on 127.0.0.1 and away from the
+    # services' usual ports so that a system Redis or Prometheus never collides with them.
+    kafka_port: Port = 19092
+    kafka_controller_port: Port = 19093
+    redis_port: Port = 16379
+    prometheus_port: Port = 19090
+    # 9093 and 9094 are Alertmanager's usual web and cluster ports; 19093 is Kafka's
+    # controller above
+    alertmanager_port: Port = 19095
+    # where `prometheus/alert_log.py --port` listens for Alertmanager's webhook
+    webhook_port: Port = 19096
+    exporter_port: Port = 18000
+    worker_web_port: Port = 6066
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 18001  # 0 = not served
+
+    # Addresses left unset point at the local stack's ports (see _local_addresses).
+    kafka_bootstrap: str = ""
+    redis_url: str = ""
+    alertmanager_webhook_url: str = ""
+
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "rt"
     events_topic: str = "events"
     dlq_topic: str = "events.dlq"
@@ -105,9 +124,6 @@ class Settings(BaseSettings):
     lifecycle_interval_ms: Annotated[int, Field(ge=0)] = 1000
 
     exporter_host: str = "127.0.0.1"
-    exporter_port: int = 18000
-    worker_web_port: int = 6066
-    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 18001  # 0 = not served
     state_dir: Path = Path(".stack/worker")
 
     _split_types = field_validator(
@@ -118,6 +134,25 @@ class Settings(BaseSettings):
         "refund_types",
         mode="before",
     )(_split)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_addresses(cls, data: object) -> object:
+        """Point the addresses not given explicitly at the local stack, so that changing
+        one port (RETENTION_KAFKA_PORT=...) moves the stack and every client with it."""
+        if not isinstance(data, dict):
+            return data
+
+        def port(name: str) -> object:
+            return data.get(name, cls.model_fields[name].default)
+
+        defaults = {
+            "kafka_bootstrap": f"127.0.0.1:{port('kafka_port')}",
+            "redis_url": f"redis://127.0.0.1:{port('redis_port')}/0",
+            "alertmanager_webhook_url": f"http://127.0.0.1:{port('webhook_port')}/alerts",
+        }
+        unset = {name: value for name, value in defaults.items() if not data.get(name)}
+        return {**data, **unset}
 
     @field_validator(
         "rfm_recency_days", "rfm_frequency", "rfm_monetary", "at_risk_days", mode="before"
@@ -161,6 +196,14 @@ class Settings(BaseSettings):
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
 
     @property
     def week_start_index(self) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,8 @@ from retention.produce import quiet_kafka_logs
 from retention.scrape import exporter_url, fetch
 
 TIMEOUT = 5.0
+# The consumer group whose coordinator kafka_check asks for; nothing joins it.
+COORDINATOR_PROBE = "retention-status-probe"
 
 
 @dataclass
@@ -50,23 +51,46 @@ class Status:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
-def prometheus_url() -> str:
-    return f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '19090')}"
-
-
 def collect(settings: Settings, exporter: str | None, prometheus: str, sample: float) -> Status:
     checks = asyncio.run(_kafka_checks(settings, sample))
-    checks.append(_redis_check(settings))
+    checks.append(redis_check(settings))
     checks.append(_exporter_check(exporter or exporter_url(settings)))
-    checks.append(_prometheus_check(prometheus))
+    checks.append(http_ready_check("prometheus", prometheus, optional=True))
     return Status(checks)
+
+
+async def kafka_check(bootstrap: str) -> Check:
+    """Can clients use the broker: it lists itself as a live broker (it is unfenced), a
+    controller is elected, and a consumer group's coordinator answers (until then groups
+    fail with GroupCoordinatorNotAvailable)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    quiet_kafka_logs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await asyncio.wait_for(admin.start(), TIMEOUT)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), TIMEOUT)
+        if not cluster["brokers"] or cluster["controller_id"] < 0:
+            return Check("kafka", False, f"{bootstrap}: no live broker or controller yet")
+        await asyncio.wait_for(admin.find_coordinator(COORDINATOR_PROBE), TIMEOUT)
+        topics = await asyncio.wait_for(admin.list_topics(), TIMEOUT)
+    except Exception as exc:
+        down = f"unreachable at {bootstrap} ({exc or type(exc).__name__}); `retention stack up`"
+        return Check("kafka", False, down)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    data = {"bootstrap": bootstrap, "topics": len(topics)}
+    return Check("kafka", True, f"{bootstrap}, {len(topics)} topics", data)
 
 
 async def _kafka_checks(settings: Settings, sample: float) -> list[Check]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
-    quiet_kafka_logs()
+    kafka = await kafka_check(settings.kafka_bootstrap)
+    if not kafka.ok:
+        return [kafka, Check("worker", False, "no broker, no consumer group")]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
@@ -75,20 +99,6 @@ async def _kafka_checks(settings: Settings, sample: float) -> list[Check]:
         await asyncio.wait_for(admin.start(), TIMEOUT)
         await asyncio.wait_for(consumer.start(), TIMEOUT)
         topics = set(await admin.list_topics())
-    except Exception as exc:
-        for client in (consumer.stop(), admin.close()):
-            with contextlib.suppress(Exception):
-                await client
-        where = settings.kafka_bootstrap
-        down = f"unreachable at {where} ({exc or type(exc).__name__}); `retention stack up`"
-        return [Check("kafka", False, down), Check("worker", False, "no broker, no consumer group")]
-    try:
-        kafka = Check(
-            "kafka",
-            True,
-            f"{settings.kafka_bootstrap}, {len(topics)} topics",
-            {"bootstrap": settings.kafka_bootstrap, "topics": len(topics)},
-        )
         if settings.events_topic not in topics:
             kafka.detail += f"; topic {settings.events_topic!r} does not exist yet"
             return [kafka, Check("worker", False, "no events topic yet: nothing to consume")]
@@ -167,7 +177,7 @@ async def _group_state(admin: Any, group: str) -> tuple[str, int]:
         return "unknown", 0
 
 
-def _redis_check(settings: Settings) -> Check:
+def redis_check(settings: Settings) -> Check:
     try:
         redis = Redis.from_url(
             settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
@@ -214,13 +224,15 @@ def _exporter_check(url: str) -> Check:
     return Check("exporter", True, detail, data)
 
 
-def _prometheus_check(url: str) -> Check:
+def http_ready_check(name: str, url: str, optional: bool = False) -> Check:
+    """A Prometheus or Alertmanager server answers 200 on /-/ready once it can serve."""
     try:
         with urllib.request.urlopen(f"{url}/-/ready", timeout=TIMEOUT) as response:
             ready = response.status == 200
     except OSError as exc:
-        return Check("prometheus", False, f"not ready at {url} ({exc}) — optional")
-    return Check("prometheus", ready, f"{url} ready" if ready else f"{url} not ready")
+        note = " — optional" if optional else ""
+        return Check(name, False, f"not ready at {url} ({exc}){note}")
+    return Check(name, ready, f"{url} ready" if ready else f"{url} not ready")
 
 
 def table(status: Status) -> Table:

@@ -75,13 +75,12 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _say_where_to_look(settings: Settings) -> None:
-    prom = os.environ.get("PROMETHEUS_PORT", "19090")
     console.print(
         "\n[bold]Look here[/bold]\n"
         "  report      retention report   (add --watch, --png DIR or --json)\n"
         "  status      retention status\n"
         f"  metrics     http://{settings.exporter_host}:{settings.exporter_port}/metrics\n"
-        f"  Prometheus  http://127.0.0.1:{prom}/graph?g0.expr=retention_cohort_ratio\n"
+        f"  Prometheus  {settings.prometheus_url}/graph?g0.expr=retention_cohort_ratio\n"
         f"  logs        {settings.state_dir}/worker.log, exporter.log\n"
         "Press Ctrl-C to stop the worker and exporter (the stack keeps running; "
         "`retention stack down` stops it)."

@@ -26,10 +26,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON, for scripts.")] = False,
 ) -> None:
     """Broker, Redis, worker group (lag, events/s), exporter and watermark, on one screen."""
-    from retention.status import collect, prometheus_url, table
+    from retention.status import collect, table
 
     settings = load_settings()
-    result = collect(settings, exporter, prometheus or prometheus_url(), sample_seconds)
+    result = collect(settings, exporter, prometheus or settings.prometheus_url, sample_seconds)
     if as_json:
         out.print_json(json.dumps(result.as_json()))
     else:

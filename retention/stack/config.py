@@ -1,0 +1,157 @@
+"""The text of every config file the stack writes, from its settings (no I/O but templates).
+
+Kafka's and Redis's configs are written here in full; Prometheus's and Alertmanager's
+start from the repo's own files, so that the local stack runs what docker-compose ships.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from retention.stack.settings import REPO_ROOT, StackError, StackSettings
+
+PROMETHEUS_TEMPLATE = REPO_ROOT / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = REPO_ROOT / "prometheus" / "alertmanager.yml"
+# The compose service that receives Alertmanager's webhook; locally it becomes
+# RETENTION_ALERTMANAGER_WEBHOOK_URL.
+COMPOSE_WEBHOOK_URL = "http://alert-log:5001/alerts"
+PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def kafka_properties(stack: StackSettings) -> str:
+    """A single node that is broker and controller at once (KRaft, no ZooKeeper).
+
+    Every replication factor and min ISR is 1: otherwise the internal topics
+    (__consumer_offsets, transactions, share groups) can never be created and consumer
+    groups hang in FindCoordinator.
+    """
+    controller = f"127.0.0.1:{stack.kafka_controller_port}"
+    broker = f"127.0.0.1:{stack.kafka_port}"
+    return f"""\
+# written by retention/stack on every start: edits are overwritten
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{controller}
+listeners=PLAINTEXT://{broker},CONTROLLER://{controller}
+advertised.listeners=PLAINTEXT://{broker}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={stack.service_dir("kafka") / "data"}
+
+num.partitions=4
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+# a new consumer group would otherwise wait 3 s for more members before the first rebalance
+group.initial.rebalance.delay.ms=0
+
+# small footprint for a test box
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=67108864
+"""
+
+
+def kafka_log4j2(stack: StackSettings) -> str:
+    """Kafka 4 logs through log4j2: to a file under the state directory."""
+    return f"""\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {stack.log_file("kafka")}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka-request.name = kafka.request.logger
+logger.kafka-request.level = WARN
+logger.state-change.name = state.change.logger
+logger.state-change.level = WARN
+"""
+
+
+def kafka_log4j(stack: StackSettings) -> str:
+    """Kafka 3 logs through log4j 1 (reload4j): the same file and levels."""
+    return f"""\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={stack.log_file("kafka")}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+"""
+
+
+def redis_conf(stack: StackSettings) -> str:
+    """Durable and never evicting, as docker-compose.yml's Redis (tests/test_compose.py)."""
+    where = stack.service_dir("redis")
+    return f"""\
+# written by retention/stack on every start
+port {stack.redis_port}
+bind 127.0.0.1
+protected-mode yes
+# in the foreground, so that the pid the stack records is the server's own
+daemonize no
+pidfile {where / "redis-server.pid"}
+# Redis changes into this directory, and the stack recognises its process by its working
+# directory: keep it the service directory. The append-only files go to appendonlydir/.
+dir {where}
+logfile ""
+# Every write is appended to the AOF and fsynced once a second: a crash loses at most
+# the last second, a stop or restart nothing. The AOF rewrite keeps an RDB preamble, so
+# there are no separate RDB snapshots.
+save ""
+appendonly yes
+appendfsync everysec
+# When full, refuse writes (the worker retries) rather than evict customer state.
+maxmemory-policy noeviction
+# Customers live many to a hash, each one binary value (streams/customer.lua): keep
+# those buckets compact listpacks. RETENTION_CUSTOMER_BUCKETS is sized for at most 512
+# customers per bucket; a value over the limit (a customer with years of day bitmaps)
+# would turn its whole bucket into a hashtable of ~2.5x the memory, so allow large ones.
+hash-max-listpack-entries 512
+hash-max-listpack-value 2048
+"""
+
+
+def directives(conf: str) -> dict[str, str]:
+    """A redis.conf's directives as name -> value (comments and blank lines skipped)."""
+    pairs = [line.split(None, 1) for line in conf.splitlines()]
+    return {p[0]: p[1].strip('"') for p in pairs if p and not p[0].startswith("#")}
+
+
+def render(template: str, stack: StackSettings) -> str:
+    """Replace each ${RETENTION_NAME} outside comments with that setting's value; any other
+    placeholder is an error."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match[1].removeprefix("RETENTION_").lower()
+        if not match[1].startswith("RETENTION_") or name not in type(stack).model_fields:
+            raise StackError(f"{match[0]} names no RETENTION_* setting of the stack")
+        return str(getattr(stack, name))
+
+    lines = template.splitlines(keepends=True)
+    return "".join(s if s.lstrip().startswith("#") else PLACEHOLDER.sub(value, s) for s in lines)
+
+
+def prometheus_yml(stack: StackSettings, template: Path = PROMETHEUS_TEMPLATE) -> str:
+    return render(template.read_text(), stack)
+
+
+def alertmanager_yml(stack: StackSettings, source: Path = ALERTMANAGER_CONFIG) -> str:
+    """The compose config with its webhook pointed at RETENTION_ALERTMANAGER_WEBHOOK_URL."""
+    text = source.read_text()
+    if COMPOSE_WEBHOOK_URL not in text:
+        raise StackError(f"{source} has no {COMPOSE_WEBHOOK_URL} webhook to point elsewhere")
+    return text.replace(COMPOSE_WEBHOOK_URL, stack.alertmanager_webhook_url)

@@ -1,0 +1,48 @@
+"""When is a service usable: the same checks as `retention status`, pointed at the stack.
+
+Kafka is ready once clients can join consumer groups, Redis once it answers, Prometheus
+and Alertmanager once /-/ready says so (retention/status.py has the checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from retention.stack.process import running_pid, tail
+from retention.stack.settings import StackError, StackSettings
+from retention.status import Check, http_ready_check, kafka_check, redis_check
+
+POLL_SECONDS = 0.3
+
+
+def check(stack: StackSettings, name: str) -> Check:
+    """One look at the stack's own `name`, on its ports (not wherever RETENTION_*_URL
+    may point the tracker)."""
+    if name == "kafka":
+        return asyncio.run(kafka_check(f"127.0.0.1:{stack.kafka_port}"))
+    if name == "redis":
+        local = stack.model_copy(update={"redis_url": f"redis://127.0.0.1:{stack.redis_port}/0"})
+        return redis_check(local)
+    if name == "prometheus":
+        return http_ready_check(name, stack.prometheus_url)
+    if name == "alertmanager":
+        return http_ready_check(name, stack.alertmanager_url)
+    raise ValueError(f"no readiness check for {name!r}")
+
+
+def wait_ready(stack: StackSettings, name: str) -> None:
+    """Poll until `name` is ready; fail early with its log if the process exits, or
+    after the start timeout."""
+    deadline = time.monotonic() + stack.stack_start_timeout
+    while not check(stack, name).ok:
+        if running_pid(stack, name) is None:
+            raise StackError(
+                f"{name}: the process exited during start-up\n{tail(stack.log_file(name))}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{name}: not ready after {stack.stack_start_timeout:g} s\n"
+                f"{tail(stack.log_file(name))}"
+            )
+        time.sleep(POLL_SECONDS)

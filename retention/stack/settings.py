@@ -1,0 +1,110 @@
+"""Where the stack lives and what it runs: the tracker's Settings plus the stack's own knobs.
+
+Ports come from core.settings.Settings, so the stack, the worker, the exporter and the
+tests agree on them through the same RETENTION_* variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from core.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Start order; `down` stops them in reverse. Prometheus comes last so that its first
+# rule evaluations find Alertmanager up.
+SERVICE_NAMES = ("kafka", "redis", "alertmanager", "prometheus")
+
+
+class StackError(Exception):
+    """The stack cannot do what was asked; the message says why (and where the log is)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the stack; clients use the first port, all must be free to start it."""
+
+    name: str
+    ports: tuple[int, ...]
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+
+class StackSettings(Settings):
+    """The tracker's settings and what only the stack needs (RETENTION_STATE, ...)."""
+
+    # 4.4.0 is verified with aiokafka 0.14 and faust-streaming 0.15 (produce, consume
+    # with a committed group, transactions, a Faust worker with a table); 4.3.1, 4.0.2
+    # and 3.9.2 pass the same checks.
+    kafka_version: str = "4.4.0"
+    # pid files, logs, configs and data of every service; `down --purge` deletes it
+    state: Path = REPO_ROOT / ".stack"
+    # the Kafka jars, kept across `down --purge`
+    cache: Path = Path.home() / ".cache" / "retention-tracker"
+    # Prometheus's scrape and rule evaluation interval
+    scrape_interval: str = "5s"
+    # seconds to wait for each service to become ready, and from SIGTERM to SIGKILL
+    stack_start_timeout: Annotated[float, Field(gt=0)] = 90
+    stack_stop_timeout: Annotated[float, Field(gt=0)] = 20
+
+    def services(self) -> list[Service]:
+        ports = {
+            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "redis": (self.redis_port,),
+            "alertmanager": (self.alertmanager_port,),
+            "prometheus": (self.prometheus_port,),
+        }
+        return [Service(name, ports[name]) for name in SERVICE_NAMES]
+
+    def service(self, name: str) -> Service:
+        (found,) = [s for s in self.services() if s.name == name]
+        return found
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / f"kafka-{self.kafka_version}" / "libs"
+
+    @property
+    def kafka_installed(self) -> Path:
+        """Written by scripts/stack.sh only after a complete download of the jars."""
+        return self.cache / f"kafka-{self.kafka_version}" / ".installed"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def marker(self) -> Path:
+        """Proof that the state directory is ours, so `down --purge` may delete it."""
+        return self.state / ".retention-stack"
+
+    def service_dir(self, name: str) -> Path:
+        """Configs and data of a service, and its working directory (see process.running_pid)."""
+        return self.state / name
+
+    def pid_file(self, name: str) -> Path:
+        return self.state / "run" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def exports(self) -> dict[str, str]:
+        """The RETENTION_* variables of the stack's ports, addresses and places."""
+        names = [
+            *(f for f in Settings.model_fields if f.endswith("_port")),
+            "kafka_bootstrap",
+            "redis_url",
+            "alertmanager_webhook_url",
+            "kafka_version",
+            "scrape_interval",
+            "state",
+            "cache",
+        ]
+        return {f"RETENTION_{name.upper()}": str(getattr(self, name)) for name in names}
