@@ -25,16 +25,17 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from tests.broker import SESSION, BrokerState, delete_marked, problems, scratch_name
 from tests.oracle import flatten
 from tests.waiting import WaitTimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
-KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "19092"))
-REDIS_PORT = int(os.environ.get("REDIS_PORT", "16379"))
-KAFKA = f"127.0.0.1:{KAFKA_PORT}"
-REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+# The stack the tests run against: the same RETENTION_* variables move it and them.
+STACK = Settings()
+KAFKA = STACK.kafka_bootstrap
+REDIS_URL = STACK.redis_url
 PARTITIONS = 4
 SEED_VARIABLE = "HYPOTHESIS_SEED"
 SEED_KEY = pytest.StashKey[int]()

@@ -1,10 +1,10 @@
 """Real Prometheus and Alertmanager processes for the dashboard and alert tests.
 
 Each test starts its own Prometheus (and Alertmanager) on free loopback ports, with
-configs rendered from the repo's own files the way scripts/stack.sh renders them,
-so what is tested is what ships. Only time is compressed: `scaled_rules` rewrites
-the durations of prometheus/rules/*.yml so that one event-time day of history
-takes a few wall-clock seconds (ranges, offsets and `for:` alike).
+configs rendered from the repo's own files by the local stack's renderer
+(retention/stack/config.py), so what is tested is what ships. Only time is compressed:
+`scaled_rules` rewrites the durations of prometheus/rules/*.yml so that one event-time
+day of history takes a few wall-clock seconds (ranges, offsets and `for:` alike).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from retention.stack.config import alertmanager_yml, prometheus_yml
+from retention.stack.settings import StackSettings
 from tests.conftest import ROOT, free_port, tail
 from tests.waiting import wait_until
 
@@ -47,16 +49,6 @@ def seconds(duration: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != duration:
         raise ValueError(f"not a Prometheus duration: {duration!r}")
     return sum(int(n) * UNITS[u] for n, u in parts)
-
-
-def render_template(text: str, values: dict[str, str]) -> str:
-    """Replace ${NAME} placeholders exactly like scripts/stack.sh's sed does."""
-    for name, value in values.items():
-        text = text.replace("${" + name + "}", value)
-    left = re.findall(r"\$\{[A-Z_]+\}", text)
-    if left:
-        raise AssertionError(f"placeholders left unrendered: {sorted(set(left))}")
-    return text
 
 
 @dataclass
@@ -173,16 +165,13 @@ def start_prometheus(
     """Prometheus with the repo's config template and (time-scaled) rules."""
     workdir.mkdir(parents=True, exist_ok=True)
     scaled_rules(workdir / "rules", scale)
-    config = render_template(
-        (PROMETHEUS_DIR / "prometheus.yml").read_text(),
-        {
-            "PROMETHEUS_SCRAPE_INTERVAL": interval,
-            "EXPORTER_PORT": str(exporter_port),
-            "WORKER_METRICS_PORT": str(worker_port),
-            "ALERTMANAGER_PORT": str(alertmanager_port),
-        },
+    stack = StackSettings(
+        scrape_interval=interval,
+        exporter_port=exporter_port,
+        worker_metrics_port=worker_port,
+        alertmanager_port=alertmanager_port,
     )
-    (workdir / "prometheus.yml").write_text(config)
+    (workdir / "prometheus.yml").write_text(prometheus_yml(stack))
     port = free_port()
     server = Server(
         "prometheus",
@@ -200,10 +189,8 @@ def start_prometheus(
 
 
 def start_alertmanager(workdir: Path, webhook_url: str) -> Server:
-    """Alertmanager with the repo's config: webhook URL swapped (as stack.sh does), timers short."""
-    text = (PROMETHEUS_DIR / "alertmanager.yml").read_text()
-    assert "http://alert-log:5001/alerts" in text
-    text = text.replace("http://alert-log:5001/alerts", webhook_url)
+    """Alertmanager with the local stack's config (webhook URL swapped), timers short."""
+    text = alertmanager_yml(StackSettings(alertmanager_webhook_url=webhook_url))
     for key, value in (("group_wait", "1s"), ("group_interval", "1s"), ("repeat_interval", "1h")):
         text, n = re.subn(rf"^(\s+{key}: )\S+$", rf"\g<1>{value}", text, count=1, flags=re.M)
         assert n == 1, f"alertmanager.yml has no {key}"

@@ -8,7 +8,6 @@ value, plus one inert event that pins the watermark to the global one.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -23,12 +22,12 @@ from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event, parse_ts
 from streams.state import Record, StateWriter
+from tests.conftest import REDIS_URL
 from tests.history import generate_history
 from tests.oracle import OracleSettings, compute, diff, flatten_all
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '16379')}/0"
 CORE = (
     "active_customers",
     "cohort_size",

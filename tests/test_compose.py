@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from retention.stack.config import directives, redis_conf
+from retention.stack.settings import StackSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_SH = ROOT / "scripts" / "compose.sh"
 RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
@@ -160,15 +163,6 @@ def test_grafana_is_provisioned(config: dict[str, Any]) -> None:
     assert grafana["ports"][0]["published"] == "3000"
 
 
-def stack_redis_conf() -> dict[str, str]:
-    """The directives of the redis.conf that scripts/stack.sh writes."""
-    script = (ROOT / "scripts" / "stack.sh").read_text()
-    m = re.search(r'cat >"\$dir/redis\.conf" <<EOF\n(.*?)\nEOF\n', script, re.S)
-    assert m, "no redis.conf heredoc in scripts/stack.sh"
-    lines = [line.split(None, 1) for line in m[1].splitlines() if not line.startswith("#")]
-    return {k: v.strip('"') for k, v in lines}
-
-
 def test_redis_is_durable_and_never_evicts(config: dict[str, Any]) -> None:
     """AOF fsynced every second in a named volume, noeviction: as the local stack's Redis."""
     redis = config["services"]["redis"]
@@ -180,9 +174,9 @@ def test_redis_is_durable_and_never_evicts(config: dict[str, Any]) -> None:
     assert args["--maxmemory-policy"] == "noeviction"
     (data,) = [v for v in redis["volumes"] if v["target"] == "/data"]
     assert data["type"] == "volume" and data["source"] in config["volumes"]
-    local = stack_redis_conf()
+    local = directives(redis_conf(StackSettings()))
     for name, value in args.items():
-        assert local.get(name.removeprefix("--")) == value, f"{name}: stack.sh has another value"
+        assert local.get(name.removeprefix("--")) == value, f"{name}: the stack has another value"
 
 
 def test_kafka_is_the_official_image_in_kraft_mode(config: dict[str, Any]) -> None:
@@ -207,7 +201,8 @@ def test_image_commands_are_real_cli_commands(config: dict[str, Any]) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r'^ENTRYPOINT \["retention"\]$', dockerfile, re.M)
     assert pyproject["project"]["scripts"]["retention"] == "retention.cli:app"
-    for package in pyproject["tool"]["setuptools"]["packages"]:
+    for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
+        package = pattern.removesuffix("*")  # the top-level package and its subpackages
         assert re.search(rf"^COPY {package} {package}$", dockerfile, re.M), package
     for name, service in config["services"].items():
         if "build" not in service:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -23,8 +22,8 @@ from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.scripts import load_script
 from streams.state import Record, StateWriter
+from tests.conftest import REDIS_URL
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '16379')}/0"
 DAY0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 IDS = [
     "0f8fad5b-d9cb-469f-a165-70867728950e",  # canonical UUID: 16 raw bytes

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,10 +19,10 @@ from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record, StateWriter
+from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '16379')}/0"
 DAY0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
 
 

@@ -16,15 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from retention.stack.config import prometheus_yml
+from retention.stack.settings import StackSettings
 from tests.promql_names import metric_names
-from tests.stack_fixtures import (
-    PROMETHEUS_DIR,
-    PROMTOOL,
-    RULES_DIR,
-    Scale,
-    render_template,
-    scaled_rules,
-)
+from tests.stack_fixtures import PROMETHEUS_DIR, PROMTOOL, RULES_DIR, Scale, scaled_rules
 
 ROOT = PROMETHEUS_DIR.parent
 TESTS_DIR = PROMETHEUS_DIR / "tests"
@@ -71,16 +66,9 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_check_config_local_template(tmp_path: Path) -> None:
-    """The template rendered as scripts/stack.sh does, with the rules next to it."""
-    text = render_template(
-        (PROMETHEUS_DIR / "prometheus.yml").read_text(),
-        {
-            "PROMETHEUS_SCRAPE_INTERVAL": "5s",
-            "EXPORTER_PORT": "18000",
-            "WORKER_METRICS_PORT": "18001",
-            "ALERTMANAGER_PORT": "19095",
-        },
-    )
+    """The template rendered as the local stack does, with the rules next to it."""
+    stack = StackSettings()
+    text = prometheus_yml(stack)
     (tmp_path / "prometheus.yml").write_text(text)
     (tmp_path / "rules").symlink_to(RULES_DIR)
     done = promtool("check", "config", str(tmp_path / "prometheus.yml"))
@@ -91,11 +79,11 @@ def test_promtool_check_config_local_template(tmp_path: Path) -> None:
     config = yaml.safe_load(text)
     targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in config["scrape_configs"]}
     assert targets == {
-        "retention-exporter": ["127.0.0.1:18000"],
-        "retention-worker": ["127.0.0.1:18001"],
+        "retention-exporter": [f"127.0.0.1:{stack.exporter_port}"],
+        "retention-worker": [f"127.0.0.1:{stack.worker_metrics_port}"],
     }
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
-        "127.0.0.1:19095"
+        f"127.0.0.1:{stack.alertmanager_port}"
     ]
 
 

@@ -24,11 +24,11 @@ from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event
 from streams.state import Record, StateWriter
+from tests.conftest import REDIS_URL
 from tests.oracle import OracleSettings, compute, diff, flatten
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '16379')}/0"
 START = datetime(2026, 1, 20, tzinfo=UTC)
 TYPES = (
     "install",

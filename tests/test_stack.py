@@ -1,0 +1,107 @@
+"""The local stack (retention/stack): its ports come from the one Settings, its configs
+are rendered from the repo's files, and it starts, restarts and purges a real service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.settings import Settings
+from retention.stack.config import directives, prometheus_yml, redis_conf, render
+from retention.stack.settings import StackError, StackSettings
+from tests.conftest import ROOT, free_port
+
+
+def test_addresses_follow_the_ports_unless_given() -> None:
+    moved = Settings(kafka_port=1234, redis_port=2345, webhook_port=3456)
+    assert moved.kafka_bootstrap == "127.0.0.1:1234"
+    assert moved.redis_url == "redis://127.0.0.1:2345/0"
+    assert moved.alertmanager_webhook_url == "http://127.0.0.1:3456/alerts"
+    given = Settings(kafka_port=1234, kafka_bootstrap="broker:9092")
+    assert given.kafka_bootstrap == "broker:9092"
+
+
+def test_env_prints_what_a_shell_can_eval(tmp_path: Path) -> None:
+    env = {**os.environ, "RETENTION_REDIS_PORT": "2345", "RETENTION_STATE": str(tmp_path)}
+    script = f'eval "$({sys.executable} -m retention.stack env)"; echo "$RETENTION_REDIS_URL"'
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "redis://127.0.0.1:2345/0"
+
+
+def test_placeholders_name_settings_and_comments_stay() -> None:
+    stack = StackSettings(exporter_port=1111, scrape_interval="7s")
+    text = render(
+        "# ${RETENTION_ANY}\na: ${RETENTION_EXPORTER_PORT}/${RETENTION_SCRAPE_INTERVAL}\n",
+        stack,
+    )
+    assert text == "# ${RETENTION_ANY}\na: 1111/7s\n"
+    for bad in ("${RETENTION_NO_SUCH_SETTING}", "${EXPORTER_PORT}"):
+        with pytest.raises(StackError):
+            render(bad, stack)
+    assert "${" not in "".join(
+        line for line in prometheus_yml(stack).splitlines() if not line.startswith("#")
+    )
+
+
+def test_redis_is_durable_and_keeps_customer_buckets_compact() -> None:
+    conf = directives(redis_conf(StackSettings(redis_port=2345)))
+    assert conf["port"] == "2345" and conf["bind"] == "127.0.0.1"
+    assert (conf["appendonly"], conf["appendfsync"], conf["save"]) == ("yes", "everysec", "")
+    assert conf["maxmemory-policy"] == "noeviction"
+    assert conf["daemonize"] == "no"
+
+
+@pytest.fixture
+def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment of a stack on free ports in a temporary state directory; purged after."""
+    ports = ("KAFKA", "KAFKA_CONTROLLER", "REDIS", "PROMETHEUS", "ALERTMANAGER")
+    env = {**os.environ, "RETENTION_STATE": str(tmp_path / "stack")}
+    env.update({f"RETENTION_{name}_PORT": str(free_port()) for name in ports})
+    yield env
+    stack(env, "down", "--purge")
+
+
+def stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retention.stack", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.integration
+def test_restart_keeps_redis_data_and_purge_removes_it(second_stack: dict[str, str]) -> None:
+    """A real redis-server started by `restart` (which starts a stopped service) in its
+    own state directory: the data survives a restart, `down --purge` removes all of it."""
+    env = second_stack
+    state = Path(env["RETENTION_STATE"])
+    started = stack(env, "restart", "redis")
+    assert started.returncode == 0, started.stdout + started.stderr
+    client = redis.Redis(port=int(env["RETENTION_REDIS_PORT"]), decode_responses=True)
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    client.set("kept", "yes")
+    pid = int((state / "run" / "redis.pid").read_text())
+
+    status = stack(env, "status")
+    assert status.returncode == 3, status.stdout  # kafka, prometheus, alertmanager stopped
+    assert str(pid) in status.stdout
+
+    again = stack(env, "restart", "redis")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert int((state / "run" / "redis.pid").read_text()) != pid
+    assert not Path(f"/proc/{pid}/cwd").exists()  # the old server is gone
+    assert client.get("kept") == "yes"
+
+    purged = stack(env, "down", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not state.exists()
