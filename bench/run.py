@@ -51,7 +51,10 @@ from bench.procs import (
 from bench.tracker import DEFAULT_SHARDS, Target, Worker, run_latency, run_throughput, start_worker
 from core.schema import Keys
 from core.totals import HEADLINE, headline
+from retention.stack.settings import StackSettings
 
+# the local stack the bench runs against (RETENTION_* ports, RETENTION_STATE)
+STACK = StackSettings()
 EVENTS_PER_CUSTOMER = 4.3  # what the mix averages; sizes the throughput data set
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console(stderr=True)
@@ -134,8 +137,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="skip the N-customer memory and scrape phase",
     )
     p.add_argument("--keep", action="store_true", help="leave topics, groups and keys behind")
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0"))
+    p.add_argument("--bootstrap", default=STACK.kafka_bootstrap)
+    p.add_argument("--redis-url", default=STACK.redis_url)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument(
         "--shards",
@@ -199,7 +202,7 @@ class Bench:
         self.spy: Child | None = None
         self.pids = {
             "redis": int(self.redis.info("server")["process_id"]),
-            "kafka": pid_from_file(ROOT / ".stack" / "run" / "kafka.pid"),
+            "kafka": pid_from_file(STACK.pid_file("kafka")),
         }
 
     # --- orchestration --------------------------------------------------------------

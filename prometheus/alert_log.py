@@ -1,8 +1,8 @@
 """A minimal Alertmanager webhook receiver that prints every alert it is sent.
 
 The compose stack runs it as the `alert-log` service (`docker compose logs -f
-alert-log`); locally: `python3 prometheus/alert_log.py --port 19096`. Standard
-library only, so it runs in a bare python image.
+alert-log`); locally: `python3 prometheus/alert_log.py --port 19096` (the stack's
+RETENTION_WEBHOOK_PORT). Standard library only, so it runs in a bare python image.
 """
 
 from __future__ import annotations
