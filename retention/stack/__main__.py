@@ -3,7 +3,9 @@ after installing packages and jars)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -32,6 +34,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def load() -> StackSettings:
+    """The settings, or a StackError naming each bad RETENTION_* variable."""
     try:
         return StackSettings()
     except ValidationError as exc:
@@ -41,10 +44,11 @@ def load() -> StackSettings:
         raise StackError(f"bad setting: {problems}") from None
 
 
-def run(action: str, *args: object) -> Any:
-    """Run one control function; a StackError becomes its message and exit code 1."""
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """A StackError ends the command with its message on stderr and exit code 1."""
     try:
-        return getattr(control, action)(load(), *args)
+        yield
     except StackError as exc:
         errors.print(f"stack: ERROR: {exc}", markup=False)
         raise typer.Exit(1) from None
@@ -53,13 +57,15 @@ def run(action: str, *args: object) -> Any:
 @app.command()
 def install() -> None:
     """Check that the servers and the Kafka jars are installed (the shell installs them)."""
-    run("install")
+    with reported():
+        control.install(load())
 
 
 @app.command()
 def up() -> None:
     """Start each service that is not running and wait until all are ready (0 if they run)."""
-    run("up")
+    with reported():
+        control.up(load())
 
 
 @app.command()
@@ -67,7 +73,8 @@ def down(
     purge: Annotated[bool, typer.Option(help="Also delete the state directory.")] = False,
 ) -> None:
     """Stop what the stack started (SIGTERM, SIGKILL after RETENTION_STACK_STOP_TIMEOUT)."""
-    run("down", purge)
+    with reported():
+        control.down(load(), purge)
 
 
 @app.command()
@@ -75,14 +82,16 @@ def restart(
     service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICE_NAMES)}.")],
 ) -> None:
     """Stop one service and start it again on its data; the others keep running."""
-    run("restart", service)
+    with reported():
+        control.restart(load(), service)
 
 
 @app.command()
 def status() -> None:
     """One line per service; exit 0 when every one runs, 3 otherwise."""
-    rows = run("status")
-    stack = StackSettings()  # valid: run() has loaded it
+    with reported():
+        stack = load()
+        rows = control.status(stack)
     table = Table(title=f"stack in {stack.state}", title_justify="left")
     for column in ("service", "", "pid", "port", "readiness"):
         table.add_column(column)
@@ -101,7 +110,8 @@ def status() -> None:
 @app.command()
 def env() -> None:
     """Print `export RETENTION_...` lines: eval "$(bash scripts/stack.sh env)"."""
-    print(run("env"))
+    with reported():
+        print(control.env(load()))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,9 @@ import shutil
 import time
 
 from retention.stack import launch, process, readiness
+from retention.stack.process import say
 from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
 from retention.status import Check
-
-
-def say(message: str) -> None:
-    print(f"stack: {message}", flush=True)
 
 
 def install(stack: StackSettings) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 
 from retention.stack import config
-from retention.stack.process import tail
+from retention.stack.process import say, tail
 from retention.stack.settings import REPO_ROOT, StackError, StackSettings
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -68,7 +68,7 @@ def prepare_kafka(stack: StackSettings) -> list[str]:
         if not id_file.is_file() or not id_file.read_text().strip():
             id_file.write_text(cluster_id() + "\n")
         cid = id_file.read_text().strip()
-        print(f"stack: kafka: formatting storage (cluster id {cid})")
+        say(f"kafka: formatting storage (cluster id {cid})")
         storage = ["kafka.tools.StorageTool", "format", "-t", cid, "-c", str(properties)]
         with stack.log_file("kafka").open("ab") as log:
             done = subprocess.run(

@@ -24,6 +24,10 @@ from retention.stack.settings import StackError, StackSettings
 LOCK_TIMEOUT = 300.0
 
 
+def say(message: str) -> None:
+    print(f"stack: {message}", flush=True)
+
+
 def running_pid(stack: StackSettings, name: str) -> int | None:
     """The pid of the stack's running `name`, or None."""
     try:
@@ -56,7 +60,7 @@ def stop(stack: StackSettings, name: str) -> int | None:
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         if not _gone(pid, stack.stack_stop_timeout):
-            print(f"stack: {name} (pid {pid}) ignored SIGTERM, sending SIGKILL")
+            say(f"{name} (pid {pid}) ignored SIGTERM, sending SIGKILL")
             os.kill(pid, signal.SIGKILL)
             _gone(pid, float("inf"))
     stack.pid_file(name).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.settings import Settings
 
@@ -53,6 +53,12 @@ class StackSettings(Settings):
     # seconds to wait for each service to become ready, and from SIGTERM to SIGKILL
     stack_start_timeout: Annotated[float, Field(gt=0)] = 90
     stack_stop_timeout: Annotated[float, Field(gt=0)] = 20
+
+    @field_validator("state", "cache")
+    @classmethod
+    def _absolute(cls, where: Path) -> Path:
+        """Absolute and without symlinks, as /proc/<pid>/cwd shows a service's directory."""
+        return where.expanduser().resolve()
 
     def services(self) -> list[Service]:
         ports = {
