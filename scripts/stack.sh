@@ -47,7 +47,6 @@ install_apt_packages() {
     # Toolchain needed for the Kafka jars; the project machine has them, a bare Debian doesn't.
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     command -v mvn  >/dev/null 2>&1 || missing+=(maven)
-    command -v curl >/dev/null 2>&1 || missing+=(curl)
     if ((${#missing[@]} == 0)); then
         say "apt packages present (${APT_PACKAGES[*]})"
         return 0
