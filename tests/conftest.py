@@ -36,6 +36,7 @@ RETENTION_BIN = ROOT / ".venv" / "bin" / "retention"
 STACK = Settings()
 KAFKA = STACK.kafka_bootstrap
 REDIS_URL = STACK.redis_url
+REDIS_PORT = STACK.redis_port
 PARTITIONS = 4
 SEED_VARIABLE = "HYPOTHESIS_SEED"
 SEED_KEY = pytest.StashKey[int]()
