@@ -22,6 +22,7 @@ from tests.cli_fixtures import cli_env, run_cli
 from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -265,14 +266,21 @@ def test_the_events_topic_is_created_to_keep_its_history() -> None:
         await ensure_topic(settings, topic)
         admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
         await admin.start()
-        try:
+
+        async def retention_ms() -> str | None:
+            # A just-created topic may not be known to the answering broker yet: no entries.
             described = await admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic)]
             )
             entries = described[0].resources[0][4]
+            return next((entry[1] for entry in entries if entry[0] == "retention.ms"), None)
+
+        try:
+            return await wait_until_async(
+                retention_ms, f"the configs of {topic}", timeout=30, interval=0.25
+            )
         finally:
             await admin.close()
-        return next(entry[1] for entry in entries if entry[0] == "retention.ms")
 
     try:
         assert asyncio.run(created_retention()) == "-1"
