@@ -21,7 +21,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
 from core.settings import Settings
 from streams.guard import eviction_problem, read_eviction_policy, record_fingerprint
-from streams.pipeline import BatchPipeline
+from streams.pipeline.stages import BatchPipeline
 
 SCAN_COUNT = 1000
 

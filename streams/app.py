@@ -23,7 +23,8 @@ from core.errors import EXIT_USAGE
 from core.schema import Keys
 from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
-from streams.pipeline import BatchPipeline, partitions_of
+from streams.pipeline.clients import partitions_of
+from streams.pipeline.stages import BatchPipeline
 from streams.topic_identity import source_name
 
 log = logging.getLogger(__name__)
