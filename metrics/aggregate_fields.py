@@ -1,0 +1,268 @@
+"""Which aggregate fields a scrape reads, and the snapshot parts built from their sums.
+
+Field names come from core.schema and the calendar alone, so the reader can ask every
+shard for exactly the fields one scrape needs; the parts are built from the shards'
+sums, and a field no shard has counts 0. Nothing here talks to Redis.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import replace
+
+from core.calendar import Calendar, Period
+from core.rules import ACTIVITY_WINDOWS
+from core.schema import (
+    PERIOD_CODES,
+    DaysField,
+    PeriodsField,
+    TimelineField,
+    active_window,
+    cell_field,
+    numbered,
+    period_field,
+)
+from metrics.snapshot import CohortCell, CohortValue, Core, Lifecycle, PeriodChurn, Snapshot
+
+# Timeline series (subscriber deltas, first churns, RFM keys) by field prefix without
+# its ':', then by the rest of the field name (a day, or the RFM key).
+Timeline = defaultdict[str, Counter[str]]
+NPS_GROUPS = (
+    ("promoter", DaysField.NPS_PROMOTERS),
+    ("passive", DaysField.NPS_PASSIVES),
+    ("detractor", DaysField.NPS_DETRACTORS),
+)
+# Tenure classes of first churns: (label, first-churn series, won-back series).
+TENURES = (
+    ("quick", TimelineField.FIRST_CHURN_QUICK, TimelineField.WON_BACK_QUICK),
+    ("late", TimelineField.FIRST_CHURN_LATE, TimelineField.WON_BACK_LATE),
+)
+
+
+class AggregateFields:
+    """Names the summed fields of one scrape and turns their sums into snapshot parts."""
+
+    def __init__(self, calendar: Calendar, cohorts_kept: int, nps_days: int) -> None:
+        self.calendar = calendar
+        self.cohorts_kept = cohorts_kept
+        self.nps_days = nps_days
+
+    def recent(self, kind: Period, today: int) -> range:
+        current = self.calendar.period(today, kind)
+        return range(current - self.cohorts_kept + 1, current + 1)
+
+    def last_complete(self, kind: Period, today: int) -> tuple[int, int, int]:
+        """Number, first day and last day of the period before the watermark's."""
+        last = self.calendar.period(today, kind) - 1
+        return last, self.calendar.period_start(last, kind), self.calendar.period_end(last, kind)
+
+    def day_fields(self, today: int, prefixes: list[str]) -> list[str]:
+        fields: list[str] = []
+        for _, nps in NPS_GROUPS:
+            fields += [numbered(nps, today - i) for i in range(self.nps_days)]
+        for prefix in prefixes:
+            fields += [numbered(active_window(n), today, scope=prefix) for n in ACTIVITY_WINDOWS]
+            for kind in Period:
+                _, start, end = self.last_complete(kind, today)
+                fields += [numbered(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
+        return list(dict.fromkeys(fields))
+
+    def period_heads(self, today: int, prefixes: list[str]) -> list[str]:
+        """Every per-period field except the retention cells: those wait for the sizes."""
+        f = PeriodsField
+        fields: list[str] = []
+        for kind in Period:
+            code = PERIOD_CODES[kind]
+            last = self.calendar.period(today, kind) - 1
+            fields.append(period_field(f.SUBSCRIPTION_CANCELS, code, last))
+            for p in self.recent(kind, today):
+                fields += [period_field(f.ACTIVE, code, p), period_field(f.ACTIVE, code, p - 1)]
+                fields += [period_field(f.RETURNING, code, p), period_field(f.INSTALLS, code, p)]
+            for prefix in prefixes:
+                fields += [period_field(f.COHORT_SIZE, code, last, scope=prefix)]
+                fields += [period_field(f.STAYED_IN_BASE, code, last, scope=prefix)]
+                if prefix and kind is Period.DAY:
+                    continue  # daily cohorts are not broken down
+                fields += [
+                    period_field(f.COHORT_SIZE, code, p, scope=prefix)
+                    for p in self.recent(kind, today)
+                ]
+        for month in self.recent(Period.MONTH, today):
+            fields += [
+                numbered(f.COHORT_PURCHASES, month),
+                numbered(f.COHORT_NET_REVENUE, month),
+            ]
+            fields += [numbered(f.COHORT_FIRST_DAY_SUM, month)]
+        return list(dict.fromkeys(fields))
+
+    def cohort_cells(self, today: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
+        """Retained (and, for the totals, unbounded) cells of the cohorts with customers:
+        a cohort of size 0 exports nothing, so its cells are not read."""
+        fields: list[str] = []
+        for kind in Period:
+            code = PERIOD_CODES[kind]
+            current = self.calendar.period(today, kind)
+            for prefix in prefixes:
+                if prefix and kind is Period.DAY:
+                    continue
+                for p in self.recent(kind, today):
+                    if heads[period_field(PeriodsField.COHORT_SIZE, code, p, scope=prefix)] <= 0:
+                        continue
+                    offsets = range(current - p + 1)
+                    retained = PeriodsField.RETAINED
+                    fields += [cell_field(retained, code, p, k, scope=prefix) for k in offsets]
+                    if not prefix:
+                        later = PeriodsField.RETAINED_OR_LATER
+                        fields += [cell_field(later, code, p, k) for k in offsets]
+        return fields
+
+    def fill_cohorts(
+        self,
+        core: Core | Snapshot,
+        kind: Period,
+        today: int,
+        periods: dict[str, int],
+        prefix: str = "",
+    ) -> None:
+        code = PERIOD_CODES[kind]
+        current = self.calendar.period(today, kind)
+        for cohort in self.recent(kind, today):
+            size = periods[period_field(PeriodsField.COHORT_SIZE, code, cohort, scope=prefix)]
+            if size <= 0:
+                continue
+            core.cohort_size[(kind, cohort)] = size
+            for k in range(current - cohort + 1):
+                cell = CohortCell(kind, cohort, k)
+                core.retained[cell] = periods[
+                    cell_field(PeriodsField.RETAINED, code, cohort, k, scope=prefix)
+                ]
+
+    def fill_unbounded(
+        self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
+    ) -> None:
+        code = PERIOD_CODES[kind]
+        for cell in snap.retained:
+            if cell.period is kind:
+                later = cell_field(PeriodsField.RETAINED_OR_LATER, code, cell.cohort, cell.offset)
+                snap.unbounded[cell] = periods[later]
+
+    def churn(
+        self,
+        kind: Period,
+        today: int,
+        days: dict[str, int],
+        periods: dict[str, int],
+        timeline: Timeline | None,
+        prefix: str = "",
+    ) -> PeriodChurn:
+        """Base movement of the last complete period; subscriptions only for the total."""
+        last, start, _ = self.last_complete(kind, today)
+        movement = self.movement(kind, last, days, periods, prefix)
+        if timeline is None:
+            return movement
+        code = PERIOD_CODES[kind]
+        return replace(
+            movement,
+            cancels=periods[period_field(PeriodsField.SUBSCRIPTION_CANCELS, code, last)],
+            subscribers_start=_sum_until(timeline, TimelineField.SUBSCRIBERS, start - 1),
+        )
+
+    def movement_fields(
+        self, kind: Period, number: int, prefix: str = ""
+    ) -> tuple[list[str], list[str]]:
+        """The day fields and period fields movement reads for one period."""
+        code = PERIOD_CODES[kind]
+        start, end = (
+            self.calendar.period_start(number, kind),
+            self.calendar.period_end(number, kind),
+        )
+        day_fields = [numbered(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
+        period_fields = [
+            period_field(PeriodsField.COHORT_SIZE, code, number, scope=prefix),
+            period_field(PeriodsField.STAYED_IN_BASE, code, number, scope=prefix),
+        ]
+        return day_fields, period_fields
+
+    def movement(
+        self,
+        kind: Period,
+        number: int,
+        days: dict[str, int],
+        periods: dict[str, int],
+        prefix: str = "",
+    ) -> PeriodChurn:
+        """Base at the start and end of a period, its new customers and those who stayed."""
+        (before, end), (new, stayed) = self.movement_fields(kind, number, prefix)
+        return PeriodChurn(
+            period=kind,
+            number=number,
+            base_start=days[before],
+            base_end=days[end],
+            new=periods[new],
+            stayed=periods[stayed],
+            cancels=0,
+            subscribers_start=0,
+        )
+
+    def lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:
+        code, f = PERIOD_CODES[kind], PeriodsField
+        return [
+            Lifecycle(
+                period=kind,
+                number=p,
+                active=periods[period_field(f.ACTIVE, code, p)],
+                previous_active=periods[period_field(f.ACTIVE, code, p - 1)],
+                new=periods[period_field(f.COHORT_SIZE, code, p)],
+                returning=periods[period_field(f.RETURNING, code, p)],
+                installs=periods[period_field(f.INSTALLS, code, p)],
+            )
+            for p in self.recent(kind, today)
+        ]
+
+    def fill_value(self, snap: Snapshot, today: int, periods: dict[str, int]) -> None:
+        snap.value[None] = CohortValue(
+            purchases=snap.purchases.purchases,
+            net_milli=snap.purchases.net_milli,
+            customer_days=snap.customers * (today + 1) - snap.first_day_sum,
+        )
+        f, month_code = PeriodsField, PERIOD_CODES[Period.MONTH]
+        for month in self.recent(Period.MONTH, today):
+            size = periods[period_field(f.COHORT_SIZE, month_code, month)]
+            if size > 0:
+                snap.value[month] = CohortValue(
+                    purchases=periods[numbered(f.COHORT_PURCHASES, month)],
+                    net_milli=periods[numbered(f.COHORT_NET_REVENUE, month)],
+                    customer_days=size * (today + 1)
+                    - periods[numbered(f.COHORT_FIRST_DAY_SUM, month)],
+                )
+
+    def fill_timeline(self, snap: Snapshot, today: int, timeline: Timeline) -> None:
+        snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, today)
+        snap.mrr_milli = _sum_until(timeline, TimelineField.MRR, today)
+        for tenure, churned, won_back in TENURES:
+            snap.churned[tenure] = _sum_until(timeline, churned, today)
+            snap.won_back[tenure] = _sum_until(timeline, won_back, today)
+        for name, count in _series(timeline, TimelineField.RFM_KEY).items():
+            if count:
+                last, frequency, monetary, first = name.split(":")
+                first_day = None if first == TimelineField.RFM_NOT_NEW else int(first)
+                snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
+
+    def nps(self, today: int, days: dict[str, int]) -> Counter[str]:
+        """Respondents per NPS group over the window ending today."""
+        return Counter(
+            {
+                group: sum(days[numbered(prefix, today - i)] for i in range(self.nps_days))
+                for group, prefix in NPS_GROUPS
+            }
+        )
+
+
+def _series(timeline: Timeline, prefix: str) -> Counter[str]:
+    """The series of a timeline field prefix."""
+    return timeline[prefix.removesuffix(":")]
+
+
+def _sum_until(timeline: Timeline, prefix: str, day: int) -> int:
+    """Sum of a day-keyed timeline series over all days up to and including `day`."""
+    return sum(value for when, value in _series(timeline, prefix).items() if int(when) <= day)
