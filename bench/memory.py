@@ -27,7 +27,7 @@ from redis import Redis
 
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
-from bench.tracker import Target
+from bench.worker import Target
 from core.schema import CUSTOMER_SLOTS, Keys, key_kind
 from core.settings import Settings
 

@@ -7,7 +7,7 @@ consumer thread and the metrics HTTP thread are idle or unrelated). Samples whos
 innermost frame is the selector's poll are the loop waiting (for Redis, Kafka or
 the next fetch). Self time is charged to the innermost frame and to its package;
 inclusive time is given for the project's own functions (streams/, metrics/,
-retention/).
+retention/). `Profiler` attaches py-spy to a worker at its first commit.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import ROOT, VENV_BIN, Child
+from bench.report import progress
+from bench.worker import Worker
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 IDLE = "idle: event loop waiting (Redis, Kafka, timers)"
@@ -155,3 +157,36 @@ def summarise(raw: Path, top: int = 15) -> Profile:
         top_inclusive=[(n, c / share) for n, c in inclusive.most_common() if c < 0.9 * share][:top],
         threads=dict(threads),
     )
+
+
+class Profiler:
+    """py-spy attached to one worker at its first commit, and its summary afterwards."""
+
+    def __init__(self, enabled: bool, seconds: int, workdir: Path) -> None:
+        self.enabled, self.seconds = enabled, seconds
+        self.raw = workdir / "worker-profile.txt"
+        self.spy: Child | None = None
+
+    def attach(self, worker: Worker) -> None:
+        """Start sampling the worker (a `run_throughput` first-commit hook)."""
+        if not self.enabled:
+            return
+        if py_spy() is None:
+            progress.print("[yellow]py-spy not installed: no profile[/yellow]")
+            return
+        self.spy = start(worker.child.pid, self.raw, self.seconds)
+
+    def collect(self, rate: float) -> dict[str, object] | None:
+        """Wait for py-spy and summarise its samples (None if nothing was sampled)."""
+        spy, self.spy = self.spy, None
+        if spy is None:
+            return None
+        finish(spy, timeout=self.seconds + 60)
+        if not self.raw.exists():
+            progress.print(f"[yellow]py-spy wrote no profile[/yellow]\n{spy.tail()}")
+            return None
+        summary = summarise(self.raw).as_dict()
+        summary["seconds"] = self.seconds
+        summary["run_rate"] = round(rate, 1)
+        progress.print(f"  profile: {summary['samples']:,} samples")
+        return summary

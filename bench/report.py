@@ -18,6 +18,8 @@ TARGETS = {
     "bytes_per_customer": 128.0,
     "scrape_ms": 100.0,
 }
+# Progress lines go to stderr, so that stdout holds only the table.
+progress = Console(stderr=True)
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
