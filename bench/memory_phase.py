@@ -2,7 +2,7 @@
 
 The history is produced to a topic and consumed by the real worker with 90 daily
 cohorts kept; `INFO memory` is read before the worker starts and after it has
-committed everything and drained its lifecycle outbox. The exporter is
+committed everything, drained its lifecycle outbox and disconnected. The exporter is
 then timed on that namespace. The fill is also where py-spy samples the worker.
 """
 
@@ -15,6 +15,7 @@ from redis import Redis
 from bench import memory
 from bench.kafka import BulkProducer, create_topics
 from bench.mix import Mix
+from bench.procs import tcp_ports_to
 from bench.profile import Profiler
 from bench.report import progress
 from bench.session import Session
@@ -46,11 +47,12 @@ async def memory_phase(session: Session, profiler: Profiler) -> None:
         on_first_commit=profiler.attach,
     )
     wait_outbox_empty(redis, target)
+    ports = tcp_ports_to(worker.child.pid, redis_port(redis))
     worker.child.stop()
     summary = profiler.collect(fill.rate)
     if summary is not None:
         results["profile"] = summary
-    time.sleep(1)
+    wait_disconnected(redis, ports)
     after = memory.RedisSnapshot.take(redis)
     results["fill"] = fill.as_dict()
     progress.print(f"  fill: {fill.rate:,.0f} events/s (verified={fill.verified})")
@@ -97,3 +99,18 @@ def wait_outbox_empty(redis: Redis, target: Target, timeout: float = 300) -> Non
         pending = sum(int(redis.llen(k)) for k in outboxes)
         quiet = quiet + 1 if pending == 0 else 0
         time.sleep(1)
+
+
+def redis_port(redis: Redis) -> int:
+    return int(redis.connection_pool.connection_kwargs["port"])
+
+
+def wait_disconnected(redis: Redis, ports: set[int], timeout: float = 30) -> None:
+    """Wait until Redis has let go of the stopped worker's connections, whose buffers
+    `used_memory` counts (Redis notices a closed connection on its next event-loop turn)."""
+    deadline = time.monotonic() + timeout
+    while ports & {int(c["addr"].rsplit(":", 1)[1]) for c in redis.client_list()}:
+        if time.monotonic() > deadline:
+            progress.print(f"[yellow]Redis still lists the worker's connections {ports}[/yellow]")
+            return
+        time.sleep(0.05)

@@ -6,6 +6,7 @@ so the benchmark only ever signals what it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -130,6 +131,23 @@ class CpuMeter:
         out["machine"] = machine
         out["others"] = machine - sum(v for k, v in out.items() if k != "machine")
         return {k: round(v, 2) for k, v in out.items()}
+
+
+def tcp_ports_to(pid: int, remote_port: int) -> set[int]:
+    """The local ports of a process's TCP connections to `remote_port` (read from /proc)."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                sockets.add(link[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, inode = (line.split()[i] for i in (1, 2, 9))
+            if inode in sockets and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
 
 
 def loadavg() -> list[float]:
