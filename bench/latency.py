@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import cast
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis as AsyncRedis
@@ -34,6 +35,8 @@ POLL_LATENCY = 0.01
 
 @dataclass(slots=True)
 class Latency:
+    """One latency run's figures, as they go into the results JSON."""
+
     rate_target: float
     rate_achieved: float
     sent: int
@@ -53,7 +56,8 @@ async def marker_source(redis: AsyncRedis, keys: Keys, topic: str) -> str:
     """The source (`<topic>@<id>`, the id being the broker's topic id) whose offset
     markers the worker writes for the topic, read from a shard that has applied records."""
     for shard in range(keys.shards):
-        for source, _ in positions(await redis.hgetall(keys.totals(shard))):
+        totals = cast("dict[bytes, bytes]", await redis.hgetall(keys.totals(shard)))
+        for source, _ in positions(totals):
             if source == topic or source.startswith(f"{topic}@"):
                 return source
     raise RuntimeError(f"no offset markers of {topic} in namespace {keys.namespace}")

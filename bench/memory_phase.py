@@ -102,6 +102,7 @@ def wait_outbox_empty(redis: Redis, target: Target, timeout: float = 300) -> Non
 
 
 def redis_port(redis: Redis) -> int:
+    """The port the client connects to (the stack's Redis or the private one)."""
     return int(redis.connection_pool.connection_kwargs["port"])
 
 

@@ -18,6 +18,8 @@ DESCRIPTION = "Run the whole benchmark against the local stack and report."
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """The parsed command line (recorded in the results JSON as `options`)."""
+
     customers: int
     events: int
     runs: int
@@ -38,6 +40,7 @@ class Options:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
+    """Parse the command line; --events defaults to min(1M, 4 x customers)."""
     p = argparse.ArgumentParser(prog="python -m bench.run", description=DESCRIPTION)
     p.add_argument(
         "--customers",

@@ -62,6 +62,7 @@ async def run(opts: Options) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run, write the JSON to bench/results/ and print the table."""
     results = asyncio.run(run(parse_args(argv)))
     path = report.write(results, RESULTS)
     report.render(results, Console(width=max(Console().width, 150)))

@@ -82,6 +82,7 @@ class Session:
         )
 
     def note_load(self, phase: str) -> None:
+        """Record the load average as a phase starts (background load explains outliers)."""
         self.results["load"].append({"phase": phase, "at": time.time(), "loadavg": loadavg()})
 
     async def cleanup(self) -> None:

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.asyncio import Redis as AsyncRedis
 
@@ -28,6 +29,8 @@ from core.totals import sum_totals
 
 @dataclass(slots=True)
 class Throughput:
+    """One tracker run's figures, as they go into the results JSON."""
+
     records: int
     seconds: float
     rate: float
@@ -115,7 +118,10 @@ async def run_throughput(
 async def applied_events(redis: AsyncRedis, namespace: str, shards: int) -> int:
     """Σ over shards of the per-type counts of applied events (retention_events_total)."""
     keys = Keys(namespace, shards)
-    replies = [await redis.hgetall(keys.totals(shard)) for shard in range(shards)]
+    replies = [
+        cast("dict[bytes, bytes]", await redis.hgetall(keys.totals(shard)))
+        for shard in range(shards)
+    ]
     return sum_totals(replies).applied_events
 
 

@@ -54,11 +54,14 @@ class Target:
 
 @dataclass(slots=True)
 class Worker:
+    """A started worker and the port of its Prometheus endpoint."""
+
     child: Child
     metrics_port: int
 
 
 def start_worker(target: Target, name: str) -> Worker:
+    """Start `retention worker` on the target, with free ports for its web and metrics."""
     port = free_port()
     env = {
         **target.env(),
