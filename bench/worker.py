@@ -1,8 +1,7 @@
 """The real `retention worker` as the benchmark starts it: where it reads and writes.
 
-Every worker gets its own namespace, consumer group and state directory (a `Target`),
-and RETENTION_SHARDS is always set, so that worker, exporter and the benchmark's own
-key arithmetic agree.
+Every worker gets its own namespace, consumer group and state directory (a `Target`);
+`wait_idle` waits until its group has committed the whole topic.
 """
 
 from __future__ import annotations
