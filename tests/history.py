@@ -15,7 +15,7 @@ colons, spaces and non-ASCII), and the delivery order is realistic rather than c
   distance are covered by the re-feed tests);
 * `ts` a mix of RFC 3339 strings with various UTC offsets and epoch-ms integers.
 
-The expected numbers come from tests/oracle.py, which reads only these events.
+The expected numbers come from tests/oracle/, which reads only these events.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """End to end: a synthetic history through Kafka -> worker -> Redis -> exporter, checked
-value by value against the independent oracle (tests/oracle.py)."""
+value by value against the independent oracle (tests/oracle/)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Faults end to end: crashes, backend restarts, a lost Redis, re-sent and hostile records.
 
 Every fault run is held to a clean run over the same events, sample by sample: the
-oracle's expected samples (tests/oracle.py) and every `retention_*` sample the clean
+oracle's expected samples (tests/oracle/) and every `retention_*` sample the clean
 run's exporter showed (breakdowns included), and, for the customer-lifecycle topic,
 the set of distinct (customer, from, to, at) changes the clean run published.
 

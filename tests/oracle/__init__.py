@@ -1,0 +1,83 @@
+"""Independent, obviously-correct computation of every exported number.
+
+Straight from docs/definitions.md with sets and loops, no incremental tricks. Output
+is a flat dict {(sample_name, ((label, value), ...sorted)): value} — the same shape
+`flatten()` gives for a scrape, so a comparison is one dict equality.
+
+Money is handled as integer thousandths ("milli"): each event's amount is rounded with
+round(amount * 1000), sums are exact integers, and an exported amount is milli / 1000.
+
+The events are read once into a ledger (ledger.py); each metric family derives its
+samples from it: activity.py (customers, cohorts, lifecycle, churn), value.py
+(purchases, CLV, subscriptions) and segments.py (NPS, churn tenures, RFM). scrape.py
+reads a scrape into the same shape and compares. The oracle imports nothing of the
+tracker it checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from tests.oracle.activity import (
+    LIFECYCLE_STATES,
+    base_change,
+    churn,
+    cohorts,
+    customers,
+    lifecycle,
+)
+from tests.oracle.basics import EventLike, Key, OracleSettings, key, pure_activity, ts_ms
+from tests.oracle.ledger import ledger
+from tests.oracle.periods import PERIODS, local_day
+from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all
+from tests.oracle.segments import RFM_SEGMENTS, churn_tenures, nps, rfm
+from tests.oracle.value import clv, lifespan_years, purchases, subscribers, subscription_churn
+
+__all__ = [
+    "COMPARED",
+    "LIFECYCLE_STATES",
+    "QUOTIENTS",
+    "RFM_SEGMENTS",
+    "Key",
+    "OracleSettings",
+    "compute",
+    "diff",
+    "flatten",
+    "flatten_all",
+    "key",
+    "local_day",
+    "pure_activity",
+    "ts_ms",
+]
+
+
+DEFAULTS = OracleSettings()  # the tracker's default settings
+
+
+def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[Key, float]:
+    """Every exported number for these delivered (valid) events; duplicates allowed."""
+    book = ledger(events, s)
+    out: dict[Key, float] = {
+        key("retention_events_total", type=name): n for name, n in book.types.items()
+    }
+    if book.max_ts is None:
+        return out
+    watermark_ms = book.max_ts - s.allowed_lateness_seconds * 1000
+    out[key("retention_watermark_seconds")] = watermark_ms / 1000
+    T = local_day(watermark_ms, ZoneInfo(s.tz))
+
+    out.update(customers(book, T))
+    changes = {kind: base_change(book, T, kind) for kind in PERIODS}
+    for kind in PERIODS:
+        out.update(cohorts(book, T, kind))
+        out.update(lifecycle(book, T, kind))
+        out.update(churn(changes[kind]))
+        out.update(subscription_churn(book, T, kind))
+    out.update(purchases(book))
+    out.update(clv(book, T, lifespan_years(changes["month"], s)))
+    out.update(subscribers(book, T))
+    out.update(nps(book, T))
+    out.update(churn_tenures(book, T))
+    out.update(rfm(book, T))
+    return out

@@ -1,0 +1,107 @@
+"""Customers in groups: NPS answers by group, churned customers by tenure and those won
+back, and RFM segments."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, timedelta
+
+from tests.oracle.basics import Key, key
+from tests.oracle.ledger import Ledger
+
+NPS_GROUPS = ("promoter", "passive", "detractor")
+TENURES = ("quick", "late")
+RFM_SEGMENTS = (
+    "new",
+    "vip",
+    "pre_vip",
+    "loyal",
+    "at_risk",
+    "lost",
+    "hibernating",
+    "active",
+)
+
+
+def nps(book: Ledger, T: date) -> dict[Key, float]:
+    """Answers of the NPS window ending on T by group, and the score."""
+    window_start = T - timedelta(days=book.s.nps_window_days - 1)
+    groups: Counter[str] = Counter()
+    for d, score in book.nps_answers:
+        if window_start <= d <= T:
+            groups["promoter" if score >= 9 else "passive" if score >= 7 else "detractor"] += 1
+    out: dict[Key, float] = {
+        key("retention_nps_responses", group=group): groups[group] for group in NPS_GROUPS
+    }
+    responses = sum(groups.values())
+    if responses:
+        out[key("retention_nps")] = 100 * (groups["promoter"] - groups["detractor"]) / responses
+    return out
+
+
+def churn_tenures(book: Ledger, T: date) -> dict[Key, float]:
+    """Customers whose first churn day is at most T, by tenure then, and those active
+    again after it (at any time)."""
+    churned: Counter[str] = Counter()
+    won_back: Counter[str] = Counter()
+    for c in book.tracked:
+        day = book.first[c]
+        while day <= T and book.in_base(c, day):
+            day += timedelta(days=1)
+        if day > T:
+            continue  # the first churn day is after T: not churned (yet)
+        tenure = "quick" if (day - book.first[c]).days < book.s.quick_churn_days else "late"
+        churned[tenure] += 1
+        if any(a > day for a in book.active[c]):
+            won_back[tenure] += 1
+    out: dict[Key, float] = {}
+    for tenure in TENURES:
+        out[key("retention_churned_customers", tenure=tenure)] = churned[tenure]
+        out[key("retention_winback_customers", tenure=tenure)] = won_back[tenure]
+        if churned[tenure]:
+            out[key("retention_winback_ratio", tenure=tenure)] = won_back[tenure] / churned[tenure]
+    return out
+
+
+def rfm_segment(r: int, f: int, m: int, is_new: bool) -> str:
+    """The named segment of R, F, M scores; the first rule that matches wins."""
+    if is_new:
+        return "new"
+    if r >= 4 and f >= 4 and m >= 4:
+        return "vip"
+    if r >= 3 and f >= 3 and m >= 3:
+        return "pre_vip"
+    if r >= 3 and f >= 2:
+        return "loyal"
+    if r <= 2 and (f >= 3 or m >= 3):
+        return "at_risk"
+    if r == 1:
+        return "lost"
+    if r == 2:
+        return "hibernating"
+    return "active"
+
+
+def rfm(book: Ledger, T: date) -> dict[Key, float]:
+    """Customers first seen by T, by RFM segment."""
+    s = book.s
+    segments: Counter[str] = Counter()
+    for c in book.tracked:
+        first = book.first[c]
+        if first > T:
+            continue
+        recency = max(0, (T - max(book.active[c])).days)
+        r = 1
+        for score, limit in zip((5, 4, 3, 2), s.rfm_recency_days, strict=True):
+            if recency <= limit:
+                r = score
+                break
+        n = len(book.purchases.get(c, []))
+        f = 1 + sum(1 for limit in s.rfm_frequency if limit <= n)
+        m = sum(book.purchases.get(c, [])) - sum(book.refunds.get(c, []))  # milli
+        mscore = 1 + sum(1 for limit in s.rfm_monetary if limit * 1000 <= m)
+        segments[rfm_segment(r, f, mscore, (T - first).days < s.rfm_new_days)] += 1
+    return {
+        key("retention_rfm_customers", segment=segment): segments[segment]
+        for segment in RFM_SEGMENTS
+    }
