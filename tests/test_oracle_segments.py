@@ -1,0 +1,195 @@
+"""Hand-checked unit tests of the oracle's customer groups (no servers needed): NPS, quick
+and late churn, win-back, RFM.
+
+Every expected number below was worked out by hand from docs/definitions.md; the
+arithmetic is in the comments. Events are at 12:00 UTC unless a time is given.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.oracle import RFM_SEGMENTS, OracleSettings, compute, key
+from tests.toy_events import Event, ev, pick
+
+# --- NPS ----------------------------------------------------------------------------------
+# T = 04-30; the 30-day window is 04-01..04-30.
+
+NPS = [
+    ev("n1", "a", "nps", "2026-04-30", score=10),
+    ev("n2", "b", "nps", "2026-04-01", "00:00:00", score=9),  # first day of the window
+    ev("n3", "c", "nps", "2026-04-15", score=8),
+    ev("n4", "d", "nps", "2026-04-15", score=7),
+    ev("n5", "e", "nps", "2026-04-20", score=6),
+    ev("n6", "f", "nps", "2026-04-02", score=0),
+    ev("n7", "g", "nps", "2026-04-03", score=5),
+    ev("n7", "g", "nps", "2026-04-03", score=5),  # duplicate
+    ev("n8", "h", "nps", "2026-03-31", "23:59:59", score=3),  # outside the window
+    ev("n9", "i", "nps", "2026-03-31", score=10),  # outside
+    ev("n10", "j", "nps", "2026-04-10"),  # no score: invalid (dead-lettered), ignored
+    ev("n11", "a", "nps", "2026-04-29", score=10),  # a second answer of a counts too
+]
+
+
+def test_nps() -> None:
+    got = compute(NPS)
+    # Promoters n1, n2, n11 = 3; passives n3, n4 = 2; detractors n5, n6, n7 = 3.
+    assert got[key("retention_nps_responses", group="promoter")] == 3
+    assert got[key("retention_nps_responses", group="passive")] == 2
+    assert got[key("retention_nps_responses", group="detractor")] == 3
+    assert got[key("retention_nps")] == 0.0  # 100 * (3 - 3) / 8
+    without_a = compute([e for e in NPS if e["event_id"] != "n11"])
+    assert without_a[key("retention_nps")] == pytest.approx(100 * (2 - 3) / 7)
+    one_day = compute(NPS, OracleSettings(nps_window_days=1))
+    assert one_day[key("retention_nps")] == 100.0  # n1 only
+    assert one_day[key("retention_nps_responses", group="detractor")] == 0
+    # No responses: zero counts, no NPS.
+    none = compute([ev("x", "a", "session", "2026-04-30")])
+    assert key("retention_nps") not in none
+    assert none[key("retention_nps_responses", group="promoter")] == 0
+
+
+# --- quick and late churn, win-back -----------------------------------------------------
+# T = 04-25, window 30, quick < 7 days.
+#   q1 install 03-01, uninstall 03-07: churns 03-07, tenure 6 -> quick
+#   q2 install 03-01, uninstall 03-08: tenure 7 -> late
+#   q3 install 03-01 only until 04-10: out of the base at the end of 03-31 (30 days),
+#      tenure 30 -> late; back on 04-10 -> won back
+#   q4 install + uninstall 03-01 (tenure 0, quick), install 03-02 -> won back
+#   q6 install 03-27: would churn at the end of 04-26 > T -> not churned
+#   q7 install 03-26: churns at the end of 04-25 = T -> late
+#   q5 install 04-20, session 04-25
+
+CHURN = [
+    ev("q1a", "q1", "install", "2026-03-01"),
+    ev("q1b", "q1", "uninstall", "2026-03-07"),
+    ev("q2a", "q2", "install", "2026-03-01"),
+    ev("q2b", "q2", "uninstall", "2026-03-08"),
+    ev("q3a", "q3", "install", "2026-03-01"),
+    ev("q3b", "q3", "session", "2026-04-10"),
+    ev("q4a", "q4", "install", "2026-03-01", "08:00:00"),
+    ev("q4b", "q4", "uninstall", "2026-03-01", "09:00:00"),
+    ev("q4c", "q4", "install", "2026-03-02"),
+    ev("q6a", "q6", "install", "2026-03-27"),
+    ev("q7a", "q7", "install", "2026-03-26"),
+    ev("q5a", "q5", "install", "2026-04-20"),
+    ev("q5b", "q5", "session", "2026-04-25"),
+]
+
+
+def test_quick_and_late_churn() -> None:
+    got = compute(CHURN)
+    assert got[key("retention_churned_customers", tenure="quick")] == 2  # q1, q4
+    assert got[key("retention_winback_customers", tenure="quick")] == 1  # q4
+    assert got[key("retention_winback_ratio", tenure="quick")] == 0.5
+    assert got[key("retention_churned_customers", tenure="late")] == 3  # q2, q3, q7
+    assert got[key("retention_winback_customers", tenure="late")] == 1  # q3
+    assert got[key("retention_winback_ratio", tenure="late")] == pytest.approx(1 / 3)
+    # quick_churn_days = 8 makes q2 (tenure 7) quick.
+    got8 = compute(CHURN, OracleSettings(quick_churn_days=8))
+    assert got8[key("retention_churned_customers", tenure="quick")] == 3
+    assert got8[key("retention_churned_customers", tenure="late")] == 2
+
+
+def test_winback_counts_activity_after_t() -> None:
+    # Lateness 2 days: T = 04-23, so q7 (churn day 04-25) is not churned yet; q2's
+    # session on 04-24, after T, still counts as a win-back.
+    events = [*CHURN, ev("q2c", "q2", "session", "2026-04-24")]
+    got = compute(events, OracleSettings(allowed_lateness_seconds=2 * 86400))
+    assert got[key("retention_churned_customers", tenure="late")] == 2  # q2, q3
+    assert got[key("retention_winback_customers", tenure="late")] == 2
+    no_churn = compute([ev("a", "x", "install", "2026-04-01")])
+    assert no_churn[key("retention_churned_customers", tenure="quick")] == 0
+    assert key("retention_winback_ratio", tenure="quick") not in no_churn
+
+
+# --- RFM ----------------------------------------------------------------------------------
+# T = 06-30 (V's NPS answer; not an activity). R: recency r <= 7, 14, 30, 60 -> 5..2.
+
+
+def _rfm_history() -> list[Event]:
+    out: list[Event] = []
+
+    def buy(cid: str, day: str, amount: float) -> None:
+        out.append(ev(f"{cid}-{len(out)}", cid, "purchase", day, amount=amount))
+
+    def act(cid: str, day: str, kind: str = "session") -> None:
+        out.append(ev(f"{cid}-{len(out)}", cid, kind, day))
+
+    # V: r 10 (R4), 5 purchases (F4), 510 (M4) -> vip
+    act("V", "2026-05-01", "install")
+    for d, amount in zip((16, 17, 18, 19, 20), (120, 130, 100, 90, 70), strict=True):
+        buy("V", f"2026-06-{d}", amount)
+    out.append(ev("V-nps", "V", "nps", "2026-06-30", score=10))
+    # P: r 20 (R3), 3 purchases (F3), 200 (M3) -> pre_vip
+    act("P", "2026-05-01", "install")
+    for d, amount in ((8, 100), (9, 60), (10, 40)):
+        buy("P", f"2026-06-{d:02d}", amount)
+    # Y: r 5 (R5), 2 purchases (F2), 20 (M1) -> loyal
+    act("Y", "2026-05-01", "install")
+    buy("Y", "2026-06-24", 10)
+    buy("Y", "2026-06-25", 10)
+    # K: r 119 (R1), 3 purchases (F3) -> at_risk
+    for d in (1, 2, 3):
+        buy("K", f"2026-03-0{d}", 10)
+    # M: r 41 (R2), 1 purchase of 200 (M3) -> at_risk
+    act("M", "2026-04-20", "install")
+    buy("M", "2026-05-20", 200)
+    # Q: like M, but 100 refunded: M2 -> hibernating
+    act("Q", "2026-04-20", "install")
+    buy("Q", "2026-05-20", 200)
+    out.append(ev("Q-refund", "Q", "refund", "2026-05-21", amount=100))
+    # X150: r 121, one purchase of exactly 150 (M3) -> at_risk; X149: 149.999 (M2) -> lost
+    buy("X150", "2026-03-01", 150)
+    buy("X149", "2026-03-01", 149.999)
+    # Lo: r 112 -> lost; B61: r 61 -> lost; B60: r 60 (R2) -> hibernating
+    act("Lo", "2026-03-01", "install")
+    act("Lo", "2026-03-10")
+    act("B61", "2026-04-30", "install")
+    act("B60", "2026-05-01", "install")
+    # H: r 46 (R2) -> hibernating
+    act("H", "2026-04-01", "install")
+    act("H", "2026-05-15")
+    # N: first seen 10 days before T -> new, whatever it bought
+    act("N", "2026-06-20", "install")
+    buy("N", "2026-06-20", 1000)
+    buy("N", "2026-06-21", 1000)
+    # Nb: first seen exactly 14 days before T -> not new; r 14 (R4), F1 -> active
+    act("Nb", "2026-06-16", "install")
+    # A: r 2 -> active; R7: r 7 (R5) -> active
+    act("A", "2026-05-01", "install")
+    act("A", "2026-06-28")
+    act("R7", "2026-05-01", "install")
+    act("R7", "2026-06-23")
+    return out
+
+
+def test_rfm_segments() -> None:
+    got = compute(_rfm_history())
+    expected = {
+        "vip": 1,  # V
+        "pre_vip": 1,  # P
+        "loyal": 1,  # Y
+        "at_risk": 3,  # K, M, X150
+        "lost": 3,  # Lo, B61, X149
+        "hibernating": 3,  # Q, B60, H
+        "new": 1,  # N
+        "active": 3,  # Nb, A, R7
+    }
+    assert set(expected) == set(RFM_SEGMENTS)
+    assert pick(got, "retention_rfm_customers") == {
+        key("retention_rfm_customers", segment=s): n for s, n in expected.items()
+    }
+
+
+def test_rfm_thresholds_are_settings() -> None:
+    # New for 20 days: Nb and N are new; recency 3,6,9,12: V (r 10) gets R2 -> at_risk.
+    got = compute(_rfm_history(), OracleSettings(rfm_new_days=20, rfm_recency_days=(3, 6, 9, 12)))
+    assert got[key("retention_rfm_customers", segment="new")] == 2
+    assert got[key("retention_rfm_customers", segment="vip")] == 0
+    # A customer first seen after T (possible with lateness) is in no segment.
+    late = compute(
+        [ev("a", "x", "install", "2026-06-01"), ev("b", "y", "install", "2026-06-02")],
+        OracleSettings(allowed_lateness_seconds=86400),
+    )
+    assert sum(v for k, v in late.items() if k[0] == "retention_rfm_customers") == 1
