@@ -28,7 +28,7 @@ from tests.oracle.activity import (
     lifecycle,
 )
 from tests.oracle.basics import EventLike, Key, OracleSettings, key, pure_activity, ts_ms
-from tests.oracle.ledger import ledger
+from tests.oracle.ledger import read_ledger
 from tests.oracle.periods import PERIODS, local_day
 from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all
 from tests.oracle.segments import RFM_SEGMENTS, churn_tenures, nps, rfm
@@ -57,7 +57,7 @@ DEFAULTS = OracleSettings()  # the tracker's default settings
 
 def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[Key, float]:
     """Every exported number for these delivered (valid) events; duplicates allowed."""
-    book = ledger(events, s)
+    book = read_ledger(events, s)
     out: dict[Key, float] = {
         key("retention_events_total", type=name): n for name, n in book.types.items()
     }

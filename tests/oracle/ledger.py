@@ -79,7 +79,9 @@ def unique_events(events: Sequence[EventLike], s: OracleSettings) -> list[Mappin
     return list(unique.values())
 
 
-def ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
+def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
+    """Each unique event entered once: counted by type, and its day, amount or score
+    filed under its customer."""
     zone = ZoneInfo(s.tz)
     pure = pure_activity(s)
     book = Ledger(s)
