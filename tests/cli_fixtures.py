@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from tests.broker import delete_marked, unused_settings
-from tests.conftest import KAFKA, RETENTION_BIN, ROOT, Pipeline
+from tests.pipeline_runner import Pipeline
+from tests.services import KAFKA, RETENTION_BIN, ROOT
 
 SIM_ARGS = ["--seed", "11", "--days", "40", "--installs", "40", "--start", "2026-02-23"]
 

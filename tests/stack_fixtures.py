@@ -30,7 +30,7 @@ import yaml
 
 from retention.stack.config import alertmanager_yml, prometheus_yml
 from retention.stack.settings import StackSettings
-from tests.conftest import ROOT, free_port, tail
+from tests.services import ROOT, free_port, tail
 from tests.waiting import wait_until
 
 PROMETHEUS_DIR = ROOT / "prometheus"

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Pipeline, free_port
+from tests.pipeline_runner import Pipeline
+from tests.services import free_port
 from tests.stack_fixtures import (
     Scale,
     WebhookReceiver,

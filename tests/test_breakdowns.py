@@ -22,9 +22,9 @@ from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event, parse_ts
 from streams.state import Record, StateWriter
-from tests.conftest import REDIS_URL
 from tests.history import generate_history
 from tests.oracle import OracleSettings, compute, diff, flatten_all
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

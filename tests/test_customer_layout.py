@@ -22,7 +22,7 @@ from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.scripts import load_script
 from streams.state import Record, StateWriter
-from tests.conftest import REDIS_URL
+from tests.services import REDIS_URL
 
 DAY0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 IDS = [

@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from monitoring.config import DATASOURCE_TYPE, DATASOURCE_UID
-from tests.conftest import Pipeline, free_port
 from tests.history import generate_history
+from tests.pipeline_runner import Pipeline
+from tests.services import free_port
 from tests.stack_fixtures import Scale, Server, query, start_prometheus, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

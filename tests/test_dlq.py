@@ -14,9 +14,10 @@ from datetime import date
 
 import pytest
 
-from tests.conftest import KAFKA, Pipeline, free_port
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, key
+from tests.pipeline_runner import Pipeline
+from tests.services import KAFKA, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,9 @@ from aiokafka.errors import IllegalStateError
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.health import WorkerHealth
-from tests.conftest import Pipeline, free_port
 from tests.history import generate_history
+from tests.pipeline_runner import Pipeline
+from tests.services import free_port
 from tests.waiting import WaitTimedOut, wait_until
 
 TOPIC = "events"

@@ -19,7 +19,7 @@ from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record, StateWriter
-from tests.conftest import REDIS_URL
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from core.segments import SEGMENTS
-from tests.conftest import KAFKA, Pipeline
+from tests.pipeline_runner import Pipeline
+from tests.services import KAFKA
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Pipeline
 from tests.oracle import OracleSettings, compute, diff, flatten
+from tests.pipeline_runner import Pipeline
 
 pytestmark = pytest.mark.integration
 

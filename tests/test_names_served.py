@@ -22,9 +22,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Pipeline, free_port
 from tests.history import generate_history
+from tests.pipeline_runner import Pipeline
 from tests.promql_names import label_values_selector, metric_names
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "prometheus" / "rules"

@@ -12,7 +12,6 @@ import pytest
 from core.schema import Keys, offset_marker
 from core.settings import Settings
 from core.totals import positions
-from tests.conftest import REDIS_URL, Pipeline
 from tests.history import generate_history
 from tests.oracle import (
     COMPARED,
@@ -24,6 +23,8 @@ from tests.oracle import (
     flatten_all,
     key,
 )
+from tests.pipeline_runner import Pipeline
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

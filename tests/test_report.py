@@ -21,8 +21,8 @@ from retention.render import render
 from retention.report import build
 from retention.scrape import Scrape, parse
 from tests.cli_fixtures import SimRun, cli_env, closed_port, run_cli, sim_run
-from tests.conftest import RETENTION_BIN, ROOT
 from tests.oracle import OracleSettings, compute, key
+from tests.services import RETENTION_BIN, ROOT
 from tests.waiting import wait_until
 
 __all__ = ["sim_run"]  # the fixture, imported for pytest

@@ -23,8 +23,8 @@ from tests.cli_fixtures import (
     run_cli,
     sim_run,
 )
-from tests.conftest import KAFKA
 from tests.oracle import OracleSettings, compute, flatten, key
+from tests.services import KAFKA
 
 __all__ = ["sim_run"]  # the fixture, imported for pytest
 

@@ -15,7 +15,7 @@ import redis
 from core.settings import Settings
 from retention.stack.config import directives, prometheus_yml, redis_conf, render
 from retention.stack.settings import StackError, StackSettings
-from tests.conftest import ROOT, free_port
+from tests.services import ROOT, free_port
 
 
 def test_addresses_follow_the_ports_unless_given() -> None:

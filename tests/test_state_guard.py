@@ -19,9 +19,10 @@ from core.totals import positions, sum_totals
 from streams.state import Record, StateWriter
 from tests.broker import delete_marked, scratch_name
 from tests.cli_fixtures import cli_env, run_cli
-from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten
+from tests.pipeline_runner import Pipeline, Process
+from tests.services import KAFKA, REDIS_URL
 from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -291,7 +292,7 @@ def test_the_events_topic_is_created_to_keep_its_history() -> None:
 def test_worker_started_before_redis_waits_for_it(pipeline, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """No Redis at start: the worker keeps retrying (and says so) instead of exiting;
     once a Redis answers on that port it consumes everything."""
-    from tests.conftest import free_port
+    from tests.services import free_port
 
     port = free_port()
     p = pipeline(start=False, extra_env={"RETENTION_REDIS_URL": f"redis://127.0.0.1:{port}/0"})

@@ -24,8 +24,8 @@ from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event
 from streams.state import Record, StateWriter
-from tests.conftest import REDIS_URL
 from tests.oracle import OracleSettings, compute, diff, flatten
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

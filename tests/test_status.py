@@ -14,7 +14,7 @@ import pytest
 
 from tests.broker import records_in, scratch_name
 from tests.cli_fixtures import SimRun, cli_env, closed_port, delete_topic, run_cli, sim_run
-from tests.conftest import KAFKA, RETENTION_BIN, ROOT
+from tests.services import KAFKA, RETENTION_BIN, ROOT
 from tests.waiting import wait_until
 
 __all__ = ["sim_run"]  # the fixture, imported for pytest

@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionErro
 
 from streams.topic_identity import topic_id
 from tests.broker import scratch_name
-from tests.conftest import KAFKA
+from tests.services import KAFKA
 from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stack")]

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import Pipeline
 from tests.oracle import COMPARED, compute, diff, flatten, flatten_all, key
+from tests.pipeline_runner import Pipeline
 from tests.test_reliability.support import (
     CUSTOMERS,
     FAULT_SETTINGS,

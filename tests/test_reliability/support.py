@@ -21,9 +21,10 @@ from aiokafka import AIOKafkaConsumer
 from core.schema import Keys
 from core.settings import Settings
 from core.totals import positions
-from tests.conftest import KAFKA, REDIS_URL, Pipeline, Process
 from tests.history import generate_history
 from tests.oracle import COMPARED, Key, OracleSettings, diff, flatten, flatten_all, ts_ms
+from tests.pipeline_runner import Pipeline, Process
+from tests.services import KAFKA, REDIS_URL
 
 HOUR_MS = 3_600_000
 # Delivery jitter of the lifecycle histories, and the allowed lateness that covers it.

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import PARTITIONS, REDIS_PORT, Pipeline, Process
+from tests.pipeline_runner import Pipeline, Process
+from tests.services import PARTITIONS, REDIS_PORT
 from tests.test_reliability.support import (
     LATENESS_S,
     Clean,

@@ -12,9 +12,9 @@ import pytest
 
 from core.settings import Settings
 from streams.events import EventDecoder, Reason, Rejected
-from tests.conftest import Pipeline
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff
+from tests.pipeline_runner import Pipeline
 from tests.test_reliability.hostile_records import nested
 from tests.test_reliability.support import INVALID
 

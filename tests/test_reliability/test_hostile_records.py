@@ -11,8 +11,9 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import Pipeline, free_port
 from tests.oracle import COMPARED, OracleSettings, compute, diff, key
+from tests.pipeline_runner import Pipeline
+from tests.services import free_port
 from tests.test_reliability.hostile_records import fuzz_records
 from tests.test_reliability.support import INVALID, worker_metrics
 

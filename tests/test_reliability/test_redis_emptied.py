@@ -9,7 +9,7 @@ import random
 import pytest
 import redis
 
-from tests.conftest import Pipeline
+from tests.pipeline_runner import Pipeline
 from tests.test_reliability.support import (
     LATENESS_S,
     Clean,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Pipeline
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten, flatten_all, key, ts_ms
+from tests.pipeline_runner import Pipeline
 from tests.test_reliability.support import HOUR_MS, without_invalid
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Pipeline, Process, free_port
 from tests.oracle import key
+from tests.pipeline_runner import Pipeline, Process
+from tests.services import ROOT, free_port
 from tests.test_reliability.support import (
     LATENESS_S,
     Clean,
