@@ -35,8 +35,8 @@ def start(stack: StackSettings, name: str) -> None:
     began = time.monotonic()
     stack.pid_file(name).unlink(missing_ok=True)
     process.check_ports_free(stack, name)
-    process.spawn(stack, name, launch.prepare(stack, name))
-    readiness.wait_ready(stack, name)
+    child = process.spawn(stack, name, launch.prepare(stack, name))
+    readiness.wait_ready(stack, name, child)
     pid, port = process.running_pid(stack, name), stack.service(name).port
     say(f"{name} ready (pid {pid}, port {port}, {time.monotonic() - began:.0f} s)")
 

@@ -7,6 +7,7 @@ and Alertmanager once /-/ready says so (retention/status.py has the checks).
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 from retention.stack.process import running_pid, tail
@@ -31,12 +32,16 @@ def check(stack: StackSettings, name: str) -> Check:
     raise ValueError(f"no readiness check for {name!r}")
 
 
-def wait_ready(stack: StackSettings, name: str) -> None:
+def wait_ready(
+    stack: StackSettings, name: str, child: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll until `name` is ready; fail early with its log if the process exits, or
-    after the start timeout."""
+    after the start timeout. A process this command started (`child`) is watched through
+    its own handle, which cannot mistake a starting JVM for a dead one."""
     deadline = time.monotonic() + stack.stack_start_timeout
     while not check(stack, name).ok:
-        if running_pid(stack, name) is None:
+        exited = child.poll() is not None if child else running_pid(stack, name) is None
+        if exited:
             raise StackError(
                 f"{name}: the process exited during start-up\n{tail(stack.log_file(name))}"
             )
