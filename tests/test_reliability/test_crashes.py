@@ -5,17 +5,15 @@ where Redis says, and nothing is lost or counted twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import redis
 
+from bench.procs import tcp_ports_to
 from tests.pipeline_runner import Pipeline, Process
 from tests.services import PARTITIONS, REDIS_PORT
 from tests.test_reliability.support import (
@@ -32,23 +30,6 @@ from tests.test_reliability.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def redis_ports(pid: int) -> set[int]:
-    """The local ports of a process's TCP connections to Redis (read from /proc)."""
-    sockets = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            link = os.readlink(fd)
-            if link.startswith("socket:["):
-                sockets.add(link[len("socket:[") : -1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, remote, inode = (line.split()[i] for i in (1, 2, 9))
-            if inode in sockets and int(remote.rsplit(":", 1)[1], 16) == REDIS_PORT:
-                ports.add(int(local.rsplit(":", 1)[1], 16))
-    return ports
 
 
 def redis_served(r: redis.Redis, ports: set[int]) -> bool:
@@ -113,7 +94,7 @@ def test_sigkill_five_times(pipeline, clean: Clean) -> None:  # type: ignore[no-
         )
         time.sleep(rng.uniform(0, 0.05))
         assert worker.alive(), f"worker {n} died before its kill"
-        connections = redis_ports(worker.popen.pid)
+        connections = tcp_ports_to(worker.popen.pid, REDIS_PORT)
         assert connections, f"worker {n} has no connection to Redis to wait for"
         worker.kill()
         wait_for(
