@@ -64,12 +64,29 @@ class Calendar:
         """Last day of a period."""
         return self.period_start(number + 1, kind) - 1
 
+    def last_complete(self, day: int, kind: Period) -> int:
+        """The latest period whose last day is at most `day` (the evaluation day)."""
+        return self.period(day + 1, kind) - 1
+
+    def running(self, day: int, kind: Period) -> int | None:
+        """The period containing `day` when `day` is not its last day (it is still
+        running at the end of `day`), else None; a day period is never running."""
+        number = self.period(day, kind)
+        return number if self.period_end(number, kind) > day else None
+
     def label(self, number: int, kind: Period) -> str:
         """Human label: ISO date of the first day, or YYYY-MM for a month."""
         if kind is Period.MONTH:
             year, month0 = divmod(number, 12)
             return f"{year:04d}-{month0 + 1:02d}"
         return day_to_date(self.period_start(number, kind)).isoformat()
+
+
+def evaluation_day(watermark_day: int) -> int:
+    """The day every default gauge is evaluated at: the last complete day. The
+    watermark's own day is still running (more of its events may come), so it is the
+    day before it."""
+    return watermark_day - 1
 
 
 def day_to_date(day: int) -> date:

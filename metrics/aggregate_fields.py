@@ -47,35 +47,36 @@ class AggregateFields:
         self.cohorts_kept = cohorts_kept
         self.nps_days = nps_days
 
-    def recent(self, kind: Period, today: int) -> range:
-        current = self.calendar.period(today, kind)
+    def recent(self, kind: Period, day: int) -> range:
+        """The K most recent periods up to the one containing `day`."""
+        current = self.calendar.period(day, kind)
         return range(current - self.cohorts_kept + 1, current + 1)
 
-    def last_complete(self, kind: Period, today: int) -> tuple[int, int, int]:
-        """Number, first day and last day of the period before the watermark's."""
-        last = self.calendar.period(today, kind) - 1
+    def last_complete(self, kind: Period, day: int) -> tuple[int, int, int]:
+        """Number, first day and last day of the latest period complete at the end of `day`."""
+        last = self.calendar.last_complete(day, kind)
         return last, self.calendar.period_start(last, kind), self.calendar.period_end(last, kind)
 
-    def day_fields(self, today: int, prefixes: list[str]) -> list[str]:
+    def day_fields(self, day: int, prefixes: list[str]) -> list[str]:
         fields: list[str] = []
         for _, nps in NPS_GROUPS:
-            fields += [numbered(nps, today - i) for i in range(self.nps_days)]
+            fields += [numbered(nps, day - i) for i in range(self.nps_days)]
         for prefix in prefixes:
-            fields += [numbered(active_window(n), today, scope=prefix) for n in ACTIVITY_WINDOWS]
+            fields += [numbered(active_window(n), day, scope=prefix) for n in ACTIVITY_WINDOWS]
             for kind in Period:
-                _, start, end = self.last_complete(kind, today)
-                fields += [numbered(DaysField.BASE, day, scope=prefix) for day in (start - 1, end)]
+                _, start, end = self.last_complete(kind, day)
+                fields += [numbered(DaysField.BASE, d, scope=prefix) for d in (start - 1, end)]
         return list(dict.fromkeys(fields))
 
-    def period_heads(self, today: int, prefixes: list[str]) -> list[str]:
+    def period_heads(self, day: int, prefixes: list[str]) -> list[str]:
         """Every per-period field except the retention cells: those wait for the sizes."""
         f = PeriodsField
         fields: list[str] = []
         for kind in Period:
             code = PERIOD_CODES[kind]
-            last = self.calendar.period(today, kind) - 1
+            last = self.calendar.last_complete(day, kind)
             fields.append(period_field(f.SUBSCRIPTION_CANCELS, code, last))
-            for p in self.recent(kind, today):
+            for p in self.recent(kind, day):
                 fields += [period_field(f.ACTIVE, code, p), period_field(f.ACTIVE, code, p - 1)]
                 fields += [period_field(f.RETURNING, code, p), period_field(f.INSTALLS, code, p)]
             for prefix in prefixes:
@@ -85,9 +86,9 @@ class AggregateFields:
                     continue  # daily cohorts are not broken down
                 fields += [
                     period_field(f.COHORT_SIZE, code, p, scope=prefix)
-                    for p in self.recent(kind, today)
+                    for p in self.recent(kind, day)
                 ]
-        for month in self.recent(Period.MONTH, today):
+        for month in self.recent(Period.MONTH, day):
             fields += [
                 numbered(f.COHORT_PURCHASES, month),
                 numbered(f.COHORT_NET_REVENUE, month),
@@ -95,17 +96,17 @@ class AggregateFields:
             fields += [numbered(f.COHORT_FIRST_DAY_SUM, month)]
         return list(dict.fromkeys(fields))
 
-    def cohort_cells(self, today: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
+    def cohort_cells(self, day: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
         """Retained (and, for the totals, unbounded) cells of the cohorts with customers:
         a cohort of size 0 exports nothing, so its cells are not read."""
         fields: list[str] = []
         for kind in Period:
             code = PERIOD_CODES[kind]
-            current = self.calendar.period(today, kind)
+            current = self.calendar.period(day, kind)
             for prefix in prefixes:
                 if prefix and kind is Period.DAY:
                     continue
-                for p in self.recent(kind, today):
+                for p in self.recent(kind, day):
                     if heads[period_field(PeriodsField.COHORT_SIZE, code, p, scope=prefix)] <= 0:
                         continue
                     offsets = range(current - p + 1)
@@ -120,13 +121,13 @@ class AggregateFields:
         self,
         core: Core | Snapshot,
         kind: Period,
-        today: int,
+        day: int,
         periods: dict[str, int],
         prefix: str = "",
     ) -> None:
         code = PERIOD_CODES[kind]
-        current = self.calendar.period(today, kind)
-        for cohort in self.recent(kind, today):
+        current = self.calendar.period(day, kind)
+        for cohort in self.recent(kind, day):
             size = periods[period_field(PeriodsField.COHORT_SIZE, code, cohort, scope=prefix)]
             if size <= 0:
                 continue
@@ -138,7 +139,7 @@ class AggregateFields:
                 ]
 
     def fill_unbounded(
-        self, snap: Snapshot, kind: Period, today: int, periods: dict[str, int]
+        self, snap: Snapshot, kind: Period, day: int, periods: dict[str, int]
     ) -> None:
         code = PERIOD_CODES[kind]
         for cell in snap.retained:
@@ -149,14 +150,14 @@ class AggregateFields:
     def churn(
         self,
         kind: Period,
-        today: int,
+        day: int,
         days: dict[str, int],
         periods: dict[str, int],
         timeline: Timeline | None,
         prefix: str = "",
     ) -> PeriodChurn:
         """Base movement of the last complete period; subscriptions only for the total."""
-        last, start, _ = self.last_complete(kind, today)
+        last, start, _ = self.last_complete(kind, day)
         movement = self.movement(kind, last, days, periods, prefix)
         if timeline is None:
             return movement
@@ -204,7 +205,7 @@ class AggregateFields:
             subscribers_start=0,
         )
 
-    def lifecycle(self, kind: Period, today: int, periods: dict[str, int]) -> list[Lifecycle]:
+    def lifecycle(self, kind: Period, day: int, periods: dict[str, int]) -> list[Lifecycle]:
         code, f = PERIOD_CODES[kind], PeriodsField
         return [
             Lifecycle(
@@ -216,43 +217,43 @@ class AggregateFields:
                 returning=periods[period_field(f.RETURNING, code, p)],
                 installs=periods[period_field(f.INSTALLS, code, p)],
             )
-            for p in self.recent(kind, today)
+            for p in self.recent(kind, day)
         ]
 
-    def fill_value(self, snap: Snapshot, today: int, periods: dict[str, int]) -> None:
+    def fill_value(self, snap: Snapshot, day: int, periods: dict[str, int]) -> None:
         snap.value[None] = CohortValue(
             purchases=snap.purchases.purchases,
             net_milli=snap.purchases.net_milli,
-            customer_days=snap.customers * (today + 1) - snap.first_day_sum,
+            customer_days=snap.customers * (day + 1) - snap.first_day_sum,
         )
         f, month_code = PeriodsField, PERIOD_CODES[Period.MONTH]
-        for month in self.recent(Period.MONTH, today):
+        for month in self.recent(Period.MONTH, day):
             size = periods[period_field(f.COHORT_SIZE, month_code, month)]
             if size > 0:
                 snap.value[month] = CohortValue(
                     purchases=periods[numbered(f.COHORT_PURCHASES, month)],
                     net_milli=periods[numbered(f.COHORT_NET_REVENUE, month)],
-                    customer_days=size * (today + 1)
+                    customer_days=size * (day + 1)
                     - periods[numbered(f.COHORT_FIRST_DAY_SUM, month)],
                 )
 
-    def fill_timeline(self, snap: Snapshot, today: int, timeline: Timeline) -> None:
-        snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, today)
-        snap.mrr_milli = _sum_until(timeline, TimelineField.MRR, today)
+    def fill_timeline(self, snap: Snapshot, day: int, timeline: Timeline) -> None:
+        snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, day)
+        snap.mrr_milli = _sum_until(timeline, TimelineField.MRR, day)
         for tenure, churned, won_back in TENURES:
-            snap.churned[tenure] = _sum_until(timeline, churned, today)
-            snap.won_back[tenure] = _sum_until(timeline, won_back, today)
+            snap.churned[tenure] = _sum_until(timeline, churned, day)
+            snap.won_back[tenure] = _sum_until(timeline, won_back, day)
         for name, count in _series(timeline, TimelineField.RFM_KEY).items():
             if count:
                 last, frequency, monetary, first = name.split(":")
                 first_day = None if first == TimelineField.RFM_NOT_NEW else int(first)
                 snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
 
-    def nps(self, today: int, days: dict[str, int]) -> Counter[str]:
-        """Respondents per NPS group over the window ending today."""
+    def nps(self, day: int, days: dict[str, int]) -> Counter[str]:
+        """Respondents per NPS group over the window ending on `day`."""
         return Counter(
             {
-                group: sum(days[numbered(prefix, today - i)] for i in range(self.nps_days))
+                group: sum(days[numbered(prefix, day - i)] for i in range(self.nps_days))
                 for group, prefix in NPS_GROUPS
             }
         )

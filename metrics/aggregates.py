@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from core.calendar import Calendar, Period
+from core.calendar import Calendar, Period, evaluation_day
 from core.rules import ACTIVITY_WINDOWS
 from core.schema import (
     DIMENSIONS,
@@ -65,27 +65,31 @@ class AggregateReader:
         if max_ts is None:
             return snap
         snap.watermark_ms = max_ts - self.lateness_ms
-        today = self.calendar.day(snap.watermark_ms)
-        snap.watermark_day = today
+        snap.watermark_day = self.calendar.day(snap.watermark_ms)
+        # Every default gauge is evaluated at the end of the last complete day; only
+        # the so-far series look at the running watermark day.
+        day = snap.evaluation_day = evaluation_day(snap.watermark_day)
         prefixes = ["", *scopes.values()]
+        so_far = {n: numbered(active_window(n), snap.watermark_day) for n in ACTIVITY_WINDOWS}
         days, periods = self._sum_fields(
-            (self.keys.days, self.fields.day_fields(today, prefixes)),
-            (self.keys.periods, self.fields.period_heads(today, prefixes)),
+            (self.keys.days, [*self.fields.day_fields(day, prefixes), *so_far.values()]),
+            (self.keys.periods, self.fields.period_heads(day, prefixes)),
         )
-        cells_wanted = self.fields.cohort_cells(today, prefixes, periods)
+        cells_wanted = self.fields.cohort_cells(day, prefixes, periods)
         (cells,) = self._sum_fields((self.keys.periods, cells_wanted))
         periods |= cells
-        snap.active = {n: days[numbered(active_window(n), today)] for n in ACTIVITY_WINDOWS}
-        snap.nps = self.fields.nps(today, days)
+        snap.active = {n: days[numbered(active_window(n), day)] for n in ACTIVITY_WINDOWS}
+        snap.active_so_far = {n: days[name] for n, name in so_far.items()}
+        snap.nps = self.fields.nps(day, days)
         for kind in Period:
-            self.fields.fill_cohorts(snap, kind, today, periods)
-            self.fields.fill_unbounded(snap, kind, today, periods)
-            snap.churn.append(self.fields.churn(kind, today, days, periods, timeline))
-            snap.lifecycle += self.fields.lifecycle(kind, today, periods)
+            self.fields.fill_cohorts(snap, kind, day, periods)
+            self.fields.fill_unbounded(snap, kind, day, periods)
+            snap.churn.append(self.fields.churn(kind, day, days, periods, timeline))
+            snap.lifecycle += self.fields.lifecycle(kind, day, periods)
         for breakdown, prefix in scopes.items():
-            snap.breakdowns[breakdown] = self._core(today, days, periods, prefix)
-        self.fields.fill_value(snap, today, periods)
-        self.fields.fill_timeline(snap, today, timeline)
+            snap.breakdowns[breakdown] = self._core(day, days, periods, prefix)
+        self.fields.fill_value(snap, day, periods)
+        self.fields.fill_timeline(snap, day, timeline)
         return snap
 
     def _read_totals(
@@ -121,15 +125,14 @@ class AggregateReader:
         )
         return totals.watermark_ms, timeline, _scopes(replies[2 * self.keys.shards :])
 
-    def _core(self, today: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
-        active = {
-            n: days[numbered(active_window(n), today, scope=prefix)] for n in ACTIVITY_WINDOWS
-        }
+    def _core(self, day: int, days: dict[str, int], periods: dict[str, int], prefix: str) -> Core:
+        """One breakdown value's part, evaluated at the end of `day` like the totals."""
+        active = {n: days[numbered(active_window(n), day, scope=prefix)] for n in ACTIVITY_WINDOWS}
         core = Core(active=active)
         for kind in Period:
             if kind is not Period.DAY:  # daily cohorts are not broken down
-                self.fields.fill_cohorts(core, kind, today, periods, prefix)
-            core.churn.append(self.fields.churn(kind, today, days, periods, None, prefix))
+                self.fields.fill_cohorts(core, kind, day, periods, prefix)
+            core.churn.append(self.fields.churn(kind, day, days, periods, None, prefix))
         return core
 
     def _sum_fields(
@@ -152,14 +155,13 @@ class AggregateReader:
             sums.append(dict(zip(names, map(sum, zip(*shards, strict=True)), strict=True)))
         return sums
 
-    def churn_history(
-        self, today: int, depths: dict[Period, int]
-    ) -> dict[Period, list[PeriodChurn]]:
-        """Base movement of the `depth` complete periods before today's, oldest first, per
-        period kind: one round trip."""
+    def churn_history(self, day: int, depths: dict[Period, int]) -> dict[Period, list[PeriodChurn]]:
+        """Base movement of the `depth` periods complete at the end of `day` (the
+        evaluation day), oldest first, per period kind: one round trip."""
         numbers = {
             kind: range(
-                self.calendar.period(today, kind) - depth, self.calendar.period(today, kind)
+                self.calendar.last_complete(day, kind) - depth + 1,
+                self.calendar.last_complete(day, kind) + 1,
             )
             for kind, depth in depths.items()
         }

@@ -131,17 +131,25 @@ class RetentionCollector(Collector):
         )
         active = gauge(
             "retention_active_customers",
-            "Distinct customers active in the trailing window ending on the watermark day.",
+            "Distinct customers active in the trailing window ending on the last complete day.",
             ["window"],
         )
         for days, count in snap.active.items():
             active.add((f"{days}d",), count)
+        so_far = gauge(
+            "retention_active_customers_so_far",
+            "Live, partial: distinct customers active in the trailing window ending on the "
+            "running watermark day, so far.",
+            ["window"],
+        )
+        for days, count in snap.active_so_far.items():
+            so_far.add((f"{days}d",), count)
         sticky = single(
             "retention_stickiness_ratio",
-            "Stickiness: 1-day / 30-day active.",
+            "Stickiness on the last complete day: 1-day / 30-day active.",
             ratio(snap.active[ACTIVITY_WINDOWS[0]], snap.active[ACTIVITY_WINDOWS[-1]]),
         )
-        return [watermark, active, sticky]
+        return [watermark, active, so_far, sticky]
 
     def _cohorts(self, snap: Snapshot) -> list[Family]:
         cohort_labels = ["cohort_period", "cohort"]
@@ -169,7 +177,14 @@ class RetentionCollector(Collector):
             "Unbounded (rolling) retention: unbounded retained / cohort size.",
             cell_labels,
         )
+        running = gauge(
+            "retention_cohort_cell_running",
+            "1 for a cell whose period cohort + offset is not complete at the last complete "
+            "day: its counts are partial and pooled curves and alerts leave it out.",
+            cell_labels,
+        )
         labels = self._cohort_labels(snap.cohort_size)
+        open_periods = self._running(snap)
         for key, count in snap.cohort_size.items():
             size.add(labels[key], count)
         for cell, count in snap.retained.items():
@@ -180,7 +195,15 @@ class RetentionCollector(Collector):
             rate.add(where, count / cohort_size)
             unbounded.add(where, later)
             unbounded_rate.add(where, later / cohort_size)
-        return [size, retained, rate, unbounded, unbounded_rate]
+            if open_periods[cell.period] == cell.cohort + cell.offset:
+                running.add(where, 1)
+        return [size, retained, rate, unbounded, unbounded_rate, running]
+
+    def _running(self, snap: Snapshot) -> dict[Period, int | None]:
+        """Per period kind, the period that is still running at the end of the
+        evaluation day (None when that day completes its period)."""
+        assert snap.evaluation_day is not None
+        return {kind: self.calendar.running(snap.evaluation_day, kind) for kind in Period}
 
     def _cohort_labels(self, cohorts: Iterable[tuple[Period, int]]) -> CohortLabels:
         """(cohort_period, cohort) label values of each cohort, worked out once."""
@@ -203,14 +226,26 @@ class RetentionCollector(Collector):
             [*labels, "state"],
         )
         churn = gauge(
-            "retention_lifecycle_churn_ratio", "Dormant / active in the period before.", labels
+            "retention_lifecycle_churn_ratio",
+            "Dormant / active in the period before; complete periods only.",
+            labels,
         )
         active = gauge(
             "retention_period_active_customers", "Customers active in the period.", labels
         )
         installs = gauge("retention_period_installs", "Install events in the period.", labels)
+        running = gauge(
+            "retention_period_running",
+            "1 for a period not complete at the last complete day: its counts are so far.",
+            labels,
+        )
+        open_periods = self._running(snap)
         for cycle in snap.lifecycle:
             where = (cycle.period.value, self.calendar.label(cycle.number, cycle.period))
+            if open_periods[cycle.period] == cycle.number:
+                running.add(where, 1)
+            else:  # a running period's dormant count only falls as the period goes on
+                churn.add(where, ratio(cycle.dormant, cycle.previous_active))
             for state, count in (
                 ("new", cycle.new),
                 ("returning", cycle.returning),
@@ -218,10 +253,9 @@ class RetentionCollector(Collector):
                 ("dormant", cycle.dormant),
             ):
                 states.add((*where, state), count)
-            churn.add(where, ratio(cycle.dormant, cycle.previous_active))
             active.add(where, cycle.active)
             installs.add(where, cycle.installs)
-        return [states, churn, active, installs]
+        return [states, churn, active, installs, running]
 
     def _purchases(self, snap: Snapshot) -> list[Family]:
         t = snap.purchases
@@ -299,7 +333,9 @@ class RetentionCollector(Collector):
 
     def _subscriptions(self, snap: Snapshot) -> list[Family]:
         subscribers = single(
-            "retention_subscribers", "Subscribed at the watermark day.", snap.subscribers
+            "retention_subscribers",
+            "Subscribed at the end of the last complete day.",
+            snap.subscribers,
         )
         mrr = single(
             "retention_mrr", "Monthly recurring revenue of subscribers.", snap.mrr_milli / 1000
@@ -341,10 +377,10 @@ class RetentionCollector(Collector):
         return [churned, won, rate]
 
     def _rfm(self, snap: Snapshot) -> list[Family]:
-        assert snap.watermark_day is not None
+        assert snap.evaluation_day is not None
         counts = count_segments(
             snap.rfm,
-            snap.watermark_day,
+            snap.evaluation_day,
             self.settings.rfm_recency_days,
             self.settings.rfm_new_days,
         )

@@ -100,12 +100,14 @@ class Core:
 class Snapshot:
     customers: int = 0
     watermark_ms: int | None = None
-    watermark_day: int | None = None
+    watermark_day: int | None = None  # T: the day of the watermark, still running
+    evaluation_day: int | None = None  # C = T - 1: the last complete day
     purchases: Purchases = field(default_factory=Purchases)
     first_day_sum: int = 0  # of every customer's first activity day
     events: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
-    active: dict[int, int] = field(default_factory=dict)
+    active: dict[int, int] = field(default_factory=dict)  # windows ending on C
+    active_so_far: dict[int, int] = field(default_factory=dict)  # windows ending on T
     cohort_size: dict[tuple[Period, int], int] = field(default_factory=dict)
     retained: dict[CohortCell, int] = field(default_factory=dict)
     unbounded: dict[CohortCell, int] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from core.calendar import Calendar, Period
+from core.calendar import Calendar, Period, evaluation_day
 from core.errors import EXIT_UNREACHABLE, CommandError
 from core.rules import churn_ratio, crr
 from core.settings import Settings
@@ -46,11 +46,12 @@ class ChurnPoint:
 
 
 def churn_history(settings: Settings, watermark_ms: int) -> dict[str, list[ChurnPoint]]:
-    """Per period type, the complete periods before the watermark's, oldest first."""
+    """Per period type, the periods complete at the evaluation day, oldest first."""
     calendar = Calendar(settings.zone, settings.week_start_index)
+    day = evaluation_day(calendar.day(watermark_ms))
     try:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        history = AggregateReader(redis, settings).churn_history(calendar.day(watermark_ms), DEPTH)
+        history = AggregateReader(redis, settings).churn_history(day, DEPTH)
         redis.close()
     except RedisError as exc:
         raise CommandError(
