@@ -83,9 +83,10 @@ def test_toy_utc() -> None:
         exp[key("retention_events_total", type=t)] = n
     exp[key("retention_watermark_seconds")] = ts_ms("2026-04-07T12:00:00Z") / 1000
     exp[key("retention_customers")] = 3
-    exp[key("retention_active_customers", window="1d")] = 0
+    # T = 04-07 (B's nps) is running: gauges are evaluated at the end of C = 04-06.
+    exp[key("retention_active_customers", window="1d")] = 1  # C 04-06
     exp[key("retention_active_customers", window="7d")] = 2  # A 04-01, C 04-06
-    exp[key("retention_active_customers", window="30d")] = 3  # window starts 03-09: B counts
+    exp[key("retention_active_customers", window="30d")] = 3  # window starts 03-08: B counts
 
     def cohort(kind: str, c: str, size: int, retained: list[int]) -> None:
         exp[key("retention_cohort_size", cohort_period=kind, cohort=c)] = size
@@ -94,7 +95,8 @@ def test_toy_utc() -> None:
             exp[key("retention_cohort_retained", **lab)] = r
             exp[key("retention_cohort_ratio", **lab)] = r / size
 
-    # No day cohort among the 12 days 03-27..04-07.
+    # No day cohort among the 12 days 03-26..04-06. Week 04-06 is running at C (a
+    # Monday), so week cohorts run to it as before, and so do the months (April).
     cohort("week", "2026-02-23", 1, [1, 1, 0, 0, 0, 0, 1])  # C moved here by the late install
     cohort("week", "2026-03-02", 1, [1, 1, 0, 0, 1, 0])  # A
     cohort("week", "2026-03-09", 1, [1, 1, 0, 0, 0])  # B
@@ -110,7 +112,7 @@ def test_toy_utc() -> None:
             exp[key("retention_churn_ratio", period=kind)] = lost / S
             exp[key("retention_crr", period=kind)] = (E_ - N) / S
 
-    churn("day", 2, 3, 0, 0)  # day 04-06: C lapsed at end of 04-05 (31 days), back on 04-06
+    churn("day", 2, 3, 0, 0)  # day C = 04-06: C lapsed at end of 04-05 (31 days), back on 04-06
     churn("week", 3, 2, 0, 1)  # week 03-30: C is lost
     churn("month", 1, 3, 2, 0)  # March: S = {C}, new A and B
     # The value metrics (purchases, subscriptions, NPS, RFM, ...) are checked in
@@ -119,7 +121,7 @@ def test_toy_utc() -> None:
 
 
 def test_toy_uninstall_before_reinstall() -> None:
-    # Cut at 03-17 (Tuesday): week 03-09..03-15 is the last complete one.
+    # Cut at 03-17 (Tuesday, T): C = 03-16 and week 03-09..03-15 is the last complete one.
     events = [e for e in E if ts_ms(e["ts"]) < ts_ms("2026-03-17T00:00:00Z")]
     events.append(
         {
@@ -139,8 +141,8 @@ def test_toy_uninstall_before_reinstall() -> None:
     assert got[key("retention_lost_customers", period="week")] == 0
     assert got[key("retention_crr", period="week")] == 0.5
     assert got[key("retention_churn_ratio", period="week")] == 0.0
-    # Nobody is active in [03-11, 03-17]; everyone in [02-16, 03-17].
-    assert got[key("retention_active_customers", window="7d")] == 0
+    # Only A is active in [03-10, 03-16] (on 03-10); everyone in [02-15, 03-16].
+    assert got[key("retention_active_customers", window="7d")] == 1
     assert got[key("retention_active_customers", window="30d")] == 3
     # Day 03-16: S = base(03-15) = {A, C}, E = base(03-16) = {A, C}.
     assert got[key("retention_base_start_customers", period="day")] == 2
@@ -163,15 +165,17 @@ def test_toy_berlin_moves_late_install_to_march() -> None:
 def test_toy_lateness_and_big_k() -> None:
     got = compute(E, OracleSettings(allowed_lateness_seconds=86400, cohorts_kept=40))
     assert got[key("retention_watermark_seconds")] == ts_ms("2026-04-06T12:00:00Z") / 1000
-    assert got[key("retention_active_customers", window="1d")] == 1  # T = 04-06: C
-    # Day cohorts 02-26..04-06: C (02-28), A (03-02), B (03-09).
+    # T = 04-06, so C = 04-05: nobody is active on it; C's session of 04-06 is so far.
+    assert got[key("retention_active_customers", window="1d")] == 0
+    assert got[key("retention_active_customers_so_far", window="1d")] == 1
+    # Day cohorts 02-25..04-05: C (02-28), A (03-02), B (03-09).
     c = {"cohort_period": "day", "cohort": "2026-02-28"}
     assert got[key("retention_cohort_size", **c)] == 1
-    days = [off for off in range(38) if got[key("retention_cohort_retained", offset=str(off), **c)]]
-    assert days == [0, 5, 37]  # 02-28, 03-05, 04-06
-    assert key("retention_cohort_retained", offset="38", **c) not in got
+    days = [off for off in range(37) if got[key("retention_cohort_retained", offset=str(off), **c)]]
+    assert days == [0, 5]  # 02-28, 03-05; 04-06 (offset 37) is after C
+    assert key("retention_cohort_retained", offset="37", **c) not in got
     b = {"cohort_period": "day", "cohort": "2026-03-09"}
-    assert [o for o in range(29) if got[key("retention_cohort_retained", offset=str(o), **b)]] == [
+    assert [o for o in range(28) if got[key("retention_cohort_retained", offset=str(o), **b)]] == [
         0,
         11,
     ]

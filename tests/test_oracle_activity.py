@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from tests.oracle import LIFECYCLE_STATES, Key, OracleSettings, compute, key
 from tests.test_oracle import E
-from tests.toy_events import ev, pick
+from tests.toy_events import closing, ev, pick
 
 # --- unbounded retention, lifecycle, installs, stickiness on the toy history E ----------
 #   A: install 03-02, app_open 03-03, app_open 03-10, purchase 04-01 (9.99)
 #   B: app_open 03-09, uninstall 03-09, install 03-20, nps 04-07 (score 9)
 #   C: install 02-28 (late), session 03-05, session 04-06
-# T = 04-07 (a Tuesday); week 04-06 is period(T).
+# T = 04-07 (a Tuesday) is running; gauges are evaluated at the end of C = 04-06 (a
+# Monday), so week 04-06 and April are period(C) and still running.
 
 
 def test_toy_unbounded_retention() -> None:
@@ -55,17 +56,19 @@ def test_toy_lifecycle_and_installs() -> None:
     def churn(kind: str, start: str, ratio: float) -> None:
         exp[key("retention_lifecycle_churn_ratio", period=kind, start=start)] = ratio
 
-    # Days 03-27 .. 04-07 (K = 12): A is active on 04-01 only, C on 04-06 only; no installs.
-    for d in range(27, 32):
+    def running(kind: str, start: str) -> None:
+        exp[key("retention_period_running", period=kind, start=start)] = 1
+
+    # Days 03-26 .. 04-06 (K = 12, all complete): A is active on 04-01 only, C on 04-06
+    # only; no installs.
+    for d in range(26, 32):
         period("day", f"2026-03-{d}", 0, 0)
-    for d in range(1, 8):
+    for d in range(1, 7):
         period("day", f"2026-04-0{d}", 0, 0)
     period("day", "2026-04-01", 1, 0, resurrecting=1)  # A, first seen 03-02
     period("day", "2026-04-02", 0, 0, dormant=1)
     churn("day", "2026-04-02", 1.0)  # 1 dormant / 1 active on 04-01
-    period("day", "2026-04-06", 1, 0, resurrecting=1)  # C
-    period("day", "2026-04-07", 0, 0, dormant=1)
-    churn("day", "2026-04-07", 1.0)
+    period("day", "2026-04-06", 1, 0, resurrecting=1)  # C; no ratio, nobody on 04-05
 
     # Weeks 01-19 .. 04-06. Active: 02-23 {C}, 03-02 {A, C}, 03-09 {A, B}, 03-16 {B},
     # 03-23 {}, 03-30 {A}, 04-06 {C}. Installs: C 02-28, A 03-02, B 03-20.
@@ -81,8 +84,9 @@ def test_toy_lifecycle_and_installs() -> None:
     period("week", "2026-03-23", 0, 0, dormant=1)
     churn("week", "2026-03-23", 1.0)
     period("week", "2026-03-30", 1, 0, resurrecting=1)  # A; no ratio, nobody in 03-23
+    # Running at C: its counts so far, no churn ratio (it would read 1.0 here).
     period("week", "2026-04-06", 1, 0, resurrecting=1, dormant=1)  # C back, A gone
-    churn("week", "2026-04-06", 1.0)
+    running("week", "2026-04-06")
 
     # Months 2025-05 .. 2026-04. Feb {C}, Mar {A, B, C}, Apr {A, C}.
     for m in range(5, 13):
@@ -91,30 +95,35 @@ def test_toy_lifecycle_and_installs() -> None:
     period("month", "2026-02", 1, 1, new=1)
     period("month", "2026-03", 3, 2, new=2, returning=1)
     churn("month", "2026-03", 0.0)
-    period("month", "2026-04", 2, 0, returning=2, dormant=1)  # B is dormant
-    churn("month", "2026-04", 1 / 3)
+    period("month", "2026-04", 2, 0, returning=2, dormant=1)  # B is dormant so far
+    running("month", "2026-04")
 
     names = (
         "retention_period_active_customers",
         "retention_period_installs",
         "retention_lifecycle_customers",
         "retention_lifecycle_churn_ratio",
+        "retention_period_running",
     )
     assert pick(got, *names) == exp
 
 
 def test_toy_stickiness_and_reinstalls() -> None:
     got = compute(E)
-    assert got[key("retention_stickiness_ratio")] == 0.0  # 1d: nobody on 04-07; 30d: 3
-    # C active on T: 1 / 3.
-    with_c = [*E, ev("x1", "C", "session", "2026-04-07", "13:00:00")]
-    assert compute(with_c)[key("retention_stickiness_ratio")] == 1 / 3
+    # On C = 04-06: 1d {C}, 30d {A, B, C}. Nobody is active on the running T = 04-07.
+    assert got[key("retention_stickiness_ratio")] == 1 / 3
+    assert got[key("retention_active_customers_so_far", window="1d")] == 0
+    # Activity on T is live only: stickiness stays that of the complete day.
+    with_c = compute([*E, ev("x1", "C", "session", "2026-04-07", "13:00:00")])
+    assert with_c[key("retention_stickiness_ratio")] == 1 / 3
+    assert with_c[key("retention_active_customers_so_far", window="1d")] == 1
     # Every unique install event counts, a reinstall too; a duplicate does not.
     events = [
         ev("i1", "r", "install", "2026-03-02"),
         ev("i2", "r", "install", "2026-03-04"),
         ev("i2", "r", "install", "2026-03-04"),
         ev("i3", "s", "install", "2026-03-09"),
+        closing("2026-03-09"),  # so that week 03-09 is period(C)
     ]
     got = compute(events)
     week = {"period": "week"}
@@ -127,8 +136,8 @@ def test_toy_stickiness_and_reinstalls() -> None:
 
 
 def test_toy_unbounded_counts_activity_after_t() -> None:
-    # With 2 days of lateness T is 03-06 (Friday); a session on 03-09 (next week) lies
-    # beyond period(T) and still counts as "that period or any later one".
+    # With 2 days of lateness T is 03-07 and C 03-06 (Friday); a session on 03-09 (next
+    # week) lies beyond period(C) and still counts as "that period or any later one".
     events = [
         ev("a", "u", "install", "2026-03-02"),
         ev("b", "u", "session", "2026-03-09"),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 
 from tests.oracle import RFM_SEGMENTS, OracleSettings, compute, key
-from tests.toy_events import Event, ev, pick
+from tests.toy_events import Event, closing, ev, pick
 
 # --- NPS ----------------------------------------------------------------------------------
-# T = 04-30; the 30-day window is 04-01..04-30.
+# C = 04-30 (the closing event makes 05-01 the running day T); the 30-day window is
+# 04-01..04-30.
 
 NPS = [
     ev("n1", "a", "nps", "2026-04-30", score=10),
@@ -28,6 +29,7 @@ NPS = [
     ev("n9", "i", "nps", "2026-03-31", score=10),  # outside
     ev("n10", "j", "nps", "2026-04-10"),  # no score: invalid (dead-lettered), ignored
     ev("n11", "a", "nps", "2026-04-29", score=10),  # a second answer of a counts too
+    closing("2026-04-30"),
 ]
 
 
@@ -44,20 +46,20 @@ def test_nps() -> None:
     assert one_day[key("retention_nps")] == 100.0  # n1 only
     assert one_day[key("retention_nps_responses", group="detractor")] == 0
     # No responses: zero counts, no NPS.
-    none = compute([ev("x", "a", "session", "2026-04-30")])
+    none = compute([ev("x", "a", "session", "2026-04-30"), closing("2026-04-30")])
     assert key("retention_nps") not in none
     assert none[key("retention_nps_responses", group="promoter")] == 0
 
 
 # --- quick and late churn, win-back -----------------------------------------------------
-# T = 04-25, window 30, quick < 7 days.
+# C = 04-25 (T = 04-26, the closing event's day), window 30, quick < 7 days.
 #   q1 install 03-01, uninstall 03-07: churns 03-07, tenure 6 -> quick
 #   q2 install 03-01, uninstall 03-08: tenure 7 -> late
 #   q3 install 03-01 only until 04-10: out of the base at the end of 03-31 (30 days),
 #      tenure 30 -> late; back on 04-10 -> won back
 #   q4 install + uninstall 03-01 (tenure 0, quick), install 03-02 -> won back
-#   q6 install 03-27: would churn at the end of 04-26 > T -> not churned
-#   q7 install 03-26: churns at the end of 04-25 = T -> late
+#   q6 install 03-27: would churn at the end of 04-26 > C -> not churned
+#   q7 install 03-26: churns at the end of 04-25 = C -> late
 #   q5 install 04-20, session 04-25
 
 CHURN = [
@@ -74,6 +76,7 @@ CHURN = [
     ev("q7a", "q7", "install", "2026-03-26"),
     ev("q5a", "q5", "install", "2026-04-20"),
     ev("q5b", "q5", "session", "2026-04-25"),
+    closing("2026-04-25"),
 ]
 
 
@@ -92,8 +95,8 @@ def test_quick_and_late_churn() -> None:
 
 
 def test_winback_counts_activity_after_t() -> None:
-    # Lateness 2 days: T = 04-23, so q7 (churn day 04-25) is not churned yet; q2's
-    # session on 04-24, after T, still counts as a win-back.
+    # Lateness 2 days: T = 04-24 and C = 04-23, so q7 (churn day 04-25) is not churned
+    # yet; q2's session on 04-24, after C, still counts as a win-back.
     events = [*CHURN, ev("q2c", "q2", "session", "2026-04-24")]
     got = compute(events, OracleSettings(allowed_lateness_seconds=2 * 86400))
     assert got[key("retention_churned_customers", tenure="late")] == 2  # q2, q3
@@ -104,7 +107,8 @@ def test_winback_counts_activity_after_t() -> None:
 
 
 # --- RFM ----------------------------------------------------------------------------------
-# T = 06-30 (V's NPS answer; not an activity). R: recency r <= 7, 14, 30, 60 -> 5..2.
+# C = 06-30 (V's NPS answer is on it; T = 07-01, the closing event's day).
+# R: recency r <= 7, 14, 30, 60 -> 5..2.
 
 
 def _rfm_history() -> list[Event]:
@@ -161,6 +165,7 @@ def _rfm_history() -> list[Event]:
     act("A", "2026-06-28")
     act("R7", "2026-05-01", "install")
     act("R7", "2026-06-23")
+    out.append(closing("2026-06-30"))  # first seen after C: in no segment
     return out
 
 
@@ -187,9 +192,12 @@ def test_rfm_thresholds_are_settings() -> None:
     got = compute(_rfm_history(), OracleSettings(rfm_new_days=20, rfm_recency_days=(3, 6, 9, 12)))
     assert got[key("retention_rfm_customers", segment="new")] == 2
     assert got[key("retention_rfm_customers", segment="vip")] == 0
-    # A customer first seen after T (possible with lateness) is in no segment.
+    # A customer first seen after C (on the running day T, or later with lateness) is
+    # in no segment: here T = 06-02 and C = 06-01.
+    late = compute([ev("a", "x", "install", "2026-06-01"), ev("b", "y", "install", "2026-06-02")])
+    assert sum(v for k, v in late.items() if k[0] == "retention_rfm_customers") == 1
     late = compute(
-        [ev("a", "x", "install", "2026-06-01"), ev("b", "y", "install", "2026-06-02")],
+        [ev("a", "x", "install", "2026-06-01"), ev("b", "y", "install", "2026-06-03")],
         OracleSettings(allowed_lateness_seconds=86400),
     )
     assert sum(v for k, v in late.items() if k[0] == "retention_rfm_customers") == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.oracle import OracleSettings, compute, key
-from tests.toy_events import ev
+from tests.toy_events import closing, ev
 
 # --- purchases ---------------------------------------------------------------------------
 
@@ -62,9 +62,9 @@ def test_purchase_ratios_absent_without_purchases() -> None:
 
 
 # --- customer lifetime value --------------------------------------------------------------
-# T = 05-10; the last complete month is April: base at the end of 03-31 is {a, b, c, d}
-# (each active within 30 days), at the end of 04-30 {a, b, c}: churn 1/4, lifespan
-# 1 / (12 * 0.25) = 1/3 year.
+# C = 05-10 (T = 05-11, the closing event's day); the last complete month is April:
+# base at the end of 03-31 is {a, b, c, d} (each active within 30 days), at the end of
+# 04-30 {a, b, c}: churn 1/4, lifespan 1 / (12 * 0.25) = 1/3 year.
 # Customer-days to the end of 05-10: a 03-15 -> 57, b 03-20 -> 52, c 03-25 -> 47,
 # d 03-10 -> 62, e 05-10 -> 1; total 219.
 # Purchases a 30 + 20, b 100, e 50 = 200 over 4; refund b 40; net 160; AOV 40.
@@ -79,6 +79,7 @@ CLV = [
     ev("c2", "c", "session", "2026-04-28"),
     ev("d1", "d", "install", "2026-03-10"),
     ev("e1", "e", "purchase", "2026-05-10", amount=50),
+    closing("2026-05-10"),  # first seen on T: no customer-day yet
 ]
 
 
@@ -127,8 +128,9 @@ def test_clv_cap_negative_value_and_moved_customer() -> None:
 
 
 # --- subscriptions ------------------------------------------------------------------------
-# T = 04-15 (Wednesday). s3 re-subscribes; s4 starts and cancels on one day; s5's start
-# and renew share a ts (the larger event_id wins); s6 cancels without a subscription.
+# T = 04-15 (Wednesday), so C = 04-14. s3 re-subscribes; s4 starts and cancels on one
+# day; s5's start and renew share a ts (the larger event_id wins); s6 cancels without a
+# subscription.
 
 SUBS = [
     ev("s1a", "s1", "subscription_start", "2026-03-01", amount=9.99),
@@ -149,7 +151,7 @@ SUBS = [
 
 def test_subscriptions() -> None:
     got = compute(SUBS)
-    # Subscribed at the end of 04-15: s1 (renew 04-01), s3 (restart 03-20), s5.
+    # Subscribed at the end of C = 04-14: s1 (renew 04-01), s3 (restart 03-20), s5.
     assert got[key("retention_subscribers")] == 3
     # MRR: s1 12.99 (latest is the renew) + s3 7.99 + s5 3.00 ('s5-b' > 's5-a').
     assert got[key("retention_mrr")] == pytest.approx(23.98)
@@ -161,22 +163,22 @@ def test_subscriptions() -> None:
     assert got[key("retention_subscription_cancels", period="week")] == 2
     assert got[key("retention_subscribers_start", period="week")] == 4
     assert got[key("retention_subscription_churn_ratio", period="week")] == 0.5
-    # Day 04-14: no cancels; subscribed at the end of 04-13: s1, s3, s5.
+    # Day 04-14 (C, complete): no cancels; subscribed at the end of 04-13: s1, s3, s5.
     assert got[key("retention_subscription_cancels", period="day")] == 0
     assert got[key("retention_subscribers_start", period="day")] == 3
     assert got[key("retention_subscription_churn_ratio", period="day")] == 0.0
 
 
 def test_subscription_mrr_uses_latest_event_even_after_t() -> None:
-    # Lateness 1 day: T = 04-14. s1's renew at 04-15 (after T) has the latest ts, so
-    # its amount is the MRR, although subscription state is taken at the end of T.
+    # Lateness 1 day: T = 04-14, C = 04-13. s1's renew at 04-15 (after C) has the latest
+    # ts, so its amount is the MRR, although subscription state is taken at the end of C.
     events = [
         ev("a", "s1", "subscription_start", "2026-04-01", amount=10),
         ev("b", "s1", "subscription_renew", "2026-04-15", amount=15),
         ev("c", "s2", "subscription_start", "2026-04-15", amount=100),
     ]
     got = compute(events, OracleSettings(allowed_lateness_seconds=86400))
-    assert got[key("retention_subscribers")] == 1  # s2 starts after T
+    assert got[key("retention_subscribers")] == 1  # s2 starts after C
     assert got[key("retention_mrr")] == 15.0
     # s1 was subscribed at the end of 04-12 (day) and 04-05 (week), not of 02-28 (month).
     ratios = {k[1]: v for k, v in got.items() if k[0] == "retention_subscription_churn_ratio"}

@@ -63,7 +63,8 @@ def assert_matches(run: Run, text: str | None = None) -> None:
 def utc_run(module_pipelines: list[Pipeline], tmp_path_factory: pytest.TempPathFactory) -> Run:
     # 75 days from Monday 2026-02-16 to 2026-05-01: three complete months in view,
     # lapsers who come back after more than 30 days. 30 hours of allowed lateness put
-    # the watermark day T on 04-30, so events of 05-01 lie beyond T.
+    # the watermark day T on 04-30 and the evaluation day C on 04-29, so events of 04-30
+    # (so far) and 05-01 lie beyond C.
     history = generate_history(seed=20260302, customers=2000, days=75, start=date(2026, 2, 16))
     p = Pipeline(tmp_path_factory.mktemp("utc"), allowed_lateness_seconds=LATENESS)
     module_pipelines.append(p)
@@ -80,8 +81,11 @@ def test_history_matches_oracle_utc(utc_run: Run) -> None:
         assert key("retention_churn_ratio", period=period) in exp
         assert exp[key("retention_lost_customers", period=period)] > 0
     assert sum(1 for k in exp if k[0] == "retention_cohort_ratio") > 100
-    assert key("retention_cohort_size", cohort_period="day", cohort="2026-04-30") in exp
-    assert key("retention_cohort_size", cohort_period="day", cohort="2026-05-01") not in exp
+    assert key("retention_cohort_size", cohort_period="day", cohort="2026-04-29") in exp
+    assert key("retention_cohort_size", cohort_period="day", cohort="2026-04-30") not in exp
+    # C (a Wednesday) leaves week 04-27 and April running: their cells are marked.
+    running = {k for k in exp if k[0] == "retention_cohort_cell_running"}
+    assert {dict(k[1])["cohort_period"] for k in running} == {"week", "month"}
     assert_exercises_value_metrics(exp)
     assert_matches(utc_run)
 

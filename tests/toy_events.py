@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from tests.oracle import Key
@@ -20,6 +21,14 @@ def ev(
         "ts": f"{day}T{time}Z",
         **extra,
     }
+
+
+def closing(evaluation_day: str) -> Event:
+    """A session of a customer of its own at 00:00 the day after `evaluation_day`: that
+    day becomes the running watermark day T, so the gauges are evaluated at the end of
+    `evaluation_day` (C = T - 1)."""
+    after = date.fromisoformat(evaluation_day) + timedelta(days=1)
+    return ev(f"close-{after}", "closing", "session", after.isoformat(), "00:00:00")
 
 
 def pick(got: dict[Key, float], *names: str) -> dict[Key, float]:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from tests.oracle.activity import (
     LIFECYCLE_STATES,
+    active_so_far,
     base_change,
     churn,
     cohorts,
@@ -29,7 +30,7 @@ from tests.oracle.activity import (
 )
 from tests.oracle.basics import EventLike, Key, OracleSettings, key, pure_activity, ts_ms
 from tests.oracle.ledger import read_ledger
-from tests.oracle.periods import PERIODS, local_day
+from tests.oracle.periods import PERIODS, evaluation_day, local_day
 from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all
 from tests.oracle.segments import RFM_SEGMENTS, churn_tenures, nps, rfm
 from tests.oracle.value import clv, lifespan_years, purchases, subscribers, subscription_churn
@@ -43,6 +44,7 @@ __all__ = [
     "OracleSettings",
     "compute",
     "diff",
+    "evaluation_day",
     "flatten",
     "flatten_all",
     "key",
@@ -66,18 +68,20 @@ def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[K
     watermark_ms = book.max_ts - s.allowed_lateness_seconds * 1000
     out[key("retention_watermark_seconds")] = watermark_ms / 1000
     T = local_day(watermark_ms, ZoneInfo(s.tz))
+    C = evaluation_day(T)  # every family below is evaluated at the end of C
 
-    out.update(customers(book, T))
-    changes = {kind: base_change(book, T, kind) for kind in PERIODS}
+    out.update(customers(book, C))
+    out.update(active_so_far(book, T))
+    changes = {kind: base_change(book, C, kind) for kind in PERIODS}
     for kind in PERIODS:
-        out.update(cohorts(book, T, kind))
-        out.update(lifecycle(book, T, kind))
+        out.update(cohorts(book, C, kind))
+        out.update(lifecycle(book, C, kind))
         out.update(churn(changes[kind]))
-        out.update(subscription_churn(book, T, kind))
+        out.update(subscription_churn(book, C, kind))
     out.update(purchases(book))
-    out.update(clv(book, T, lifespan_years(changes["month"], s)))
-    out.update(subscribers(book, T))
-    out.update(nps(book, T))
-    out.update(churn_tenures(book, T))
-    out.update(rfm(book, T))
+    out.update(clv(book, C, lifespan_years(changes["month"], s)))
+    out.update(subscribers(book, C))
+    out.update(nps(book, C))
+    out.update(churn_tenures(book, C))
+    out.update(rfm(book, C))
     return out

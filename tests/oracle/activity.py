@@ -16,31 +16,48 @@ from tests.oracle.periods import (
     period_of,
     prev_period,
     recent_periods,
+    running_period,
 )
 
 LIFECYCLE_STATES = ("new", "returning", "resurrecting", "dormant")
 
 
-def customers(book: Ledger, T: date) -> dict[Key, float]:
-    """Tracked customers, those active in the last 1, 7 and 30 days, and stickiness."""
+def active_in_window(book: Ledger, last: date, n: int) -> int:
+    """Customers with an active day among the n days ending on `last`."""
+    window = {last - timedelta(days=i) for i in range(n)}
+    return sum(1 for c in book.tracked if book.active[c] & window)
+
+
+def customers(book: Ledger, C: date) -> dict[Key, float]:
+    """Tracked customers, those active in the 1, 7 and 30 days ending on C, and
+    stickiness on C."""
     out: dict[Key, float] = {key("retention_customers"): len(book.tracked)}
     window_counts = {}
     for n in (1, 7, 30):
-        window = {T - timedelta(days=i) for i in range(n)}
-        window_counts[n] = sum(1 for c in book.tracked if book.active[c] & window)
+        window_counts[n] = active_in_window(book, C, n)
         out[key("retention_active_customers", window=f"{n}d")] = window_counts[n]
     if window_counts[30]:
         out[key("retention_stickiness_ratio")] = window_counts[1] / window_counts[30]
     return out
 
 
-def cohorts(book: Ledger, T: date, kind: str) -> dict[Key, float]:
-    """The cohorts of the recent periods with size > 0: retained in each period since,
-    and retained in that period or any later one (unbounded)."""
+def active_so_far(book: Ledger, T: date) -> dict[Key, float]:
+    """The live values: customers active in the windows ending on the running day T."""
+    return {
+        key("retention_active_customers_so_far", window=f"{n}d"): active_in_window(book, T, n)
+        for n in (1, 7, 30)
+    }
+
+
+def cohorts(book: Ledger, C: date, kind: str) -> dict[Key, float]:
+    """The cohorts of the recent periods with size > 0: retained in each period up to
+    period(C), and retained in that period or any later one (unbounded), counting every
+    delivered event; a cell whose period is still running at the end of C is marked."""
     s = book.s
-    pT = period_of(T, kind, s.week_start)
+    pC = period_of(C, kind, s.week_start)
+    running = running_period(C, kind, s)
     out: dict[Key, float] = {}
-    for cohort in recent_periods(T, kind, s):
+    for cohort in recent_periods(C, kind, s):
         members = [
             c for c in book.tracked if period_of(book.first[c], kind, s.week_start) == cohort
         ]
@@ -49,7 +66,7 @@ def cohorts(book: Ledger, T: date, kind: str) -> dict[Key, float]:
         lab = {"cohort_period": kind, "cohort": label(cohort, kind)}
         out[key("retention_cohort_size", **lab)] = len(members)
         q, offset = cohort, 0
-        while q <= pT:
+        while q <= pC:
             retained = sum(
                 1
                 for c in members
@@ -66,13 +83,18 @@ def cohorts(book: Ledger, T: date, kind: str) -> dict[Key, float]:
             out[key("retention_cohort_ratio", **cell)] = retained / len(members)
             out[key("retention_cohort_unbounded_retained", **cell)] = unbounded
             out[key("retention_cohort_unbounded_ratio", **cell)] = unbounded / len(members)
+            if q == running:
+                out[key("retention_cohort_cell_running", **cell)] = 1
             q, offset = next_period(q, kind), offset + 1
     return out
 
 
-def lifecycle(book: Ledger, T: date, kind: str) -> dict[Key, float]:
-    """Active customers, installs and lifecycle states of each recent period."""
+def lifecycle(book: Ledger, C: date, kind: str) -> dict[Key, float]:
+    """Active customers, installs and lifecycle states of each recent period, counting
+    every delivered event; a period still running at the end of C is marked and has no
+    churn ratio."""
     s = book.s
+    running = running_period(C, kind, s)
 
     def active_in(p: date) -> set[str]:
         return {
@@ -82,7 +104,7 @@ def lifecycle(book: Ledger, T: date, kind: str) -> dict[Key, float]:
         }
 
     out: dict[Key, float] = {}
-    for p in recent_periods(T, kind, s):
+    for p in recent_periods(C, kind, s):
         lab = {"period": kind, "start": label(p, kind)}
         prev = prev_period(p, kind, s.week_start)
         now_active, prev_active = active_in(p), active_in(prev)
@@ -98,7 +120,9 @@ def lifecycle(book: Ledger, T: date, kind: str) -> dict[Key, float]:
         }
         for state, members in states.items():
             out[key("retention_lifecycle_customers", state=state, **lab)] = len(members)
-        if prev_active:
+        if p == running:
+            out[key("retention_period_running", **lab)] = 1
+        elif prev_active:
             out[key("retention_lifecycle_churn_ratio", **lab)] = len(states["dormant"]) / len(
                 prev_active
             )
@@ -116,8 +140,8 @@ class BaseChange:
     lost: set[str]  # in the base at the start, not at the end
 
 
-def base_change(book: Ledger, T: date, kind: str) -> BaseChange:
-    start, end = last_complete(T, kind, book.s)
+def base_change(book: Ledger, C: date, kind: str) -> BaseChange:
+    start, end = last_complete(C, kind, book.s)
     before = start - timedelta(days=1)
     at_start = {c for c in book.tracked if book.in_base(c, before)}
     at_end = {c for c in book.tracked if book.in_base(c, end)}

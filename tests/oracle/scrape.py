@@ -13,6 +13,9 @@ COUNTS = frozenset(
     {
         "retention_customers",
         "retention_active_customers",
+        "retention_active_customers_so_far",
+        "retention_cohort_cell_running",
+        "retention_period_running",
         "retention_cohort_size",
         "retention_cohort_retained",
         "retention_base_start_customers",

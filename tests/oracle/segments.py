@@ -23,12 +23,12 @@ RFM_SEGMENTS = (
 )
 
 
-def nps(book: Ledger, T: date) -> dict[Key, float]:
-    """Answers of the NPS window ending on T by group, and the score."""
-    window_start = T - timedelta(days=book.s.nps_window_days - 1)
+def nps(book: Ledger, C: date) -> dict[Key, float]:
+    """Answers of the NPS window ending on C by group, and the score."""
+    window_start = C - timedelta(days=book.s.nps_window_days - 1)
     groups: Counter[str] = Counter()
     for d, score in book.nps_answers:
-        if window_start <= d <= T:
+        if window_start <= d <= C:
             groups["promoter" if score >= 9 else "passive" if score >= 7 else "detractor"] += 1
     out: dict[Key, float] = {
         key("retention_nps_responses", group=group): groups[group] for group in NPS_GROUPS
@@ -39,17 +39,17 @@ def nps(book: Ledger, T: date) -> dict[Key, float]:
     return out
 
 
-def churn_tenures(book: Ledger, T: date) -> dict[Key, float]:
-    """Customers whose first churn day is at most T, by tenure then, and those active
+def churn_tenures(book: Ledger, C: date) -> dict[Key, float]:
+    """Customers whose first churn day is at most C, by tenure then, and those active
     again after it (at any time)."""
     churned: Counter[str] = Counter()
     won_back: Counter[str] = Counter()
     for c in book.tracked:
         day = book.first[c]
-        while day <= T and book.in_base(c, day):
+        while day <= C and book.in_base(c, day):
             day += timedelta(days=1)
-        if day > T:
-            continue  # the first churn day is after T: not churned (yet)
+        if day > C:
+            continue  # the first churn day is after C: not churned (yet)
         tenure = "quick" if (day - book.first[c]).days < book.s.quick_churn_days else "late"
         churned[tenure] += 1
         if any(a > day for a in book.active[c]):
@@ -82,15 +82,15 @@ def rfm_segment(r: int, f: int, m: int, is_new: bool) -> str:
     return "active"
 
 
-def rfm(book: Ledger, T: date) -> dict[Key, float]:
-    """Customers first seen by T, by RFM segment."""
+def rfm(book: Ledger, C: date) -> dict[Key, float]:
+    """Customers first seen by C, by RFM segment."""
     s = book.s
     segments: Counter[str] = Counter()
     for c in book.tracked:
         first = book.first[c]
-        if first > T:
+        if first > C:
             continue
-        recency = max(0, (T - max(book.active[c])).days)
+        recency = max(0, (C - max(book.active[c])).days)
         r = 1
         for score, limit in zip((5, 4, 3, 2), s.rfm_recency_days, strict=True):
             if recency <= limit:
@@ -100,7 +100,7 @@ def rfm(book: Ledger, T: date) -> dict[Key, float]:
         f = 1 + sum(1 for limit in s.rfm_frequency if limit <= n)
         m = sum(book.purchases.get(c, [])) - sum(book.refunds.get(c, []))  # milli
         mscore = 1 + sum(1 for limit in s.rfm_monetary if limit * 1000 <= m)
-        segments[rfm_segment(r, f, mscore, (T - first).days < s.rfm_new_days)] += 1
+        segments[rfm_segment(r, f, mscore, (C - first).days < s.rfm_new_days)] += 1
     return {
         key("retention_rfm_customers", segment=segment): segments[segment]
         for segment in RFM_SEGMENTS

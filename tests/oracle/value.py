@@ -44,12 +44,12 @@ def lifespan_years(month: BaseChange, s: OracleSettings) -> float:
     return s.clv_max_lifespan_years
 
 
-def clv(book: Ledger, T: date, lifespan: float) -> dict[Key, float]:
+def clv(book: Ledger, C: date, lifespan: float) -> dict[Key, float]:
     """Purchases per customer-year and CLV, over everyone and per recent monthly cohort."""
     out: dict[Key, float] = {key("retention_clv_lifespan_seconds"): lifespan * 365 * 86400}
 
     def value(cohort: str, n_purchases: int, net_milli: int, members: list[str]) -> None:
-        customer_days = sum((T - book.first[c]).days + 1 for c in members)
+        customer_days = sum((C - book.first[c]).days + 1 for c in members)
         if customer_days <= 0:
             return
         per_year = n_purchases * 365 / customer_days
@@ -63,7 +63,7 @@ def clv(book: Ledger, T: date, lifespan: float) -> dict[Key, float]:
     all_purchases = all_amounts(book.purchases)
     net = sum(all_purchases) - sum(all_amounts(book.refunds))
     value("all", len(all_purchases), net, sorted(book.tracked))
-    for month in recent_periods(T, "month", book.s):
+    for month in recent_periods(C, "month", book.s):
         members = sorted(c for c in book.tracked if book.first[c].replace(day=1) == month)
         if not members:
             continue
@@ -76,9 +76,9 @@ def clv(book: Ledger, T: date, lifespan: float) -> dict[Key, float]:
     return out
 
 
-def subscription_churn(book: Ledger, T: date, kind: str) -> dict[Key, float]:
+def subscription_churn(book: Ledger, C: date, kind: str) -> dict[Key, float]:
     """Cancels over the last complete period against the subscribers at its start."""
-    start, end = last_complete(T, kind, book.s)
+    start, end = last_complete(C, kind, book.s)
     before = start - timedelta(days=1)
     cancels = sum(1 for d in book.cancel_days if start <= d <= end)
     subs_start = sum(1 for c in book.subs if book.subscribed(c, before))
@@ -91,9 +91,9 @@ def subscription_churn(book: Ledger, T: date, kind: str) -> dict[Key, float]:
     return out
 
 
-def subscribers(book: Ledger, T: date) -> dict[Key, float]:
-    """Subscribers at the end of T; MRR from each one's latest start or renew (any time)."""
-    subscribed = [c for c in book.subs if book.subscribed(c, T)]
+def subscribers(book: Ledger, C: date) -> dict[Key, float]:
+    """Subscribers at the end of C; MRR from each one's latest start or renew (any time)."""
+    subscribed = [c for c in book.subs if book.subscribed(c, C)]
     mrr = 0
     for c in subscribed:
         starts = [e for e in book.subs[c] if e[1] in book.s.subscribe_types]
