@@ -32,14 +32,27 @@ EARLY_RETENTION_NEWEST = "cohort_period:retention_cohort_early:ratio_newest"
 EARLY_RETENTION_BASELINE = "cohort_period:retention_cohort_early:ratio_baseline"
 STICKINESS = "retention:stickiness:ratio"
 
-# The cohort whose offset 1 has just completed: the exporter exports offsets 0..age
-# of each cohort, so it is the one with offset 2 but no offset 3 (age 2: for days,
-# the cohort of the day before yesterday). The younger cohort's offset 1 is still in
-# progress and is deliberately left out.
+# The exporter marks each cohort cell whose period is not complete yet; rules and
+# alerts read complete cells only.
+RUNNING_CELL = "retention_cohort_cell_running"
+
+
+def complete(cells: str) -> str:
+    """The cells of a selector whose period is complete: the running ones left out."""
+    return f"({cells} unless on (cohort_period, cohort, offset) {RUNNING_CELL})"
+
+
+_OFFSET_1_DONE = complete('retention_cohort_retained{offset="1"}')
+_OFFSET_2_DONE = complete('retention_cohort_retained{offset="2"}')
+# The cohort whose offset 1 has just completed: offset 1 complete, offset 2 not (still
+# running, or not exported yet). The younger cohort's offset 1 is still in progress
+# and is deliberately left out.
 _NEWEST_COMPLETE = (
-    'and ignoring (offset) retention_cohort_retained{offset="2"}\n'
-    '    unless ignoring (offset) retention_cohort_retained{offset="3"}'
+    f"and on (cohort_period, cohort) {_OFFSET_1_DONE}\n"
+    f"    unless on (cohort_period, cohort) {_OFFSET_2_DONE}"
 )
+# The older cohorts: their offset 2 is complete too.
+_OLDER = f"and on (cohort_period, cohort) {_OFFSET_2_DONE}"
 
 CHURN_RULES = [
     Recording(LOST, "sum by (period) (retention_lost_customers)"),
@@ -80,20 +93,21 @@ COHORT_RULES = [
         EARLY_RETENTION_NEWEST,
         f"{NEWEST_COHORT_RETAINED}\n  / ({NEWEST_COHORT_SIZE} > 0)\n",
     ),
-    # Baseline: offset-1 retention pooled over the older exported cohorts (age >= 3,
-    # up to RETENTION_COHORTS_KEPT of them), weighted by cohort size. It needs no
-    # Prometheus history, so it is right from the first scrape and after a replay.
+    # Baseline: offset-1 retention pooled over the older exported cohorts (offset 2
+    # complete, up to RETENTION_COHORTS_KEPT of them), weighted by cohort size. It
+    # needs no Prometheus history, so it is right from the first scrape and after a
+    # replay.
     Recording(
         EARLY_RETENTION_BASELINE,
         "sum by (cohort_period) (\n"
         '  retention_cohort_retained{offset="1"}\n'
-        '    and ignoring (offset) retention_cohort_retained{offset="3"}\n'
+        f"    {_OLDER}\n"
         ")\n"
         "/\n"
         "(\n"
         "  sum by (cohort_period) (\n"
         "    retention_cohort_size\n"
-        '      and ignoring (offset) retention_cohort_retained{offset="3"}\n'
+        f"      {_OLDER}\n"
         "  ) > 0\n"
         ")\n",
     ),
