@@ -65,12 +65,16 @@ PANELS = [
     ),
     barchart_panel(
         "Lifecycle",
-        Query(f"sum by (start, state) (retention_lifecycle_customers{{{PERIOD}}})"),
+        Query(
+            f"sum by (start, state) (retention_lifecycle_customers{{{PERIOD}}}"
+            " unless on (period, start) retention_period_running)"
+        ),
         x_field="start",
         pivot=("start", "state"),
         look=Look(
             width=12,
-            description="New, returning, resurrecting and dormant customers per period.",
+            description="New, returning, resurrecting and dormant customers per complete "
+            "period (the running one is left out).",
         ),
     ),
     bargauge_panel(

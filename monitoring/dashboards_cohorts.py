@@ -22,25 +22,47 @@ RETENTION_COLOURS = ((None, "red"), (0.2, "orange"), (0.4, "green"))
 # The panel the RetentionDrop alert links to.
 EARLY_RETENTION = "Early retention: newest complete cohort vs baseline"
 
-# Retained / size summed over the cohorts old enough to have each offset: the size
-# of a cohort is counted at an offset only where the cohort has a retained series.
+# The exporter marks cells whose period is not complete yet; they stay out of curves.
+RUNNING = "retention_cohort_cell_running"
+CELL = "on (cohort_period, cohort, offset)"
+# A running cell is shown as this value, mapped to the text "running" in grey.
+RUNNING_VALUE = -1
+RUNNING_LOOK = ((RUNNING_VALUE, "running", "#8e8e8e"),)
+
+
+def complete(cells: str) -> str:
+    """The complete cells of a selector: the running ones left out."""
+    return f"({cells} unless {CELL} {RUNNING})"
+
+
+def matrix(ratio: str) -> str:
+    """The complete cells' ratios, and RUNNING_VALUE in place of each running cell."""
+    return f"{complete(f'{ratio}{{{PERIOD}}}')} or {CELL} ({RUNNING_VALUE} * {RUNNING}{{{PERIOD}}})"
+
+
+# Retained / size summed over the complete cells of each offset: the size of a cohort
+# is counted at an offset only where the cohort has a complete retained series.
+COMPLETE_RETAINED = complete(f"retention_cohort_retained{{{PERIOD}}}")
 POOLED_CURVE = (
-    f"sum by (offset) (retention_cohort_retained{{{PERIOD}}}) / sum by (offset) ("
+    f"sum by (offset) ({COMPLETE_RETAINED}) / sum by (offset) ("
     f"retention_cohort_size{{{PERIOD}}} * on (instance, job, cohort_period, cohort) "
-    f"group_right () (0 * retention_cohort_retained{{{PERIOD}}} + 1))"
+    f"group_right () (0 * {COMPLETE_RETAINED} + 1))"
 )
+OFFSET_1 = complete(f'retention_cohort_retained{{{PERIOD}, offset="1"}}')
 
 PANELS = [
     table_panel(
         "Retention by cohort and offset",
-        Query(f"retention_cohort_ratio{{{PERIOD}}}"),
+        Query(matrix("retention_cohort_ratio")),
         look=Look(
             width=24,
             height=10,
             unit=PERCENT,
             description="Rows: cohorts (first activity period). Columns: periods after the "
-            "cohort's. Cells: share of the cohort active in that period.",
+            "cohort's. Cells: share of the cohort active in that period. A cell whose "
+            "period is not complete yet shows 'running' in grey.",
             thresholds=RETENTION_COLOURS,
+            mappings=RUNNING_LOOK,
         ),
         pivot=("cohort", "offset"),
     ),
@@ -51,21 +73,21 @@ PANELS = [
         look=Look(
             width=12,
             unit=PERCENT,
-            description="Retained / size summed over the cohorts old enough for each offset.",
+            description="Retained / size summed over the cohorts whose period at each "
+            "offset is complete (running cells left out).",
         ),
     ),
     barchart_panel(
         "Offset-1 retention by cohort",
         Query(
-            f'sum by (cohort) (retention_cohort_retained{{{PERIOD}, offset="1"}}) / '
-            f"sum by (cohort) (retention_cohort_size{{{PERIOD}}})",
+            f"sum by (cohort) ({OFFSET_1}) / sum by (cohort) (retention_cohort_size{{{PERIOD}}})",
             "offset 1",
         ),
         x_field="cohort",
         look=Look(
             width=12,
             unit=PERCENT,
-            description="The youngest cohort's offset 1 is the current, unfinished period.",
+            description="Cohorts whose offset-1 period is complete.",
         ),
     ),
     timeseries_panel(
@@ -84,13 +106,15 @@ PANELS = [
     ),
     table_panel(
         "Unbounded retention by cohort and offset",
-        Query(f"retention_cohort_unbounded_ratio{{{PERIOD}}}"),
+        Query(matrix("retention_cohort_unbounded_ratio")),
         look=Look(
             width=24,
             height=10,
             unit=PERCENT,
-            description="Share of the cohort active in period cohort + offset or later.",
+            description="Share of the cohort active in period cohort + offset or later. A "
+            "cell whose period is not complete yet shows 'running' in grey.",
             thresholds=RETENTION_COLOURS,
+            mappings=RUNNING_LOOK,
         ),
         pivot=("cohort", "offset"),
     ),

@@ -40,9 +40,14 @@ PANELS = [
         look=Look(width=4, height=4, description="Customers seen with at least one activity."),
     ),
     stat_panel(
-        "Active, last day (DAU)",
+        "Active, last complete day (DAU)",
         Query('sum(retention_active_customers{window="1d"})'),
-        look=Look(width=4, height=4, description="Distinct customers active on the watermark day."),
+        look=Look(
+            width=4,
+            height=4,
+            description="Distinct customers active on the last complete day (the day "
+            "before the watermark's).",
+        ),
     ),
     stat_panel(
         "Active, last 7 days", Query('sum(retention_active_customers{window="7d"})'), look=SMALL
@@ -72,7 +77,8 @@ PANELS = [
             width=4,
             height=4,
             unit=PERCENT,
-            description="Share of the cohort of the day before yesterday that came back yesterday.",
+            description="Share of the newest daily cohort whose next day is complete that "
+            "came back on that day.",
         ),
     ),
     stat_panel(
@@ -100,7 +106,15 @@ PANELS = [
     timeseries_panel(
         "Active customers",
         Query("sum by (window) (retention_active_customers)", "{{window}}"),
-        look=HALF,
+        Query(
+            'sum(retention_active_customers_so_far{window="1d"})', "so far today (live, partial)"
+        ),
+        look=Look(
+            width=12,
+            description="Trailing windows ending on the last complete day; the live line "
+            "counts the watermark's day so far (it starts near 0 every day; no alert reads "
+            "it).",
+        ),
     ),
     timeseries_panel(
         "Churn and CRR by period",

@@ -37,6 +37,8 @@ RATE_WINDOW = "$__rate_interval"  # Grafana's window for rate(): at least 4 scra
 # Threshold steps: (lowest value of the step or None for "from minus infinity", colour).
 Steps = tuple[tuple[float | None, str], ...]
 GREEN_ONLY: Steps = ((None, "green"),)
+# Value mappings: (value, text shown instead, colour).
+Mappings = tuple[tuple[float, str, str], ...]
 
 # What a dashboard holds: any panel builder.
 PanelBuilder = Builder[models.Panel]
@@ -63,6 +65,7 @@ class Look:
     description: str = ""
     decimals: int | None = None
     thresholds: Steps = GREEN_ONLY
+    mappings: Mappings = ()
 
 
 def _targets(
@@ -95,6 +98,17 @@ def _dress(panel: AnyPanel, title: str, look: Look, color: models.FieldColorMode
         .steps([models.Threshold(value=value, color=colour) for value, colour in look.thresholds])
     )
     panel.color_scheme(builders.FieldColor().mode(color))
+    if look.mappings:
+        panel.mappings(
+            [
+                models.ValueMap(
+                    options={
+                        f"{value:g}": models.ValueMappingResult(text=text, color=colour, index=i)
+                    }
+                )
+                for i, (value, text, colour) in enumerate(look.mappings)
+            ]
+        )
     if look.decimals is not None:
         panel.decimals(look.decimals)
 
