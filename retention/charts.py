@@ -45,6 +45,9 @@ def _heatmap(report: Report, period: str, path: Path) -> Path:
         for k, value in enumerate(row.values):
             if value is not None:
                 grid[i, k] = value * 100
+    running = {(i, k) for i, row in enumerate(rows) for k in row.running if k < width}
+    for i, k in running:
+        grid[i, k] = np.nan  # not coloured like a finished cell: drawn hatched below
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * width + 3), max(3.0, 0.42 * len(rows) + 1.8)))
     image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=100, aspect="auto")
     for i in range(len(rows)):
@@ -54,13 +57,46 @@ def _heatmap(report: Report, period: str, path: Path) -> Path:
                 ax.text(
                     k, i, f"{grid[i, k]:.0f}", ha="center", va="center", fontsize=8, color=color
                 )
+    for i, k in sorted(running):
+        _running_cell(ax, i, k, rows[i].values[k])
     ax.set_xticks(range(width), [str(k) for k in range(width)])
     sizes = [f"{r.cohort}  (n={r.size:,.0f})" if r.size else r.cohort for r in rows]
     ax.set_yticks(range(len(rows)), sizes)
     ax.set_xlabel(f"{period}s since first activity")
-    ax.set_title(f"Cohort retention by {period}, % of cohort active")
+    title = f"Cohort retention by {period}, % of cohort active"
+    if running:
+        title += "\nhatched grey: running, the period is not complete yet"
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, label="% retained")
     return _save(fig, path)
+
+
+def _running_cell(ax: Any, row: int, offset: int, value: float | None) -> None:
+    """A running cell: hatched grey, its partial value in grey italics."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(
+        Rectangle(
+            (offset - 0.5, row - 0.5),
+            1,
+            1,
+            facecolor="#eeeeee",
+            edgecolor="#9e9e9e",
+            hatch="///",
+            linewidth=0,
+        )
+    )
+    if value is not None:
+        ax.text(
+            offset,
+            row,
+            f"{value * 100:.0f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#636363",
+            style="italic",
+        )
 
 
 def _curves(report: Report, path: Path) -> Path:
@@ -72,7 +108,7 @@ def _curves(report: Report, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(periods), figsize=(5.5 * len(periods), 4.2), squeeze=False)
     for ax, period in zip(axes[0], periods, strict=True):
         for row in report.cohorts[RATIO].get(period, []):
-            done = [v for v in row.values[:-1] if v is not None]
+            done = [v for k, v in enumerate(row.values) if v is not None and k not in row.running]
             if len(done) > 1:
                 ax.plot(range(len(done)), [v * 100 for v in done], color="#9ecae1", lw=0.8)
         points = report.curves[RETAINED][period]

@@ -17,6 +17,7 @@ from retention.scrape import Family
 
 BAR_WIDTH = 30
 MAX_OFFSETS = 13
+RUNNING_STYLE = Style(color="grey50", italic=True)  # a cohort cell whose period runs
 
 
 def render(report: Report, periods: Iterable[str]) -> RenderableType:
@@ -87,6 +88,9 @@ def header(report: Report) -> RenderableType:
         exported = any("stickiness" in f.name for f in report.scalars)
         if dau is not None and mau and not exported:
             grid.add_row("stickiness", f"{dau / mau * 100:.1f}%", "DAU / MAU (1d / 30d active)")
+    live = report.families.get("retention_active_customers_so_far")
+    if live is not None and live.value(window="1d") is not None:
+        grid.add_row("active 1d so far", fmt("", live.value(window="1d")), live.help)
     return Panel(grid, title=f"retention report · {report.url}", title_align="left")
 
 
@@ -105,7 +109,8 @@ def cohort_table(report: Report, name: str, period: str, rows: list[CohortRow]) 
     help_text = report.families[name].help
     table = Table(
         title=f"{help_text} — {period} cohorts",
-        caption="the last cell of each row is the running (incomplete) period",
+        caption="grey cells (…) are running: their period is not complete yet; the curves "
+        "leave them out",
         title_justify="left",
         caption_justify="left",
     )
@@ -118,7 +123,12 @@ def cohort_table(report: Report, name: str, period: str, rows: list[CohortRow]) 
         cells: list[Text | str] = [row.cohort, fmt("", row.size)]
         for k in range(width):
             value = row.values[k] if k < len(row.values) else None
-            cells.append(Text("") if value is None else Text(fmt(name, value), style=shade(value)))
+            if value is None:
+                cells.append(Text(""))
+            elif k in row.running:
+                cells.append(Text(f"{fmt(name, value)}…", style=RUNNING_STYLE))
+            else:
+                cells.append(Text(fmt(name, value), style=shade(value)))
         table.add_row(*cells)
     return table
 

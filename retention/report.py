@@ -23,6 +23,8 @@ COHORT_COLUMN = frozenset({"cohort_period", "cohort"})
 TIMELINE = frozenset({"period", "start"})
 DIMENSION = frozenset({"dimension", "value"})
 SIZE = "retention_cohort_size"
+# The exporter's mark of a cell whose period is not complete: partial, left out of curves.
+RUNNING_CELL = "retention_cohort_cell_running"
 PERCENT_ENDINGS = ("_ratio", "_rate", "_crr")
 
 
@@ -31,6 +33,7 @@ class CohortRow:
     cohort: str
     size: float | None
     values: list[float | None]  # by offset; None where the exporter has no cell
+    running: frozenset[int] = frozenset()  # offsets whose period is not complete
 
 
 @dataclass
@@ -77,13 +80,13 @@ def build(scrape: Scrape) -> Report:
     report = Report(scrape.url, round(watermark * 1000), families)
     for name in sorted(families):
         _place(report, families[name])
-    size = families.get(SIZE)
+    size, running = families.get(SIZE), families.get(RUNNING_CELL)
     for name, family in families.items():
-        if family.label_names == COHORT_CELL:
-            report.cohorts[name] = cohort_rows(family, size)
+        if family.label_names == COHORT_CELL and name != RUNNING_CELL:
+            report.cohorts[name] = cohort_rows(family, size, running)
             if size is not None and not is_percent(name):
                 report.curves[name] = {
-                    p: pooled_curve((row.size, row.values) for row in rows)
+                    p: pooled_curve((row.size, row.values, row.running) for row in rows)
                     for p, rows in report.cohorts[name].items()
                 }
     return report
@@ -94,7 +97,7 @@ def _place(report: Report, family: Family) -> None:
     if not labels:
         report.scalars.append(family)
     elif labels in (COHORT_CELL, COHORT_COLUMN):
-        return  # shown as cohort tables and curves
+        return  # shown as cohort tables (running cells marked) and curves
     elif labels == {"period"}:
         report.by_period.append(family)
     elif labels == {"period", "state"}:
@@ -109,11 +112,19 @@ def _place(report: Report, family: Family) -> None:
         report.other.append(family)
 
 
-def cohort_rows(family: Family, size: Family | None) -> dict[str, list[CohortRow]]:
-    """Per period type, one row per cohort (oldest first), cells by offset."""
+def cohort_rows(
+    family: Family, size: Family | None, running: Family | None = None
+) -> dict[str, list[CohortRow]]:
+    """Per period type, one row per cohort (oldest first), cells by offset, with the
+    offsets the exporter marks running."""
     cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for s in family.samples:
         cells[s.labels["cohort_period"]][s.labels["cohort"]][int(s.labels["offset"])] = s.value
+    open_cells: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for s in running.samples if running is not None else ():
+        if s.value:
+            key = (s.labels["cohort_period"], s.labels["cohort"])
+            open_cells[key].add(int(s.labels["offset"]))
     out: dict[str, list[CohortRow]] = {}
     for period in sorted(cells, key=_period_key):
         rows = []
@@ -121,7 +132,8 @@ def cohort_rows(family: Family, size: Family | None) -> dict[str, list[CohortRow
             by_offset = cells[period][cohort]
             values = [by_offset.get(k) for k in range(max(by_offset) + 1)]
             count = size.value(cohort_period=period, cohort=cohort) if size else None
-            rows.append(CohortRow(cohort, count, values))
+            marked = frozenset(open_cells.get((period, cohort), ()))
+            rows.append(CohortRow(cohort, count, values, marked))
         out[period] = rows
     return out
 
@@ -140,7 +152,10 @@ def as_json(report: Report) -> dict[str, Any]:
             for name, f in sorted(report.families.items())
         },
         "cohorts": {
-            name: {p: [asdict(r) for r in rows] for p, rows in by_period.items()}
+            name: {
+                p: [{**asdict(r), "running": sorted(r.running)} for r in rows]
+                for p, rows in by_period.items()
+            }
             for name, by_period in report.cohorts.items()
         },
         "curves": {

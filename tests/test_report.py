@@ -50,6 +50,10 @@ retention_cohort_retained{cohort_period="week",cohort="2026-03-02",offset="0"} 1
 retention_cohort_ratio{cohort_period="week",cohort="2026-02-23",offset="0"} 1
 retention_cohort_ratio{cohort_period="week",cohort="2026-02-23",offset="1"} 0.5
 retention_cohort_ratio{cohort_period="week",cohort="2026-03-02",offset="0"} 1
+# HELP retention_cohort_cell_running Running cell.
+# TYPE retention_cohort_cell_running gauge
+retention_cohort_cell_running{cohort_period="week",cohort="2026-02-23",offset="1"} 1
+retention_cohort_cell_running{cohort_period="week",cohort="2026-03-02",offset="0"} 1
 # HELP retention_churn_ratio Churn.
 # TYPE retention_churn_ratio gauge
 retention_churn_ratio{period="week"} 0.25
@@ -73,17 +77,18 @@ def test_every_family_finds_a_section_by_its_label_shape() -> None:
     assert [f.name for f in report.breakdowns] == ["retention_rfm_customers"]
     assert [f.name for f in report.other] == ["retention_future_thing"]
     rows = report.cohorts["retention_cohort_ratio"]["week"]
-    assert [(r.cohort, r.size, r.values) for r in rows] == [
-        ("2026-02-23", 2, [1, 0.5]),
-        ("2026-03-02", 1, [1]),
+    assert [(r.cohort, r.size, r.values, r.running) for r in rows] == [
+        ("2026-02-23", 2, [1, 0.5], {1}),
+        ("2026-03-02", 1, [1], {0}),
     ]
-    # Summed counts over complete cells only: offset 0 from the first cohort alone.
+    # Summed counts over complete cells only (the marked ones left out): offset 0 from
+    # the first cohort alone.
     (point,) = report.curves["retention_cohort_retained"]["week"]
     assert (point.offset, point.retained, point.size) == (0, 2, 2)
     console = Console(record=True, width=160)
     console.print(render(report, ["week"]))
     text = console.export_text()
-    for part in ("50.0%", "25.0%", "Per week", "dormant", "vip", "future_thing", "2026-02-23"):
+    for part in ("50.0%…", "25.0%", "Per week", "dormant", "vip", "future_thing", "2026-02-23"):
         assert part in text, part
 
 
@@ -106,12 +111,13 @@ def report_json(run: SimRun) -> dict[str, Any]:
 
 
 def pooled(cohorts: dict[str, dict[str, Any]]) -> list[tuple[int, int, int]]:
-    """(offset, retained, size) summed over cohorts, leaving out each running period."""
+    """(offset, retained, size) summed over cohorts, leaving out each running cell."""
     sums: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for cell in cohorts.values():
-        for k, n in enumerate(cell["retained"][:-1]):
-            sums[k][0] += n
-            sums[k][1] += cell["size"]
+        for k, n in enumerate(cell["retained"]):
+            if k not in cell["running"]:
+                sums[k][0] += n
+                sums[k][1] += cell["size"]
     return [(k, r, s) for k, (r, s) in sorted(sums.items())]
 
 
@@ -128,7 +134,7 @@ def test_json_curves_agree_with_the_simulation_truth(sim_run: SimRun) -> None:
         assert got == pooled(kept), period
         rows = data["cohorts"]["retention_cohort_ratio"][period]
         assert {r["cohort"]: r["size"] for r in rows} == {c: v["size"] for c, v in kept.items()}
-    assert data["watermark"].startswith(sim_run.truth["realized"]["as_of_day"])
+    assert data["watermark"].startswith(sim_run.truth["realized"]["watermark_day"])
     assert (
         data["metrics"]["retention_customers"][0]["value"] == sim_run.truth["realized"]["customers"]
     )
@@ -213,7 +219,12 @@ def test_png_pictures_open_and_show_something(sim_run: SimRun, tmp_path: Path) -
         assert colors > 30 and ink > 0.02, (name, colors, ink)
         if name.startswith("cohort_heatmap"):
             assert count_near(image, (8, 48, 107)) > 500, name  # the 100% column, deep blue
-    _, _, _, churn = image_stats(tmp_path / "churn_over_time.png")
+    # Running cells (their period is not complete) are hatched grey, not coloured.
+    weeks = sim_run.truth["realized"]["cohorts"]["week"].values()
+    if any(cell["running"] for cell in weeks):
+        _, _, _, week = image_stats(tmp_path / "cohort_heatmap_week.png")
+        assert count_near(week, (0xEE, 0xEE, 0xEE), tolerance=3) > 100
+        _, _, _, churn = image_stats(tmp_path / "churn_over_time.png")
     assert count_near(churn, (0xCB, 0x18, 0x1D)) > 100  # the churn line
     assert count_near(churn, (0x21, 0x71, 0xB5)) > 100  # the CRR line
 

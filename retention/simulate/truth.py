@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from core.calendar import Calendar, Period, date_to_day, day_to_date
+from core.calendar import Calendar, Period, date_to_day, day_to_date, evaluation_day
 from core.rules import ACTIVITY_WINDOWS
 from retention.curve import CurvePoint, pooled_curve
 from retention.simulate.config import SimConfig
@@ -93,17 +93,19 @@ def _realized(
     if not events:
         return out
     watermark = max(e.ts_ms for e in events) - c.lateness_ms
-    today = calendar.day(watermark)
+    # Counted as the exporter counts them: at the end of the last complete day.
+    day = evaluation_day(calendar.day(watermark))
     out["watermark_ms"] = watermark
-    out["as_of_day"] = day_to_date(today).isoformat()
+    out["watermark_day"] = day_to_date(calendar.day(watermark)).isoformat()
+    out["as_of_day"] = day_to_date(day).isoformat()
     out["active"] = {
-        f"{n}d": sum(1 for days in active.values() if any(0 <= today - d < n for d in days))
+        f"{n}d": sum(1 for days in active.values() if any(0 <= day - d < n for d in days))
         for n in ACTIVITY_WINDOWS
     }
     first = {cid: min(days) for cid, days in active.items()}
     installs = Counter(day_to_date(d).isoformat() for d in first.values())
     out["new_customers_by_day"] = dict(sorted(installs.items()))
-    out["cohorts"] = {kind.value: _cohorts(calendar, kind, today, active, first) for kind in Period}
+    out["cohorts"] = {kind.value: _cohorts(calendar, kind, day, active, first) for kind in Period}
     out["curve"] = {
         kind: [{**asdict(p), "ratio": p.ratio} for p in _curve(cohorts)]
         for kind, cohorts in out["cohorts"].items()
@@ -114,12 +116,13 @@ def _realized(
 def _cohorts(
     calendar: Calendar,
     kind: Period,
-    today: int,
+    day: int,
     active: dict[str, set[int]],
     first: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
-    """cohort label -> size and retained[k] = members active in period cohort + k."""
-    current = calendar.period(today, kind)
+    """cohort label -> size, retained[k] = members active in period cohort + k, and the
+    offsets whose period is still running at the end of `day`."""
+    current, running = calendar.period(day, kind), calendar.running(day, kind)
     cells: dict[int, dict[int, set[str]]] = {}
     members: Counter[int] = Counter()
     for cid, days in active.items():
@@ -133,9 +136,15 @@ def _cohorts(
     out = {}
     for cohort in sorted(members):
         retained = [len(cells[cohort].get(k, ())) for k in range(current - cohort + 1)]
-        out[calendar.label(cohort, kind)] = {"size": members[cohort], "retained": retained}
+        out[calendar.label(cohort, kind)] = {
+            "size": members[cohort],
+            "retained": retained,
+            "running": [] if running is None else [running - cohort],
+        }
     return out
 
 
 def _curve(cohorts: dict[str, dict[str, Any]]) -> list[CurvePoint]:
-    return pooled_curve((cell["size"], cell["retained"]) for cell in cohorts.values())
+    return pooled_curve(
+        (cell["size"], cell["retained"], cell["running"]) for cell in cohorts.values()
+    )
