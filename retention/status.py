@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rich.table import Table
 from rich.text import Text
 
+from core.calendar import Calendar, day_to_date, evaluation_day
 from core.errors import CommandError
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -199,7 +200,10 @@ def redis_check(settings: Settings) -> Check:
     if newest is not None:
         watermark = newest - settings.allowed_lateness_seconds * 1000
         data["watermark_ms"] = watermark
-        detail += f"; watermark {_when(watermark)}"
+        calendar = Calendar(settings.zone, settings.week_start_index)
+        day = day_to_date(evaluation_day(calendar.day(watermark))).isoformat()
+        data["evaluation_day"] = day
+        detail += f"; watermark {_when(watermark)}; gauges as of the end of {day}"
     else:
         detail += "; no events applied yet"
     return Check("redis", True, detail, data)

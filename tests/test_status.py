@@ -37,11 +37,12 @@ def test_status_of_a_running_pipeline(sim_run: SimRun) -> None:
     assert worker["dead_lettered"] == 0
     realized = sim_run.truth["realized"]
     assert got["redis"]["data"]["watermark_ms"] == realized["watermark_ms"]
+    assert got["redis"]["data"]["evaluation_day"] == realized["as_of_day"]
     assert got["redis"]["data"]["customers"] == realized["customers"]
     assert got["exporter"]["data"]["customers"] == realized["customers"]
     table = run_cli(["status", "--sample", "0.5"], sim_run.env)
     assert table.returncode == 0
-    for part in ("kafka", "worker", "redis", "exporter", "watermark 2026-04-03"):
+    for part in ("kafka", "worker", "redis", "exporter", "watermark 2026-04-03", "of 2026-04-02"):
         assert part in table.stdout, part
 
 
