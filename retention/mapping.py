@@ -22,7 +22,14 @@ import msgspec
 
 from core.errors import CommandError
 from core.settings import Settings
-from streams.events import SEGMENT_EVENT_NAMES, EventDecoder, Reason, Rejected
+from streams.events import (
+    SEGMENT_DIMENSIONS,
+    SEGMENT_EVENT_NAMES,
+    EventDecoder,
+    Reason,
+    Rejected,
+    segment_dimension,
+)
 
 FIELDS = (
     "event_id",
@@ -78,8 +85,6 @@ SEGMENT_PATHS: dict[str, tuple[str, ...]] = {
     "amount": ("properties.revenue", "properties.total"),
     "currency": ("properties.currency",),
     "score": ("properties.score",),
-    "platform": ("properties.platform", "context.os.name"),
-    "channel": ("properties.channel", "context.campaign.source"),
 }
 EPOCH_UNITS = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
@@ -233,6 +238,10 @@ class RowMapper:
             else:
                 paths = CANDIDATES[name]
             out[name] = next((v for p in paths if (v := _lookup(data, p)) not in (None, "")), None)
+        if segment:  # platform and channel as the worker reads them (streams/events.py)
+            for name in SEGMENT_DIMENSIONS:
+                if name not in self.mapping.columns:
+                    out[name] = segment_dimension(data.get("properties"), data.get("context"), name)
         if segment and "type" not in self.mapping.columns:
             out["type"] = _segment_type(data)
         return out

@@ -34,7 +34,8 @@ JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 BRACKET = re.compile(rb"[\[\]{}]")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Dimension = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DIMENSION_CHARS = 64  # the longest platform or channel
+Dimension = Annotated[str, msgspec.Meta(min_length=1, max_length=DIMENSION_CHARS)]
 
 # Segment / RudderStack event names mapped onto our types unless configured otherwise.
 SEGMENT_EVENT_NAMES = {
@@ -95,6 +96,20 @@ class SegmentProperties(msgspec.Struct):
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
 
 
+# Where a Segment / RudderStack call names a platform or a channel, in order of
+# preference: the explicit property first, then what their SDKs put in `context`. The
+# calls' own top-level `channel` (browser, server, mobile) says which library sent the
+# call, not how the customer was acquired, so it is not one of them.
+SEGMENT_DIMENSIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "platform": (
+        ("properties", "platform"),
+        ("context", "device", "type"),
+        ("context", "os", "name"),
+    ),
+    "channel": (("properties", "channel"), ("context", "campaign", "source")),
+}
+
+
 class Envelope(msgspec.Struct):
     """Every field either contract may carry, all optional so that we name what is missing."""
 
@@ -108,6 +123,7 @@ class Envelope(msgspec.Struct):
     platform: Dimension | None = None
     channel: Dimension | None = None
     properties: dict[str, Any] | None = None
+    context: Any = None  # Segment / RudderStack: free-form, only read by segment_dimension
     # Segment / RudderStack spelling
     messageId: Id | None = None
     userId: Id | None = None
@@ -326,7 +342,24 @@ def _from_segment(env: Envelope) -> Event:
         ts_ms=parse_ts(_require(env.timestamp, "timestamp")),
         amount=props.revenue,
         currency=props.currency,
+        platform=segment_dimension(env.properties, env.context, "platform"),
+        channel=segment_dimension(env.properties, env.context, "channel"),
     )
+
+
+def segment_dimension(properties: Any, context: Any, dimension: str) -> str | None:
+    """A Segment call's platform or channel: the first of its SEGMENT_DIMENSIONS places
+    that holds text of 1 to DIMENSION_CHARS characters. Properties and context are the
+    sender's free-form objects, so a value that does not fit is passed over rather than
+    failing the whole event."""
+    call = {"properties": properties, "context": context}
+    for path in SEGMENT_DIMENSIONS[dimension]:
+        value: Any = call
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and 0 < len(value) <= DIMENSION_CHARS:
+            return value
+    return None
 
 
 def parse_ts(value: str | int | float) -> int:

@@ -266,6 +266,50 @@ def test_segment_track_and_identify(decoder: EventDecoder) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "platform", "channel"),
+    [
+        ({}, None, None),
+        ({"context": {"os": {"name": "iOS"}}}, "iOS", None),
+        ({"context": {"device": {"type": "ios"}, "os": {"name": "iPhone OS"}}}, "ios", None),
+        (
+            {"context": {"campaign": {"source": "newsletter", "medium": "email"}}},
+            None,
+            "newsletter",
+        ),
+        # explicit properties win over the context
+        (
+            {
+                "properties": {"platform": "web", "channel": "ads"},
+                "context": {"os": {"name": "Mac OS X"}, "campaign": {"source": "newsletter"}},
+            },
+            "web",
+            "ads",
+        ),
+        # Segment's own top-level channel names the library, not an acquisition channel
+        ({"channel": "server"}, None, None),
+        # values that do not fit are passed over, the next place is read
+        ({"properties": {"platform": 7}, "context": {"os": {"name": "Android"}}}, "Android", None),
+        ({"context": {"device": {"type": "x" * 65}, "os": {"name": ""}}}, None, None),
+        ({"context": {"device": "ios", "os": ["iOS"], "campaign": None}}, None, None),
+        ({"context": "ios"}, None, None),
+    ],
+)
+def test_segment_platform_and_channel(
+    decoder: EventDecoder, fields: dict[str, object], platform: str | None, channel: str | None
+) -> None:
+    call = {
+        "type": "track",
+        "event": "Application Opened",
+        "messageId": "m-1",
+        "userId": "u-1",
+        "timestamp": "2026-03-01T10:00:00Z",
+        **fields,
+    }
+    event = decoder.decode(json.dumps(call).encode(), now_ms=NOW)
+    assert (event.type, event.platform, event.channel) == ("app_open", platform, channel)
+
+
+@pytest.mark.parametrize(
     "env",
     [{}, {"activity_types": "app_open,purchase,reload", "purchase_types": "purchase,reload"}],
 )

@@ -128,6 +128,10 @@ def test_segment_track_and_identify_calls_map_to_our_events() -> None:
         "currency": "USD",
         "platform": "iOS",
     }
+    # the device type before the OS name, UTM source as the channel, as the worker reads them
+    context = {"device": {"type": "ios"}, "os": {"name": "iOS"}, "campaign": {"source": "nl"}}
+    event = json.loads(m.map({**order, "context": context})[2])
+    assert (event["platform"], event["channel"]) == ("ios", "nl")
     anon = {"type": "identify", "anonymousId": "a9", "messageId": "m2", "timestamp": "2026-03-02"}
     assert json.loads(m.map(anon)[2])["type"] == "identify"
     with pytest.raises(Rejected) as caught:
