@@ -37,6 +37,12 @@ DIMENSIONS = {"platform": "P", "channel": "C"}
 # Dimension codes besides the registered numbers: no value given, and past the cap.
 UNKNOWN, OTHER = "u", "o"
 CODES_SEPARATOR = "\t"  # between an event's dimension codes, e.g. 'P0\tC3'
+# The codes of an event that sets no dimension (and of a customer none has been set for).
+UNSET_CODES = CODES_SEPARATOR.join(letter + UNKNOWN for letter in DIMENSIONS.values())
+# The exported `value` labels of the two folding buckets, in Google Analytics' spelling.
+# Parenthesised so that they read as buckets; a raw value spelled like one of them is
+# put into that bucket (streams/dimensions.py), so no real value ever carries these labels.
+BUCKET_LABELS = {UNKNOWN: "(not set)", OTHER: "(other)"}
 SCOPE_END = "|"  # ends a breakdown scope in front of a field, e.g. 'P0|'
 # The letter of each period kind in per-period fields.
 PERIOD_CODES = {Period.DAY: "d", Period.WEEK: "w", Period.MONTH: "m"}
@@ -347,6 +353,7 @@ def lua_header() -> str:
     lines += [
         f"local CUSTOMER_SLOTS = {{ {', '.join(map(_lua, CUSTOMER_SLOTS))} }}",
         f"local DIMENSION_UNKNOWN, DIMENSION_OTHER = {_lua(UNKNOWN)}, {_lua(OTHER)}",
+        f"local UNSET_CODES = {_lua(UNSET_CODES)}",
         f"local CODES_SEPARATOR, SCOPE_END = {_lua(CODES_SEPARATOR)}, {_lua(SCOPE_END)}",
         "local function offset_marker(source, partition)",
         "  return TotalsField.OFFSET_MARKER .. source .. ':' .. partition",

@@ -17,9 +17,8 @@ from redis import Redis
 from core.calendar import Calendar, Period, evaluation_day
 from core.rules import ACTIVITY_WINDOWS
 from core.schema import (
+    BUCKET_LABELS,
     DIMENSIONS,
-    OTHER,
-    UNKNOWN,
     Keys,
     TotalsField,
     active_window,
@@ -183,11 +182,12 @@ class AggregateReader:
 
 
 def _scopes(registries: list[dict[bytes, bytes]]) -> dict[tuple[str, str], str]:
-    """(dimension, value) -> field prefix, from the registries plus unknown and other."""
+    """(dimension, value) -> field prefix, from the registries plus the two buckets, whose
+    labels no registered value can take."""
     scopes: dict[tuple[str, str], str] = {}
     for dimension, registry in zip(DIMENSIONS, registries, strict=True):
         values = {v.decode(): c.decode() for v, c in registry.items()}
-        values |= {"unknown": UNKNOWN, "other": OTHER}
+        values |= {label: code for code, label in BUCKET_LABELS.items()}
         for value, code in values.items():
             scopes[(dimension, value)] = scope(dimension, code)
     return scopes

@@ -28,7 +28,8 @@
 --
 -- The script is loaded behind the schema header, bitmap.lua, customer.lua and the
 -- batch modules (streams/state.py BATCH_MODULES): configuration, calendar, day lists,
--- base runs, counters, membership, cohorts and contributions, in that order.
+-- base runs, counters, membership, cohorts, contributions and breakdown scopes, in that
+-- order.
 
 ---------------------------------------------------------------------------
 -- Customer state (customer.lua), loaded once per batch and written back at the end.
@@ -66,9 +67,10 @@ local function count_in_periods(prefix, day)
 end
 
 local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
-  if st.o == nil then st.g = codes end -- the customer's first applied event
-  set_scopes(st.g or "")
   rebase(st, day)
+  if st.g == nil then st.g = UNSET_CODES end
+  if band(flags, Flag.ACTIVITY) ~= 0 then assign_dimensions(st, codes, copy) end
+  set_scopes(st.g)
   local before = copy(st)
   if st.f == nil or ts < st.f then st.f = ts end
   if st.l == nil or ts > st.l then st.l = ts end

@@ -1,14 +1,24 @@
 """Bounded breakdown dimensions: the first N platforms and channels get a code, the rest 'other'.
 
 Codes are kept in Redis so every worker, replay and the exporter agree on them.
-The registry is one small hash per dimension, outside the shard hash tags.
+The registry is one small hash per dimension, outside the shard hash tags. Only
+activity events can set a customer's platform or channel, so only their values are
+registered: a value seen on an nps or refund event alone never takes one of the N codes.
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from core.schema import CODES_SEPARATOR, DIMENSIONS, UNKNOWN, lua_header, registry_key
+from core.schema import (
+    BUCKET_LABELS,
+    CODES_SEPARATOR,
+    DIMENSIONS,
+    UNKNOWN,
+    UNSET_CODES,
+    lua_header,
+    registry_key,
+)
 
 # KEYS[1] the dimension's registry; ARGV[1] a raw value, ARGV[2] the cap on codes.
 REGISTER = (
@@ -22,6 +32,9 @@ redis.call('HSET', KEYS[1], ARGV[1], n)
 return tostring(n)
 """
 )
+# A raw value spelled like a bucket's label stands for that bucket: it is never
+# registered, so the exported labels of real values and of buckets never meet.
+RESERVED = {label: code for code, label in BUCKET_LABELS.items()}
 
 
 class DimensionRegistry:
@@ -33,8 +46,11 @@ class DimensionRegistry:
         self.script = redis.register_script(REGISTER)
         self.cache: dict[tuple[str, str], str] = {}
 
-    async def codes(self, platform: str | None, channel: str | None) -> str:
-        """Breakdown codes of one event, e.g. 'P0\\tCo' (platform 0, channel other)."""
+    async def codes(self, platform: str | None, channel: str | None, activity: bool) -> str:
+        """Breakdown codes of one event, e.g. 'P0\\tCo' (platform 0, channel other); all
+        unknown for an event that is not an activity, since it sets no dimension."""
+        if not activity:
+            return UNSET_CODES
         parts = []
         for dimension, value in (("platform", platform), ("channel", channel)):
             parts.append(DIMENSIONS[dimension] + await self.code(dimension, value))
@@ -43,6 +59,8 @@ class DimensionRegistry:
     async def code(self, dimension: str, value: str | None) -> str:
         if value is None:
             return UNKNOWN
+        if value in RESERVED:
+            return RESERVED[value]
         key = (dimension, value)
         if key not in self.cache:
             raw = await self.script(

@@ -19,7 +19,7 @@ from streams.state import BEGINNING
 
 # Bumped whenever the stored layout changes, so state written by an older version is
 # rebuilt instead of read.
-STATE_LAYOUT = 3
+STATE_LAYOUT = 4
 REBUILD_HINT = (
     "To rebuild the state under the current settings, stop every worker and run "
     "`retention rebuild` (it clears namespace {ns!r} and consumes {topic!r} from the start)."

@@ -23,6 +23,7 @@ from streams.scripts import load_script
 # Plain ints: `int & IntFlag` builds a Flag member (~4 µs), far too slow per event.
 MONEY_FLAGS = int(Flag.PURCHASE | Flag.REFUND | Flag.SUBSCRIPTION_ON)
 SUBSCRIPTION_ON = int(Flag.SUBSCRIPTION_ON)
+ACTIVITY = int(Flag.ACTIVITY)
 # Bytes of an event-id hash in a customer's id set: a new event is taken for a duplicate
 # with probability <= n / 2**48 for a customer with n remembered ids (1e3 ids: 3.6e-12).
 EVENT_HASH_BYTES = 6
@@ -44,6 +45,7 @@ BATCH_MODULES = (
     "batch_membership.lua",
     "batch_cohorts.lua",
     "batch_contributions.lua",
+    "batch_scopes.lua",
     "apply_batch.lua",
 )
 SCRIPT = load_script(*BATCH_MODULES)
@@ -176,7 +178,9 @@ class StateWriter:
             ts_ms=event.ts_ms,
             amount_milli=amount,
             nps_score=-1 if event.score is None else event.score,
-            codes=await self.dimensions.codes(event.platform, event.channel),
+            codes=await self.dimensions.codes(
+                event.platform, event.channel, activity=bool(flags & ACTIVITY)
+            ),
             subscription_id=event.event_id if flags & SUBSCRIPTION_ON else "",
             customer_field=member,
         )

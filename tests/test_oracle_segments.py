@@ -1,5 +1,5 @@
 """Hand-checked unit tests of the oracle's customer groups (no servers needed): NPS, quick
-and late churn, win-back, RFM.
+and late churn, win-back, RFM, breakdowns by platform and channel.
 
 Every expected number below was worked out by hand from docs/definitions.md; the
 arithmetic is in the comments. Events are at 12:00 UTC unless a time is given.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.history import generate_history
 from tests.oracle import RFM_SEGMENTS, OracleSettings, compute, key
 from tests.toy_events import Event, closing, ev, pick
 
@@ -201,3 +202,83 @@ def test_rfm_thresholds_are_settings() -> None:
         OracleSettings(allowed_lateness_seconds=86400),
     )
     assert sum(v for k, v in late.items() if k[0] == "retention_rfm_customers") == 1
+
+
+# --- breakdowns by platform and channel -------------------------------------------------
+# T = 03-20, a Friday: the last complete week is 03-09..03-15, the last complete month
+# February (no base yet).
+#   N  nps 03-02 with web (an nps sets nothing; web is never kept), app_open 03-03 ios -> ios
+#   L  install 03-02 without platform, session 03-10 android -> android; then a late
+#      install 03-01 with tv: tv is kept (met on an activity), but L stays android
+#   O  install 03-05 "other", U install 03-05 "unknown": real values
+#   B  install 03-06 "(other)": the (other) bucket; X session 03-20 "(not set)": not set
+
+BREAKDOWNS = [
+    ev("n1", "N", "nps", "2026-03-02", score=9, platform="web"),
+    ev("n2", "N", "app_open", "2026-03-03", platform="ios"),
+    ev("l1", "L", "install", "2026-03-02"),
+    ev("l2", "L", "session", "2026-03-10", platform="android"),
+    ev("l3", "L", "install", "2026-03-01", platform="tv"),
+    ev("o1", "O", "install", "2026-03-05", platform="other"),
+    ev("u1", "U", "install", "2026-03-05", platform="unknown"),
+    ev("b1", "B", "install", "2026-03-06", platform="(other)"),
+    ev("x1", "X", "session", "2026-03-20", platform="(not set)"),
+]
+
+
+def platform_samples(got: dict, name: str, **labels: str) -> dict[str, float]:
+    """value -> sample of one breakdown metric, of the platform dimension unless told."""
+    wanted = {"dimension": "platform", **labels}.items()
+    return {
+        dict(k[1])["value"]: v
+        for k, v in got.items()
+        if k[0] == f"retention_breakdown_{name}" and wanted <= set(k[1])
+    }
+
+
+def test_breakdown_values_come_from_the_first_activity_carrying_them() -> None:
+    got = compute(BREAKDOWNS)
+    active = platform_samples(got, "active_customers", window="30d")
+    assert active == {
+        "ios": 1,
+        "android": 1,
+        "tv": 0,
+        "other": 1,
+        "unknown": 1,
+        "(other)": 1,
+        "(not set)": 1,
+    }
+    # L's cohort is the week of 02-23 (03-01 is a Sunday), under android.
+    weeks = platform_samples(got, "cohort_size", cohort_period="week", cohort="2026-02-23")
+    assert weeks == {"android": 1}
+    # In the base at the end of 03-08 and of 03-15: N, L, O, U, B, one in each value.
+    start = platform_samples(got, "base_start_customers", period="week")
+    assert start == dict.fromkeys(active, 1) | {"tv": 0, "(not set)": 0}
+    assert platform_samples(got, "crr", period="week") == dict.fromkeys(
+        ("ios", "android", "other", "unknown", "(other)"), 1.0
+    )
+    # No channel anywhere: every tracked customer is (not set).
+    channels = platform_samples(got, "active_customers", window="30d", dimension="channel")
+    assert channels == {"(not set)": 6, "(other)": 0}
+
+
+def test_breakdown_cap_folds_later_values_into_other() -> None:
+    # Cap 2: ios and android are kept; tv, other and unknown come later.
+    got = compute(BREAKDOWNS, OracleSettings(dimension_cap=2))
+    active = platform_samples(got, "active_customers", window="30d")
+    assert active == {"ios": 1, "android": 1, "(other)": 3, "(not set)": 1}
+
+
+def test_breakdowns_add_up_to_the_totals() -> None:
+    got = compute(generate_history(seed=5, customers=150, days=40))
+    for dimension in ("platform", "channel"):
+        for window in ("1d", "7d", "30d"):
+            parts = [
+                v
+                for k, v in got.items()
+                if k[0] == "retention_breakdown_active_customers"
+                and ("dimension", dimension) in k[1]
+                and ("window", window) in k[1]
+            ]
+            total = got[key("retention_active_customers", window=window)]
+            assert total > 0 and sum(parts) == total

@@ -9,9 +9,9 @@ round(amount * 1000), sums are exact integers, and an exported amount is milli /
 
 The events are read once into a ledger (ledger.py); each metric family derives its
 samples from it: activity.py (customers, cohorts, lifecycle, churn), value.py
-(purchases, CLV, subscriptions) and segments.py (NPS, churn tenures, RFM). scrape.py
-reads a scrape into the same shape and compares. The oracle imports nothing of the
-tracker it checks.
+(purchases, CLV, subscriptions) and segments.py (NPS, churn tenures, RFM, breakdowns by
+platform and channel). scrape.py reads a scrape into the same shape and compares. The
+oracle imports nothing of the tracker it checks.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.oracle.basics import EventLike, Key, OracleSettings, key, pure_activi
 from tests.oracle.ledger import read_ledger
 from tests.oracle.periods import PERIODS, evaluation_day, local_day
 from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all
-from tests.oracle.segments import RFM_SEGMENTS, churn_tenures, nps, rfm
+from tests.oracle.segments import RFM_SEGMENTS, breakdowns, churn_tenures, nps, rfm
 from tests.oracle.value import clv, lifespan_years, purchases, subscribers, subscription_churn
 
 __all__ = [
@@ -84,4 +84,5 @@ def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[K
     out.update(nps(book, C))
     out.update(churn_tenures(book, C))
     out.update(rfm(book, C))
+    out.update(breakdowns(book, C))
     return out

@@ -48,6 +48,7 @@ class OracleSettings:
     rfm_frequency: tuple[int, ...] = (2, 3, 5, 10)
     rfm_monetary: tuple[int, ...] = (50, 150, 500, 1500)  # currency units
     rfm_new_days: int = 14
+    dimension_cap: int = 10  # distinct values kept per breakdown dimension
 
 
 def pure_activity(s: OracleSettings) -> frozenset[str]:

@@ -35,6 +35,7 @@ class Ledger:
     cancel_days: list[date] = field(default_factory=list)
     nps_answers: list[tuple[date, int]] = field(default_factory=list)
     max_ts: int | None = None
+    events: list[Mapping[str, Any]] = field(default_factory=list)  # unique, delivery order
 
     @cached_property
     def tracked(self) -> set[str]:
@@ -86,7 +87,8 @@ def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
     pure = pure_activity(s)
     book = Ledger(s)
     pure_days: set[tuple[str, date, str]] = set()
-    for ev in unique_events(events, s):
+    book.events = unique_events(events, s)
+    for ev in book.events:
         ms = ts_ms(ev["ts"])
         book.max_ts = ms if book.max_ts is None else max(book.max_ts, ms)
         kind, cid = ev["type"], ev["customer_id"]

@@ -38,6 +38,13 @@ COUNTS = frozenset(
         "retention_churned_customers",
         "retention_winback_customers",
         "retention_rfm_customers",
+        "retention_breakdown_active_customers",
+        "retention_breakdown_cohort_size",
+        "retention_breakdown_cohort_retained",
+        "retention_breakdown_base_start_customers",
+        "retention_breakdown_base_end_customers",
+        "retention_breakdown_new_customers",
+        "retention_breakdown_lost_customers",
     }
 )
 # Quotients and money: compared with math.isclose, since the exporter may divide or
@@ -59,6 +66,9 @@ QUOTIENTS = frozenset(
         "retention_subscription_churn_ratio",
         "retention_nps",
         "retention_winback_ratio",
+        "retention_breakdown_cohort_ratio",
+        "retention_breakdown_churn_ratio",
+        "retention_breakdown_crr",
     }
 )
 MONEY = frozenset(

@@ -1,13 +1,15 @@
 """Customers in groups: NPS answers by group, churned customers by tenure and those won
-back, and RFM segments."""
+back, RFM segments, and the breakdowns by platform and channel."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import date, timedelta
 
+from tests.oracle.activity import base_change, churn, cohorts, customers
 from tests.oracle.basics import Key, key
-from tests.oracle.ledger import Ledger
+from tests.oracle.ledger import Ledger, read_ledger
+from tests.oracle.periods import PERIODS
 
 NPS_GROUPS = ("promoter", "passive", "detractor")
 TENURES = ("quick", "late")
@@ -105,3 +107,68 @@ def rfm(book: Ledger, C: date) -> dict[Key, float]:
         key("retention_rfm_customers", segment=segment): segments[segment]
         for segment in RFM_SEGMENTS
     }
+
+
+# --- breakdowns ---------------------------------------------------------------------------
+DIMENSIONS = ("platform", "channel")
+NOT_SET, OTHER = "(not set)", "(other)"  # the buckets: no value yet, and past the cap
+# The metrics restricted to each value's customers (daily cohorts are not broken down).
+BREAKDOWN_METRICS = frozenset(
+    {
+        "active_customers",
+        "cohort_size",
+        "cohort_retained",
+        "cohort_ratio",
+        "base_start_customers",
+        "base_end_customers",
+        "new_customers",
+        "lost_customers",
+        "churn_ratio",
+        "crr",
+    }
+)
+
+
+def dimension_values(book: Ledger, dimension: str) -> tuple[list[str], dict[str, str]]:
+    """(the values kept, in the order first met; each tracked customer's value).
+
+    Only activity events count: the first N distinct values met on them are kept, later
+    ones are OTHER; a customer takes the value of their first delivered activity event
+    that has the field, NOT_SET when none has. A value spelled like a bucket stands for it.
+    """
+    kept: list[str] = []
+    of: dict[str, str] = {}
+    for ev in book.events:  # delivery order
+        raw = ev.get(dimension)
+        if ev["type"] not in book.s.activity_types or raw in (None, NOT_SET):
+            continue
+        value = str(raw)
+        if value != OTHER and value not in kept:
+            if len(kept) < book.s.dimension_cap:
+                kept.append(value)
+            else:
+                value = OTHER
+        of.setdefault(ev["customer_id"], value if value in kept else OTHER)
+    return kept, {c: of.get(c, NOT_SET) for c in book.tracked}
+
+
+def breakdowns(book: Ledger, T: date) -> dict[Key, float]:
+    """For each dimension and value (the kept ones and both buckets): the activity and
+    retention numbers of that value's customers alone, at the same day T."""
+    out: dict[Key, float] = {}
+    for dimension in DIMENSIONS:
+        kept, of = dimension_values(book, dimension)
+        for value in [*kept, NOT_SET, OTHER]:
+            members = {c for c, v in of.items() if v == value}
+            mine = read_ledger([e for e in book.events if e["customer_id"] in members], book.s)
+            samples = customers(mine, T)
+            for kind in PERIODS:
+                if kind != "day":
+                    samples.update(cohorts(mine, T, kind))
+                samples.update(churn(base_change(mine, T, kind)))
+            for (name, labels), v in samples.items():
+                plain = name.removeprefix("retention_")
+                if plain in BREAKDOWN_METRICS:
+                    scoped = (*labels, ("dimension", dimension), ("value", value))
+                    out[(f"retention_breakdown_{plain}", tuple(sorted(scoped)))] = v
+    return out
