@@ -318,7 +318,8 @@ def test_kafka_down_exits_3_and_sends_nothing(tmp_path: Path) -> None:
 
 
 def csv_rows(events: list[dict], rng: random.Random) -> list[list[str]]:
-    """Our events in someone else's CSV: other column names, mixed time notations, no ids."""
+    """Our events in someone else's CSV: other column names (platform as `os`, channel as
+    `utm_source`), mixed time notations, no ids."""
     out = []
     for e in events:
         t = e["ts"] if isinstance(e["ts"], int) else ms(datetime.fromisoformat(e["ts"]))
@@ -334,7 +335,16 @@ def csv_rows(events: list[dict], rng: random.Random) -> list[list[str]]:
             when = moment.isoformat(timespec="milliseconds")
         amount = "" if e.get("amount") is None else repr(e["amount"])  # exact
         out.append(
-            [e["customer_id"], when, e["type"], amount, e.get("currency", ""), e.get("score", "")]
+            [
+                e["customer_id"],
+                when,
+                e["type"],
+                amount,
+                e.get("currency", ""),
+                e.get("score", ""),
+                e.get("platform", ""),
+                e.get("channel", ""),
+            ]
         )
     return out
 
@@ -349,14 +359,14 @@ def test_csv_round_trip_matches_the_oracle_and_feeding_twice_changes_nothing(
     rng = random.Random(1)
     path = tmp_path / "export.csv"
     bad = [
-        ["zoe", "31/02/2026", "session", "", "", ""],
-        ["zoe", "2026-03-03T10:00:00Z", "purchsae", "", "", ""],
+        ["zoe", "31/02/2026", "session", "", "", "", "", ""],
+        ["zoe", "2026-03-03T10:00:00Z", "purchsae", "", "", "", "", ""],
     ]
     rows = csv_rows(events, rng)
     rows[100:100] = bad
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["user", "when", "action", "price", "cur", "nps"])
+        w.writerow(["user", "when", "action", "price", "cur", "nps", "os", "utm_source"])
         w.writerows(rows)
     env = cli_env(p)
     args = [
