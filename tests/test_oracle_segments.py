@@ -282,3 +282,14 @@ def test_breakdowns_add_up_to_the_totals() -> None:
             ]
             total = got[key("retention_active_customers", window=window)]
             assert total > 0 and sum(parts) == total
+
+
+def test_breakdown_kept_values_can_be_given() -> None:
+    # From several partitions the values met first are the consumption order's: given
+    # tv and other as kept, N (ios), L (android), U and B count under (other).
+    kept = {"platform": ["tv", "other"]}
+    got = compute(BREAKDOWNS, OracleSettings(dimension_cap=2), kept=kept)
+    active = platform_samples(got, "active_customers", window="30d")
+    assert active == {"tv": 0, "other": 1, "(other)": 4, "(not set)": 1}
+    with pytest.raises(AssertionError, match="over the cap"):
+        compute(BREAKDOWNS, OracleSettings(dimension_cap=1), kept=kept)

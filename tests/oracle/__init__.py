@@ -16,7 +16,7 @@ oracle imports nothing of the tracker it checks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from tests.oracle.activity import (
@@ -31,7 +31,7 @@ from tests.oracle.activity import (
 from tests.oracle.basics import EventLike, Key, OracleSettings, key, pure_activity, ts_ms
 from tests.oracle.ledger import read_ledger
 from tests.oracle.periods import PERIODS, evaluation_day, local_day
-from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all
+from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all, kept_values
 from tests.oracle.segments import RFM_SEGMENTS, breakdowns, churn_tenures, nps, rfm
 from tests.oracle.value import clv, lifespan_years, purchases, subscribers, subscription_churn
 
@@ -47,6 +47,7 @@ __all__ = [
     "evaluation_day",
     "flatten",
     "flatten_all",
+    "kept_values",
     "key",
     "local_day",
     "pure_activity",
@@ -57,8 +58,15 @@ __all__ = [
 DEFAULTS = OracleSettings()  # the tracker's default settings
 
 
-def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[Key, float]:
-    """Every exported number for these delivered (valid) events; duplicates allowed."""
+def compute(
+    events: Sequence[EventLike],
+    s: OracleSettings = DEFAULTS,
+    kept: Mapping[str, Sequence[str]] | None = None,
+) -> dict[Key, float]:
+    """Every exported number for these delivered (valid) events; duplicates allowed.
+
+    `kept`: the platform and channel values the tracker kept, when more than the cap were
+    met in events consumed from several partitions (see segments.dimension_values)."""
     book = read_ledger(events, s)
     out: dict[Key, float] = {
         key("retention_events_total", type=name): n for name, n in book.types.items()
@@ -84,5 +92,5 @@ def compute(events: Sequence[EventLike], s: OracleSettings = DEFAULTS) -> dict[K
     out.update(nps(book, C))
     out.update(churn_tenures(book, C))
     out.update(rfm(book, C))
-    out.update(breakdowns(book, C))
+    out.update(breakdowns(book, C, kept))
     return out

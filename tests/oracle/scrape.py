@@ -111,6 +111,19 @@ def flatten_all(text: str) -> dict[Key, float]:
     return out
 
 
+def kept_values(scraped: Mapping[Key, float]) -> dict[str, list[str]]:
+    """The platform and channel values a scrape shows besides the two buckets."""
+    kept: dict[str, list[str]] = {}
+    for name, labels in scraped:
+        if name == "retention_breakdown_active_customers":
+            found = dict(labels)
+            if found["value"] not in ("(not set)", "(other)"):
+                values = kept.setdefault(found["dimension"], [])
+                if found["value"] not in values:
+                    values.append(found["value"])
+    return kept
+
+
 def normalise(d: Mapping[Key, float]) -> dict[Key, float]:
     """Drop zero counters and compare the watermark in whole milliseconds."""
     out = {}

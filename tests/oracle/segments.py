@@ -4,6 +4,7 @@ back, RFM segments, and the breakdowns by platform and channel."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
 from tests.oracle.activity import base_change, churn, cohorts, customers
@@ -129,36 +130,48 @@ BREAKDOWN_METRICS = frozenset(
 )
 
 
-def dimension_values(book: Ledger, dimension: str) -> tuple[list[str], dict[str, str]]:
+def dimension_values(
+    book: Ledger, dimension: str, kept: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """(the values kept, in the order first met; each tracked customer's value).
 
     Only activity events count: the first N distinct values met on them are kept, later
     ones are OTHER; a customer takes the value of their first delivered activity event
     that has the field, NOT_SET when none has. A value spelled like a bucket stands for it.
+    `kept` gives the kept values instead, for events consumed from several partitions
+    with more distinct values than the cap: then the order they were first met in is
+    the consumption order, which only the tracker saw.
     """
-    kept: list[str] = []
+    cap = book.s.dimension_cap
+    met: list[str] = []
     of: dict[str, str] = {}
     for ev in book.events:  # delivery order
         raw = ev.get(dimension)
         if ev["type"] not in book.s.activity_types or raw in (None, NOT_SET):
             continue
         value = str(raw)
-        if value != OTHER and value not in kept:
-            if len(kept) < book.s.dimension_cap:
-                kept.append(value)
-            else:
-                value = OTHER
-        of.setdefault(ev["customer_id"], value if value in kept else OTHER)
-    return kept, {c: of.get(c, NOT_SET) for c in book.tracked}
+        if value != OTHER and value not in met:
+            met.append(value)
+        of.setdefault(ev["customer_id"], value)
+    chosen = list(kept) if kept is not None else met[:cap]
+    assert len(chosen) <= cap, f"{dimension}: {len(chosen)} values kept, over the cap {cap}"
+    values = {}
+    for c in book.tracked:
+        first = of.get(c)
+        values[c] = NOT_SET if first is None else first if first in chosen else OTHER
+    return chosen, values
 
 
-def breakdowns(book: Ledger, T: date) -> dict[Key, float]:
+def breakdowns(
+    book: Ledger, T: date, kept: Mapping[str, Sequence[str]] | None = None
+) -> dict[Key, float]:
     """For each dimension and value (the kept ones and both buckets): the activity and
     retention numbers of that value's customers alone, at the same day T."""
     out: dict[Key, float] = {}
     for dimension in DIMENSIONS:
-        kept, of = dimension_values(book, dimension)
-        for value in [*kept, NOT_SET, OTHER]:
+        given = None if kept is None else kept.get(dimension, [])
+        kept_values, of = dimension_values(book, dimension, given)
+        for value in [*kept_values, NOT_SET, OTHER]:
             members = {c for c, v in of.items() if v == value}
             mine = read_ledger([e for e in book.events if e["customer_id"] in members], book.s)
             samples = customers(mine, T)
