@@ -116,7 +116,7 @@ def test_breakdowns_of_a_seeded_history() -> None:
     assert not problems, problems
 
 
-# Hand-checked: T = 03-20, a Friday; the week of 03-16 is the running one.
+# Hand-checked: T = 03-20 (P's nps), so the evaluation day C is 03-19.
 #   N  nps 03-02 (no platform), app_open 03-03 ios       -> ios from its first activity
 #   L  install 03-02 (nothing), session 03-10 android     -> moves from (not set) to android
 #      paid; a late install 03-01 tv/email afterwards      -> sets nothing: first delivered
@@ -125,6 +125,7 @@ def test_breakdowns_of_a_seeded_history() -> None:
 #   O  install 03-05 "other" / "unknown"                   -> real values, not the buckets
 #   U  install 03-05 "unknown" / "(not set)"               -> unknown; channel not set
 #   B  install 03-06 "(other)"                             -> the (other) bucket
+#   Z  session 03-19 (nothing)                              -> (not set)
 HAND = [
     ev("n1", "N", "nps", "2026-03-02", score=9),
     ev("n2", "N", "app_open", "2026-03-03", platform="ios"),
@@ -136,7 +137,8 @@ HAND = [
     ev("o1", "O", "install", "2026-03-05", platform="other", channel="unknown"),
     ev("u1", "U", "install", "2026-03-05", platform="unknown", channel="(not set)"),
     ev("b1", "B", "install", "2026-03-06", platform="(other)"),
-    ev("z1", "Z", "session", "2026-03-20"),
+    ev("z1", "Z", "session", "2026-03-19"),
+    ev("p1", "P", "nps", "2026-03-20", score=5),
 ]
 
 
@@ -185,6 +187,7 @@ def test_the_cap_keeps_the_first_values_met_on_activity() -> None:
         ev("c", "C", "install", "2026-03-03", platform="android"),
         ev("d", "D", "install", "2026-03-04", platform="tv"),
         ev("e", "A", "install", "2026-03-05", platform="web"),
+        ev("p", "P", "nps", "2026-03-06", score=5),  # T = 03-06: evaluated at the end of 03-05
     ]
     expected = compute(events, OracleSettings(dimension_cap=2))
     assert platform_active(expected, "(other)") == 2  # D, A

@@ -205,13 +205,13 @@ def test_rfm_thresholds_are_settings() -> None:
 
 
 # --- breakdowns by platform and channel -------------------------------------------------
-# T = 03-20, a Friday: the last complete week is 03-09..03-15, the last complete month
-# February (no base yet).
+# T = 03-20 (P's nps), so the evaluation day C is 03-19, a Thursday: the last complete
+# week is 03-09..03-15, the last complete month February (no base yet).
 #   N  nps 03-02 with web (an nps sets nothing; web is never kept), app_open 03-03 ios -> ios
 #   L  install 03-02 without platform, session 03-10 android -> android; then a late
 #      install 03-01 with tv: tv is kept (met on an activity), but L stays android
 #   O  install 03-05 "other", U install 03-05 "unknown": real values
-#   B  install 03-06 "(other)": the (other) bucket; X session 03-20 "(not set)": not set
+#   B  install 03-06 "(other)": the (other) bucket; X session 03-19 "(not set)": not set
 
 BREAKDOWNS = [
     ev("n1", "N", "nps", "2026-03-02", score=9, platform="web"),
@@ -222,7 +222,8 @@ BREAKDOWNS = [
     ev("o1", "O", "install", "2026-03-05", platform="other"),
     ev("u1", "U", "install", "2026-03-05", platform="unknown"),
     ev("b1", "B", "install", "2026-03-06", platform="(other)"),
-    ev("x1", "X", "session", "2026-03-20", platform="(not set)"),
+    ev("x1", "X", "session", "2026-03-19", platform="(not set)"),
+    ev("p1", "P", "nps", "2026-03-20", score=5, platform="web"),
 ]
 
 

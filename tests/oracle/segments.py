@@ -163,10 +163,10 @@ def dimension_values(
 
 
 def breakdowns(
-    book: Ledger, T: date, kept: Mapping[str, Sequence[str]] | None = None
+    book: Ledger, C: date, kept: Mapping[str, Sequence[str]] | None = None
 ) -> dict[Key, float]:
     """For each dimension and value (the kept ones and both buckets): the activity and
-    retention numbers of that value's customers alone, at the same day T."""
+    retention numbers of that value's customers alone, at the end of the same day C."""
     out: dict[Key, float] = {}
     for dimension in DIMENSIONS:
         given = None if kept is None else kept.get(dimension, [])
@@ -174,11 +174,11 @@ def breakdowns(
         for value in [*kept_values, NOT_SET, OTHER]:
             members = {c for c, v in of.items() if v == value}
             mine = read_ledger([e for e in book.events if e["customer_id"] in members], book.s)
-            samples = customers(mine, T)
+            samples = customers(mine, C)
             for kind in PERIODS:
                 if kind != "day":
-                    samples.update(cohorts(mine, T, kind))
-                samples.update(churn(base_change(mine, T, kind)))
+                    samples.update(cohorts(mine, C, kind))
+                samples.update(churn(base_change(mine, C, kind)))
             for (name, labels), v in samples.items():
                 plain = name.removeprefix("retention_")
                 if plain in BREAKDOWN_METRICS:
