@@ -68,6 +68,7 @@ end
 
 local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   rebase(st, day)
+  -- platform and channel: each set once, by the first activity event carrying it
   if st.g == nil then st.g = UNSET_CODES end
   if band(flags, Flag.ACTIVITY) ~= 0 then assign_dimensions(st, codes, copy) end
   set_scopes(st.g)
