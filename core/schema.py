@@ -6,7 +6,7 @@ names from lua_header(), which is prepended to every script when it is loaded.
 Key layout (every key of a shard carries the same hash tag, so it is Redis Cluster ready):
   <ns>:{s:N}:agg    shard totals (TotalsField): customers, watermark, applied offsets,
                     event and invalid counts, money
-  <ns>:{s:N}:days   per-day counts (DaysField): base size, active windows, NPS answers
+  <ns>:{s:N}:days   per-day counts (DaysField): base size, active windows
   <ns>:{s:N}:per    per-period counts (PeriodsField): cohort sizes and cells, stayed in
                     the base, lifecycle, installs, cohort value
   <ns>:{s:N}:line   day-keyed deltas (TimelineField) the reader sums up to the watermark
@@ -71,9 +71,6 @@ class DaysField:
 
     BASE = "b:"  # customers in the base at the end of the day
     ACTIVE_IN_WINDOW = "a"  # + window length + ':' + day (active_window())
-    NPS_PROMOTERS = "np:"
-    NPS_PASSIVES = "nq:"
-    NPS_DETRACTORS = "nd:"
 
 
 class PeriodsField:
@@ -99,12 +96,19 @@ class TimelineField:
 
     SUBSCRIBERS = "sd:"
     MRR = "sm:"
-    FIRST_CHURN_QUICK = "cq:"  # churned within the quick-churn days of the first activity
+    FIRST_CHURN_QUICK = "cq:"  # first churn after a tenure under the quick-churn days
     FIRST_CHURN_LATE = "cl:"
     WON_BACK_QUICK = "wq:"  # active again after that first churn
     WON_BACK_LATE = "wl:"
-    RFM_KEY = "rf:"  # + last day : frequency score : monetary score : first day (or NOT_NEW)
+    # + last purchase day (or NO_PURCHASE) : frequency score : monetary score : first
+    # activity day (or NOT_NEW)
+    RFM_KEY = "rf:"
     RFM_NOT_NEW = "x"
+    RFM_NO_PURCHASE = "n"
+    # NPS respondents by group: +1 on the day an answer starts to count, -1 when it stops
+    NPS_PROMOTERS = "np:"
+    NPS_PASSIVES = "nq:"
+    NPS_DETRACTORS = "nd:"
 
 
 FIELD_GROUPS: tuple[type, ...] = (TotalsField, DaysField, PeriodsField, TimelineField)
@@ -198,7 +202,7 @@ class EventArgs(NamedTuple):
     amount_milli: int = 0
     nps_score: int = -1  # -1: no score
     codes: str = ""  # breakdown codes, e.g. 'P0\tC3'
-    subscription_id: str = ""  # the event id of subscription starts: it breaks ts ties
+    tie_id: str = ""  # event id of subscription starts and NPS answers: breaks ts ties
     customer_field: bytes | str = b""
 
 
@@ -206,6 +210,7 @@ class EventArgs(NamedTuple):
 CUSTOMER_SLOTS = (
     *("o8", "due", "a", "v", "e", "f", "l", "gp", "gc", "pt"),
     *("ls", "p", "r", "q", "x", "s", "k", "sa", "st", "si"),
+    *("pd", "n"),
 )
 
 

@@ -22,15 +22,16 @@ from core.schema import (
     numbered,
     period_field,
 )
+from core.segments import RfmKey
 from metrics.snapshot import CohortCell, CohortValue, Core, Lifecycle, PeriodChurn, Snapshot
 
-# Timeline series (subscriber deltas, first churns, RFM keys) by field prefix without
-# its ':', then by the rest of the field name (a day, or the RFM key).
+# Timeline series (subscriber deltas, first churns, NPS respondents, RFM keys) by field
+# prefix without its ':', then by the rest of the field name (a day, or the RFM key).
 Timeline = defaultdict[str, Counter[str]]
 NPS_GROUPS = (
-    ("promoter", DaysField.NPS_PROMOTERS),
-    ("passive", DaysField.NPS_PASSIVES),
-    ("detractor", DaysField.NPS_DETRACTORS),
+    ("promoter", TimelineField.NPS_PROMOTERS),
+    ("passive", TimelineField.NPS_PASSIVES),
+    ("detractor", TimelineField.NPS_DETRACTORS),
 )
 # Tenure classes of first churns: (label, first-churn series, won-back series).
 TENURES = (
@@ -42,10 +43,9 @@ TENURES = (
 class AggregateFields:
     """Names the summed fields of one scrape and turns their sums into snapshot parts."""
 
-    def __init__(self, calendar: Calendar, cohorts_kept: int, nps_days: int) -> None:
+    def __init__(self, calendar: Calendar, cohorts_kept: int) -> None:
         self.calendar = calendar
         self.cohorts_kept = cohorts_kept
-        self.nps_days = nps_days
 
     def recent(self, kind: Period, day: int) -> range:
         """The K most recent periods up to the one containing `day`."""
@@ -59,8 +59,6 @@ class AggregateFields:
 
     def day_fields(self, day: int, prefixes: list[str]) -> list[str]:
         fields: list[str] = []
-        for _, nps in NPS_GROUPS:
-            fields += [numbered(nps, day - i) for i in range(self.nps_days)]
         for prefix in prefixes:
             fields += [numbered(active_window(n), day, scope=prefix) for n in ACTIVITY_WINDOWS]
             for kind in Period:
@@ -243,20 +241,24 @@ class AggregateFields:
         for tenure, churned, won_back in TENURES:
             snap.churned[tenure] = _sum_until(timeline, churned, day)
             snap.won_back[tenure] = _sum_until(timeline, won_back, day)
+        # each respondent's counted answer adds 1 from its day and 1 less when it stops
+        # counting (a later answer, or the end of its window)
+        for group, prefix in NPS_GROUPS:
+            snap.nps[group] = _sum_until(timeline, prefix, day)
         for name, count in _series(timeline, TimelineField.RFM_KEY).items():
             if count:
-                last, frequency, monetary, first = name.split(":")
-                first_day = None if first == TimelineField.RFM_NOT_NEW else int(first)
-                snap.rfm[(int(last), int(frequency), int(monetary), first_day)] += count
+                snap.rfm[_rfm_key(name)] += count
 
-    def nps(self, day: int, days: dict[str, int]) -> Counter[str]:
-        """Respondents per NPS group over the window ending on `day`."""
-        return Counter(
-            {
-                group: sum(days[numbered(prefix, day - i)] for i in range(self.nps_days))
-                for group, prefix in NPS_GROUPS
-            }
-        )
+
+def _rfm_key(name: str) -> RfmKey:
+    """(last purchase day or None, F score, M score, first day or None) of an RFM key."""
+    purchased, frequency, monetary, first = name.split(":")
+    return RfmKey(
+        last_purchase=None if purchased == TimelineField.RFM_NO_PURCHASE else int(purchased),
+        frequency=int(frequency),
+        monetary=int(monetary),
+        first=None if first == TimelineField.RFM_NOT_NEW else int(first),
+    )
 
 
 def _series(timeline: Timeline, prefix: str) -> Counter[str]:

@@ -40,9 +40,7 @@ class AggregateReader:
         self.keys = Keys(settings.namespace, settings.shards)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.lateness_ms = settings.allowed_lateness_seconds * 1000
-        self.fields = AggregateFields(
-            self.calendar, settings.cohorts_kept, settings.nps_window_days
-        )
+        self.fields = AggregateFields(self.calendar, settings.cohorts_kept)
         self.namespace = settings.namespace
 
     def headline(self) -> tuple[int | None, int]:
@@ -79,7 +77,6 @@ class AggregateReader:
         periods |= cells
         snap.active = {n: days[numbered(active_window(n), day)] for n in ACTIVITY_WINDOWS}
         snap.active_so_far = {n: days[name] for n, name in so_far.items()}
-        snap.nps = self.fields.nps(day, days)
         for kind in Period:
             self.fields.fill_cohorts(snap, kind, day, periods)
             self.fields.fill_unbounded(snap, kind, day, periods)

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from core.calendar import Calendar, Period
 from core.rules import ACTIVITY_WINDOWS, churn_ratio, crr, ratio
-from core.segments import count_segments
+from core.segments import RfmThresholds, count_segments
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from metrics.exposition import Family
@@ -353,21 +353,27 @@ class RetentionCollector(Collector):
 
     def _nps(self, snap: Snapshot) -> list[Family]:
         responses = gauge(
-            "retention_nps_responses", "NPS answers in the trailing window.", ["group"]
+            "retention_nps_responses",
+            "NPS respondents in the trailing window, by the group of their latest answer.",
+            ["group"],
         )
         for group in ("promoter", "passive", "detractor"):
             responses.add((group,), snap.nps[group])
         total = sum(snap.nps.values())
         score = single(
             "retention_nps",
-            "Net promoter score (-100 to 100), trailing window.",
+            "Net promoter score (-100 to 100): % promoters - % detractors of respondents.",
             ratio(100 * (snap.nps["promoter"] - snap.nps["detractor"]), total),
         )
         return [responses, score]
 
     def _churn_tenure(self, snap: Snapshot) -> list[Family]:
         labels = ["tenure"]
-        churned = gauge("retention_churned_customers", "Customers churned, by tenure.", labels)
+        churned = gauge(
+            "retention_churned_customers",
+            "Customers churned, by tenure (first to last activity before churning).",
+            labels,
+        )
         won = gauge("retention_winback_customers", "Churned customers who came back.", labels)
         rate = gauge("retention_winback_ratio", "Won back / churned.", labels)
         for tenure in ("quick", "late"):
@@ -378,13 +384,13 @@ class RetentionCollector(Collector):
 
     def _rfm(self, snap: Snapshot) -> list[Family]:
         assert snap.evaluation_day is not None
-        counts = count_segments(
-            snap.rfm,
-            snap.evaluation_day,
-            self.settings.rfm_recency_days,
-            self.settings.rfm_new_days,
+        rules = RfmThresholds(self.settings.rfm_recency_days, self.settings.rfm_new_days)
+        counts = count_segments(snap.rfm, snap.evaluation_day, rules)
+        family = gauge(
+            "retention_rfm_customers",
+            "Customers per RFM segment (recency of the last purchase, purchases, spend).",
+            ["segment"],
         )
-        family = gauge("retention_rfm_customers", "Customers per RFM segment.", ["segment"])
         for name, count in counts.items():
             family.add((name,), count)
         return [family]

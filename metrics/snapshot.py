@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from core.calendar import Period
 from core.rules import lost
+from core.segments import RfmKey
 
 
 class CohortCell(NamedTuple):
@@ -119,5 +120,5 @@ class Snapshot:
     nps: Counter[str] = field(default_factory=Counter)
     churned: Counter[str] = field(default_factory=Counter)
     won_back: Counter[str] = field(default_factory=Counter)
-    rfm: Counter[tuple[int, int, int, int | None]] = field(default_factory=Counter)
+    rfm: Counter[RfmKey] = field(default_factory=Counter)
     breakdowns: dict[tuple[str, str], Core] = field(default_factory=dict)

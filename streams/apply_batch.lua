@@ -11,8 +11,8 @@
 --   Then one EventArg group per record (core/schema.py EventArgs): bucket key index
 --   (0 = invalid), partition, offset, event-id hash, type (or reason), flags, day, ts ms,
 --   amount milli, NPS score, breakdown codes (e.g. "P0\tC3"), the event id itself for
---   subscription starts and renewals (it breaks ts ties for MRR), and the customer's
---   field in its bucket.
+--   subscription starts and renewals and NPS answers (it breaks ts ties), and the
+--   customer's field in its bucket.
 --
 -- Returns {applied, duplicates, replayed}, followed by (partition, stored offset)
 -- pairs when the batch would leave a hole.
@@ -53,7 +53,7 @@ end
 -- with the decoded day lists and base runs it shares with the state.
 local function copy(st)
   return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
-    sa = st.sa, a_days = st.a_days, a_days_of = st.a_days_of, x_days = st.x_days,
+    sa = st.sa, pd = st.pd, n = st.n, a_days = st.a_days, a_days_of = st.a_days_of, x_days = st.x_days,
     x_days_of = st.x_days_of, s_days = st.s_days, s_days_of = st.s_days_of,
     k_days = st.k_days, k_days_of = st.k_days_of, base_runs = st.base_runs,
     base_runs_of_a = st.base_runs_of_a, base_runs_of_x = st.base_runs_of_x }
@@ -66,6 +66,32 @@ local function count_in_periods(prefix, day)
   for _, P in ipairs(PERIODS) do incr(PER, prefix .. P .. ':' .. period(day, P), 1) end
 end
 
+-- Whether NPS answer x is later than y: by ts, a tie going to the larger event id.
+local function later(x, y)
+  return x[2] > y[2] or (x[2] == y[2] and x[4] > y[4])
+end
+
+-- The customer's NPS answers with this one, which replaces an earlier answer of its day
+-- or is dropped for a later one. Answers that no window from the newest answer's day
+-- less LAG on can reach are forgotten: all they changed lies before any day the
+-- exporter will still evaluate, so at most NPS_DAYS + LAG answers are kept. The list is
+-- replaced, never changed in place, so a copy of the state keeps the old one.
+local function with_answer(answers, day, ts, score, id)
+  local new, out = { day, ts, score, id }, {}
+  local newest = answers[#answers]
+  local keep_from = math.max(day, newest and newest[1] or day) - LAG - NPS_DAYS + 1
+  for _, answer in ipairs(answers) do
+    if answer[1] == day then
+      if later(answer, new) then new = answer end
+    elseif answer[1] >= keep_from then
+      out[#out + 1] = answer
+    end
+  end
+  if day >= keep_from then out[#out + 1] = new end
+  table.sort(out, function(x, y) return x[1] < y[1] end)
+  return out
+end
+
 local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   rebase(st, day)
   -- platform and channel: each set once, by the first activity event carrying it
@@ -76,6 +102,7 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   if st.f == nil or ts < st.f then st.f = ts end
   if st.l == nil or ts > st.l then st.l = ts end
   if band(flags, Flag.PURCHASE) ~= 0 then
+    if st.pd == nil or day > st.pd then st.pd = day end
     st.p = st.p + 1
     st.r = st.r + amount
     incr(AGG, TotalsField.PURCHASES, 1)
@@ -90,15 +117,7 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   if band(flags, Flag.SUBSCRIPTION_OFF) ~= 0 then
     count_in_periods(PeriodsField.SUBSCRIPTION_CANCELS, day)
   end
-  if band(flags, Flag.NPS) ~= 0 and nps >= 0 then
-    local answer = DaysField.NPS_DETRACTORS
-    if nps >= 9 then
-      answer = DaysField.NPS_PROMOTERS
-    elseif nps >= 7 then
-      answer = DaysField.NPS_PASSIVES
-    end
-    incr(DAYS, answer .. day, 1)
-  end
+  if band(flags, Flag.NPS) ~= 0 and nps >= 0 then st.n = with_answer(st.n, day, ts, nps, id) end
   local subscribes = band(flags, Flag.SUBSCRIPTION_ON) ~= 0
   if subscribes and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
     st.sa, st.st, st.si = amount, ts, id
@@ -116,7 +135,8 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
     mark_due(DUE, key, st, from)
   end
   if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
-      or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa then
+      or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa
+      or st.pd ~= before.pd or st.n ~= before.n then
     -- st.contributions: those of the state before this event, kept from the last one
     local after = contributions(st)
     apply_difference(st.contributions or contributions(before), after)
@@ -186,7 +206,7 @@ for i = FIRST_EVENT, #ARGV, E.COUNT do
         local ts = tonumber(ARGV[i + E.TS_MS])
         local day = tonumber(ARGV[i + E.DAY])
         apply_event(KEYS[kidx], st, flags, day, ts, tonumber(ARGV[i + E.AMOUNT_MILLI]),
-          tonumber(ARGV[i + E.NPS_SCORE]), ARGV[i + E.CODES], ARGV[i + E.SUBSCRIPTION_ID])
+          tonumber(ARGV[i + E.NPS_SCORE]), ARGV[i + E.CODES], ARGV[i + E.TIE_ID])
         if flags ~= Flag.ACTIVITY or first_of_type_that_day(st, kind, day) then
           incr(AGG, TotalsField.EVENTS_OF_TYPE .. kind, 1)
         end

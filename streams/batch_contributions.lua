@@ -1,6 +1,6 @@
 -- The counters that are a plain function of one customer's whole state: purchasing
 -- and repeat customers, first-day sums, cohort value, the RFM key, first churn and
--- win-back, subscription and MRR deltas.
+-- win-back, NPS respondents, subscription and MRR deltas.
 --
 -- contributions(st) gives them as {key = {field = amount}}; an event changes them by
 -- the new state's contributions minus the old state's (apply_difference).
@@ -12,6 +12,31 @@ local function score(value, thresholds)
     if value >= t then s = s + 1 end
   end
   return s
+end
+
+-- The latest of the sorted days A on or before day c (A[1] <= c).
+local function latest_by(A, c)
+  local latest = A[1]
+  for _, a in ipairs(A) do
+    if a > c then break end
+    latest = a
+  end
+  return latest
+end
+
+-- The timeline field prefix of an NPS score's group.
+local function nps_group(score)
+  if score >= 9 then return TimelineField.NPS_PROMOTERS end
+  if score >= 7 then return TimelineField.NPS_PASSIVES end
+  return TimelineField.NPS_DETRACTORS
+end
+
+-- The RFM key: last purchase day (or none), F and M scores, and the first activity day
+-- f while the customer can still be new at an evaluation day (L: last activity day).
+local function rfm_key(st, f, L)
+  local fkey = (L - f < NEWKEY) and tostring(f) or TimelineField.RFM_NOT_NEW
+  if st.pd == nil then return TimelineField.RFM_NO_PURCHASE .. ':1:1:' .. fkey end
+  return st.pd .. ':' .. score(st.p, FREQ) .. ':' .. score(st.r - st.q, MONEY) .. ':' .. fkey
 end
 
 -- Everything that is a plain function of one customer's whole state: the new value
@@ -31,16 +56,22 @@ local function contributions(st)
     per[PeriodsField.COHORT_NET_REVENUE .. month] = net
     per[PeriodsField.COHORT_FIRST_DAY_SUM .. month] = f
     local L = A[#A]
-    local fkey = (L - f < NEWKEY) and tostring(f) or TimelineField.RFM_NOT_NEW
-    local rfm = L .. ':' .. score(st.p, FREQ) .. ':' .. score(net, MONEY) .. ':' .. fkey
-    line[TimelineField.RFM_KEY .. rfm] = 1
+    line[TimelineField.RFM_KEY .. rfm_key(st, f, L)] = 1
+    -- tenure: first to last activity day before the first churn day c
     local c = first_churn(base_runs(st), f)
-    local quick = c - f < QUICK
+    local quick = latest_by(A, c) - f < QUICK
     local churned = quick and TimelineField.FIRST_CHURN_QUICK or TimelineField.FIRST_CHURN_LATE
     line[churned .. c] = 1
     if L > c then
       line[(quick and TimelineField.WON_BACK_QUICK or TimelineField.WON_BACK_LATE) .. c] = 1
     end
+  end
+  -- each answer counts from its day until the next answer's day or the end of its window
+  for i, answer in ipairs(st.n) do
+    local group, stop, following = nps_group(answer[3]), answer[1] + NPS_DAYS, st.n[i + 1]
+    if following ~= nil and following[1] < stop then stop = following[1] end
+    add(line, group .. answer[1], 1)
+    add(line, group .. stop, -1)
   end
   local subscribers, mrr = TimelineField.SUBSCRIBERS, TimelineField.MRR
   for _, span in ipairs(subscribed_intervals(st)) do

@@ -20,7 +20,10 @@
 -- e event-id hashes of the events that moved counters;
 -- f/l first and last event ts; p/r/q purchases, revenue, refunded (milli); sa/st/si
 -- latest subscription amount, ts, event id; g platform and channel codes; pt/ls last
--- published lifecycle day and state; due the sweep's next day for this customer.
+-- published lifecycle day and state; due the sweep's next day for this customer; pd
+-- the day of the latest purchase; n the NPS answers still needed, the latest of each
+-- answer day, ascending by day, each { day, ts, score, event id } (stored flat, four
+-- values an answer, the ts as ms after its day's UTC midnight).
 
 local DAY_MS = 86400000
 -- o8 and due come first in CUSTOMER_SLOTS, so the sweep can read a customer's due day alone.
@@ -88,6 +91,29 @@ local function some_days(v)
   return nil
 end
 
+-- NPS answers as one flat list (nil when there are none): four values per answer.
+local function encode_answers(n, o)
+  if n == nil or #n == 0 then return nil end
+  local flat = {}
+  for _, answer in ipairs(n) do
+    local day = answer[1]
+    flat[#flat + 1] = day - o
+    flat[#flat + 1] = answer[2] - day * DAY_MS
+    flat[#flat + 1] = answer[3]
+    flat[#flat + 1] = answer[4]
+  end
+  return flat
+end
+
+local function decode_answers(flat, o)
+  local n = {}
+  for i = 1, #(flat or {}), 4 do
+    local day = o + flat[i]
+    n[#n + 1] = { day, day * DAY_MS + flat[i + 1], flat[i + 2], flat[i + 3] }
+  end
+  return n
+end
+
 local function encode_customer(st)
   local o, base = st.o, st.o * DAY_MS
   local gp, gc = split_codes(st.g)
@@ -97,7 +123,7 @@ local function encode_customer(st)
     st.f and st.f - base,
     st.l and st.l - (st.f or base), gp, gc, st.pt and st.pt - o, st.ls and state_code(st.ls),
     some(st.p), some(st.r), some(st.q), some(st.x), some(st.s), some(st.k), some(st.sa),
-    st.st and st.st - base, some(st.si),
+    st.st and st.st - base, some(st.si), st.pd and st.pd - o, encode_answers(st.n, o),
   }
   local n = #CUSTOMER_SLOTS
   while values[n] == nil do n = n - 1 end
@@ -107,9 +133,9 @@ end
 local function decode_customer(blob)
   if blob == nil or blob == '' then
     return { a = '', v = {}, x = '', s = '', k = '', e = '', si = '', p = 0, r = 0, q = 0,
-      sa = 0 }
+      sa = 0, n = {} }
   end
-  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si =
+  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si, pd, n =
     cmsgpack.unpack(blob)
   local o = o8 * 8
   local base = o * DAY_MS
@@ -119,6 +145,7 @@ local function decode_customer(blob)
     l = l and (f or base) + l, g = join_codes(gp, gc), pt = pt and o + pt,
     ls = ls and state_name(ls), p = p or 0, r = r or 0, q = q or 0, x = x or '',
     s = s or '', k = k or '', sa = sa or 0, st = sts and base + sts, si = si or '',
+    pd = pd and o + pd, n = decode_answers(n, o),
   }
 end
 

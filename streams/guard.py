@@ -43,6 +43,7 @@ def fingerprint(settings: Settings) -> dict[str, str]:
         "allowed_lateness_seconds": settings.allowed_lateness_seconds,
         "cohorts_kept": settings.cohorts_kept,
         "quick_churn_days": settings.quick_churn_days,
+        "nps_window_days": settings.nps_window_days,
         "rfm_frequency": list(settings.rfm_frequency),
         "rfm_monetary": list(settings.rfm_monetary),
         "rfm_new_days": settings.rfm_new_days,

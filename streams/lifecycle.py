@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from core.calendar import Calendar, day_to_date
 from core.schema import Keys, SweepArgs, TotalsField
-from core.segments import recency_score, segment, threshold_score
+from core.segments import RfmKey, RfmThresholds, customer_segment, threshold_score
 from core.settings import Settings
 from core.totals import positions
 from streams.scripts import load_script
@@ -183,8 +183,13 @@ class LifecyclePublisher:
         return customer.encode(), ENCODE(body)
 
     def _segment(self, change: dict[str, Any], day: int) -> str:
+        """The customer's RFM segment on the day of the change, by the exporter's rule,
+        with the purchases known when the change was queued."""
         s = self.settings
-        r = recency_score(max(0, day - change["last"]), s.rfm_recency_days)
-        f = threshold_score(change["purchases"], s.rfm_frequency)
-        m = threshold_score(change["net_milli"] / 1000, s.rfm_monetary)
-        return segment(r, f, m, is_new=day - change["first"] < s.rfm_new_days)
+        key = RfmKey(
+            last_purchase=change.get("purchased"),  # absent: no purchase
+            frequency=threshold_score(change["purchases"], s.rfm_frequency),
+            monetary=threshold_score(change["net_milli"] / 1000, s.rfm_monetary),
+            first=change["first"],
+        )
+        return customer_segment(key, day, RfmThresholds(s.rfm_recency_days, s.rfm_new_days))

@@ -22,8 +22,10 @@ from streams.scripts import load_script
 
 # Plain ints: `int & IntFlag` builds a Flag member (~4 µs), far too slow per event.
 MONEY_FLAGS = int(Flag.PURCHASE | Flag.REFUND | Flag.SUBSCRIPTION_ON)
-SUBSCRIPTION_ON = int(Flag.SUBSCRIPTION_ON)
 ACTIVITY = int(Flag.ACTIVITY)
+# Events whose ts ties are broken by their event id (the latest subscription amount, a
+# customer's latest NPS answer of a day).
+TIED = int(Flag.SUBSCRIPTION_ON | Flag.NPS)
 # Bytes of an event-id hash in a customer's id set: a new event is taken for a duplicate
 # with probability <= n / 2**48 for a customer with n remembered ids (1e3 ids: 3.6e-12).
 EVENT_HASH_BYTES = 6
@@ -99,9 +101,9 @@ class StateWriter:
                 "ws": settings.week_start_index,
                 "K": settings.cohorts_kept,
                 "quick": settings.quick_churn_days,
-                "newkey": settings.rfm_new_days
-                + -(-settings.allowed_lateness_seconds // 86400)
-                + 1,
+                "newkey": settings.rfm_new_days + evaluation_lag_days(settings),
+                "nps": settings.nps_window_days,
+                "lag": evaluation_lag_days(settings),
                 "freq": list(settings.rfm_frequency),
                 "money": [1000 * t for t in settings.rfm_monetary],
                 "pure": sorted(settings.pure_activity_types),
@@ -181,7 +183,7 @@ class StateWriter:
             codes=await self.dimensions.codes(
                 event.platform, event.channel, activity=bool(flags & ACTIVITY)
             ),
-            subscription_id=event.event_id if flags & SUBSCRIPTION_ON else "",
+            tie_id=event.event_id if flags & TIED else "",
             customer_field=member,
         )
 
@@ -212,3 +214,12 @@ def _flag_table(settings: Settings) -> dict[str, int]:
     for name in settings.refund_types:
         table[name] |= Flag.REFUND
     return {name: int(flags) for name, flags in table.items()}  # Redis takes plain ints
+
+
+def evaluation_lag_days(settings: Settings) -> int:
+    """How many days the exporter's evaluation day can lie before the day of an event the
+    worker has applied, from then on: the allowed lateness and an event's lead over the
+    clock in whole days, one day for a daylight-saving shift and one because the newest
+    day may still be running. State that only matters before that day can be forgotten."""
+    lead_ms = (settings.allowed_lateness_seconds + settings.max_future_seconds) * 1000
+    return -(-lead_ms // 86_400_000) + 2

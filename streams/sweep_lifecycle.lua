@@ -94,7 +94,7 @@ local function sweep_customer(id, st)
       if now ~= from then
         redis.call('RPUSH', OUTBOX, cjson.encode({
           customer = id, from = from, to = now, day = t, reason = reason(from, now, last, t),
-          last = last, first = A[1], purchases = st.p, net_milli = st.r - st.q,
+          first = A[1], purchased = st.pd, purchases = st.p, net_milli = st.r - st.q,
         }))
         changes = changes + 1
         from = now

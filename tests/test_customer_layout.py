@@ -95,7 +95,11 @@ def test_blob_round_trip_in_lua() -> None:
             "pt": base + 19,
             "ls": "at_risk_7",
             "due": base + 25,
+            "pd": base + 17,
+            # NPS answers: day, ts (one before its day's UTC midnight), score, event id
+            "n": [[base + 3, ms + 3 * 86_400_000 - 1, 9, "nps-1"], [base + 40, ms, 0, "x" * 128]],
         },
+        {"o": base, "e": "abcdef", "f": ms, "l": ms, "n": [[base, ms, 7, "only"]]},
         {"o": base, "a": "\x01", "e": "abcdef", "f": ms, "l": ms, "pt": base, "ls": "churned"},
         *(
             {"o": base, "e": "abcdef", "f": ms, "l": ms, "g": g}
@@ -112,6 +116,7 @@ def test_blob_round_trip_in_lua() -> None:
     got = json.loads(raw)
     assert got["ids"] == IDS
     empty = {"a": "", "v": {}, "x": "", "s": "", "k": "", "e": "", "si": "", "p": 0, "r": 0, "q": 0}
+    empty["n"] = {}  # an empty Lua table: cjson writes an object
     sizes = []
     for sent, back in zip(states, got["states"], strict=True):
         assert back.pop("due_header", None) == sent.get("due")

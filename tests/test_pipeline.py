@@ -15,6 +15,7 @@ from core.totals import positions
 from tests.history import generate_history
 from tests.oracle import (
     COMPARED,
+    RFM_SEGMENTS,
     Key,
     OracleSettings,
     compute,
@@ -97,7 +98,7 @@ def assert_exercises_value_metrics(exp: dict[Key, float]) -> None:
     def values(name: str) -> list[float]:
         return [v for k, v in exp.items() if k[0] == name]
 
-    for segment in ("new", "vip", "pre_vip", "loyal", "at_risk", "lost", "hibernating", "active"):
+    for segment in RFM_SEGMENTS:
         assert exp[key("retention_rfm_customers", segment=segment)] > 0, segment
     for group in ("promoter", "passive", "detractor"):
         assert exp[key("retention_nps_responses", group=group)] > 0, group

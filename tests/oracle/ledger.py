@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from tests.oracle.basics import EventLike, OracleSettings, milli, pure_activity, ts_ms
@@ -22,6 +22,13 @@ from tests.oracle.periods import local_day
 Subscription = tuple[date, str, int, str, int]
 
 
+class NpsAnswer(NamedTuple):
+    day: date
+    ts_ms: int
+    event_id: str
+    score: int
+
+
 @dataclass
 class Ledger:
     s: OracleSettings
@@ -29,11 +36,12 @@ class Ledger:
     active: dict[str, set[date]] = field(default_factory=dict)
     churn: dict[str, set[date]] = field(default_factory=dict)
     purchases: dict[str, list[int]] = field(default_factory=dict)  # milli of each purchase
+    purchase_days: dict[str, list[date]] = field(default_factory=dict)  # day of each purchase
     refunds: dict[str, list[int]] = field(default_factory=dict)  # milli of each refund
     install_days: list[date] = field(default_factory=list)
     subs: dict[str, list[Subscription]] = field(default_factory=dict)
     cancel_days: list[date] = field(default_factory=list)
-    nps_answers: list[tuple[date, int]] = field(default_factory=list)
+    nps_answers: dict[str, list[NpsAnswer]] = field(default_factory=dict)  # by customer
     max_ts: int | None = None
     events: list[Mapping[str, Any]] = field(default_factory=list)  # unique, delivery order
 
@@ -106,6 +114,7 @@ def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
             book.churn.setdefault(cid, set()).add(d)
         if kind in s.purchase_types:
             book.purchases.setdefault(cid, []).append(milli(ev))
+            book.purchase_days.setdefault(cid, []).append(d)
         if kind in s.refund_types:
             book.refunds.setdefault(cid, []).append(milli(ev))
         if kind == s.install_type:
@@ -115,5 +124,6 @@ def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
         if kind == s.cancel_type:
             book.cancel_days.append(d)
         if kind == s.nps_type:
-            book.nps_answers.append((d, int(ev["score"])))
+            answer = NpsAnswer(d, ms, ev["event_id"], int(ev["score"]))
+            book.nps_answers.setdefault(cid, []).append(answer)
     return book

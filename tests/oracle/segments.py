@@ -1,5 +1,6 @@
-"""Customers in groups: NPS answers by group, churned customers by tenure and those won
-back, RFM segments, and the breakdowns by platform and channel."""
+"""Customers in groups: NPS respondents by group, churned customers by tenure and those
+won back, RFM segments (docs/definitions.md "NPS", "Quick and late churn, win-back",
+"RFM segments"), and the breakdowns by platform and channel."""
 
 from __future__ import annotations
 
@@ -16,35 +17,44 @@ NPS_GROUPS = ("promoter", "passive", "detractor")
 TENURES = ("quick", "late")
 RFM_SEGMENTS = (
     "new",
+    "no_purchase",
     "vip",
     "pre_vip",
     "loyal",
     "at_risk",
     "lost",
     "hibernating",
-    "active",
+    "promising",
 )
 
 
+def nps_group(score: int) -> str:
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
 def nps(book: Ledger, C: date) -> dict[Key, float]:
-    """Answers of the NPS window ending on C by group, and the score."""
+    """Respondents of the NPS window ending on C by the group of their latest answer in it,
+    and the score."""
     window_start = C - timedelta(days=book.s.nps_window_days - 1)
     groups: Counter[str] = Counter()
-    for d, score in book.nps_answers:
-        if window_start <= d <= C:
-            groups["promoter" if score >= 9 else "passive" if score >= 7 else "detractor"] += 1
+    for answers in book.nps_answers.values():
+        in_window = [a for a in answers if window_start <= a.day <= C]
+        if in_window:
+            latest = max(in_window, key=lambda a: (a.ts_ms, a.event_id))
+            groups[nps_group(latest.score)] += 1
     out: dict[Key, float] = {
         key("retention_nps_responses", group=group): groups[group] for group in NPS_GROUPS
     }
-    responses = sum(groups.values())
-    if responses:
-        out[key("retention_nps")] = 100 * (groups["promoter"] - groups["detractor"]) / responses
+    respondents = sum(groups.values())
+    if respondents:
+        out[key("retention_nps")] = 100 * (groups["promoter"] - groups["detractor"]) / respondents
     return out
 
 
 def churn_tenures(book: Ledger, C: date) -> dict[Key, float]:
-    """Customers whose first churn day is at most C, by tenure then, and those active
-    again after it (at any time)."""
+    """Customers whose first churn day is at most C, by their tenure (first activity day to
+    the last activity day on or before the churn day), and those active again after it (at
+    any time)."""
     churned: Counter[str] = Counter()
     won_back: Counter[str] = Counter()
     for c in book.tracked:
@@ -53,7 +63,8 @@ def churn_tenures(book: Ledger, C: date) -> dict[Key, float]:
             day += timedelta(days=1)
         if day > C:
             continue  # the first churn day is after C: not churned (yet)
-        tenure = "quick" if (day - book.first[c]).days < book.s.quick_churn_days else "late"
+        last = max(a for a in book.active[c] if a <= day)
+        tenure = "quick" if (last - book.first[c]).days < book.s.quick_churn_days else "late"
         churned[tenure] += 1
         if any(a > day for a in book.active[c]):
             won_back[tenure] += 1
@@ -66,10 +77,24 @@ def churn_tenures(book: Ledger, C: date) -> dict[Key, float]:
     return out
 
 
-def rfm_segment(r: int, f: int, m: int, is_new: bool) -> str:
-    """The named segment of R, F, M scores; the first rule that matches wins."""
-    if is_new:
+def rfm_segment(book: Ledger, c: str, day: date) -> str:
+    """Customer c's segment at the end of `day`, with every purchase and refund in the ledger;
+    the rules in order, the first that matches wins."""
+    s = book.s
+    if (day - book.first[c]).days < s.rfm_new_days:
         return "new"
+    if not book.purchase_days.get(c):
+        return "no_purchase"
+    recency = max(0, (day - max(book.purchase_days[c])).days)
+    r = 1
+    for score, limit in zip((5, 4, 3, 2), s.rfm_recency_days, strict=True):
+        if recency <= limit:
+            r = score
+            break
+    n = len(book.purchases[c])
+    f = 1 + sum(1 for limit in s.rfm_frequency if limit <= n)
+    spend = sum(book.purchases[c]) - sum(book.refunds.get(c, []))  # milli
+    m = 1 + sum(1 for limit in s.rfm_monetary if limit * 1000 <= spend)
     if r >= 4 and f >= 4 and m >= 4:
         return "vip"
     if r >= 3 and f >= 3 and m >= 3:
@@ -82,28 +107,12 @@ def rfm_segment(r: int, f: int, m: int, is_new: bool) -> str:
         return "lost"
     if r == 2:
         return "hibernating"
-    return "active"
+    return "promising"
 
 
 def rfm(book: Ledger, C: date) -> dict[Key, float]:
     """Customers first seen by C, by RFM segment."""
-    s = book.s
-    segments: Counter[str] = Counter()
-    for c in book.tracked:
-        first = book.first[c]
-        if first > C:
-            continue
-        recency = max(0, (C - max(book.active[c])).days)
-        r = 1
-        for score, limit in zip((5, 4, 3, 2), s.rfm_recency_days, strict=True):
-            if recency <= limit:
-                r = score
-                break
-        n = len(book.purchases.get(c, []))
-        f = 1 + sum(1 for limit in s.rfm_frequency if limit <= n)
-        m = sum(book.purchases.get(c, [])) - sum(book.refunds.get(c, []))  # milli
-        mscore = 1 + sum(1 for limit in s.rfm_monetary if limit * 1000 <= m)
-        segments[rfm_segment(r, f, mscore, (C - first).days < s.rfm_new_days)] += 1
+    segments = Counter(rfm_segment(book, c, C) for c in book.tracked if book.first[c] <= C)
     return {
         key("retention_rfm_customers", segment=segment): segments[segment]
         for segment in RFM_SEGMENTS
