@@ -108,6 +108,10 @@ def second_round(first: list[Event]) -> list[Event]:
         ev("late-3", "nps-p0", "nps", "2026-06-12", score=0),
         # nps-p1's answer of 05-01 is before the window and older than its 06-10 answer
         ev("late-4", "nps-p1", "nps", "2026-05-01", score=0),
+        # same day as their 06-10 12:00 answers: nps-p2's earlier 0 does not count,
+        # nps-p3's later 0 replaces their 10
+        ev("late-7", "nps-p2", "nps", "2026-06-10", "08:00:00", score=0),
+        ev("late-8", "nps-p3", "nps", "2026-06-10", "18:00:00", score=0),
         # nps-q: 8 on 06-20, delivered before their earlier 2 of 06-02: a passive
         ev("late-5", "nps-q", "nps", "2026-06-20", score=8),
         ev("late-6", "nps-q", "nps", "2026-06-02", score=2),
@@ -179,13 +183,13 @@ def test_customer_rules_through_the_pipeline(pipeline) -> None:  # type: ignore[
     assert got[key("retention_rfm_customers", segment="lost")] == 1  # r-lost
     assert got[key("retention_rfm_customers", segment="loyal")] == 2  # r-loyal, r-late
     assert got[key("retention_rfm_customers", segment="vip")] == 1
-    # promoters nps-p1..p4; passive nps-q; detractors nps-d and nps-p0: (4 - 2) / 7
+    # promoters nps-p1, p2, p4; passive nps-q; detractors nps-d, p0, p3: (3 - 3) / 7
     assert pick(got, "retention_nps_responses") == {
-        key("retention_nps_responses", group="promoter"): 4,
+        key("retention_nps_responses", group="promoter"): 3,
         key("retention_nps_responses", group="passive"): 1,
-        key("retention_nps_responses", group="detractor"): 2,
+        key("retention_nps_responses", group="detractor"): 3,
     }
-    assert got[key("retention_nps")] == pytest.approx(100 * 2 / 7)
+    assert got[key("retention_nps")] == 0.0
 
 
 def check_lifecycle_segments(p: Pipeline, events: list[Event]) -> None:
