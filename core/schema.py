@@ -85,6 +85,7 @@ class PeriodsField:
     INSTALLS = "i:"
     SUBSCRIPTION_CANCELS = "sc:"
     STAYED_IN_BASE = "s:"  # in the base at the end of the period before and of this one
+    STAYED_SUBSCRIBED = "ss:"  # subscribed at the end of the period before and of this one
     COHORT_PURCHASES = "vp:"  # month cohorts only, like the two below
     COHORT_NET_REVENUE = "vr:"
     COHORT_FIRST_DAY_SUM = "vf:"
@@ -95,7 +96,7 @@ class TimelineField:
     effect, which the reader sums over all days up to the watermark."""
 
     SUBSCRIBERS = "sd:"
-    MRR = "sm:"
+    MRR = "sm:"  # in twelfths of a thousandth: an annual plan adds its amount, a monthly 12x
     FIRST_CHURN_QUICK = "cq:"  # first churn after a tenure under the quick-churn days
     FIRST_CHURN_LATE = "cl:"
     WON_BACK_QUICK = "wq:"  # active again after that first churn
@@ -155,6 +156,8 @@ class Flag(IntFlag):
     SUBSCRIPTION_OFF = 32
     INSTALL = 64
     NPS = 128
+    ANNUAL = 256  # a subscription start or renew billed yearly (else monthly)
+    NO_AMOUNT = 512  # a subscription start or renew without an amount: keeps the last one
 
 
 # The scripts' arguments, described once: the Python side packs the tuples below in
@@ -211,6 +214,7 @@ CUSTOMER_SLOTS = (
     *("o8", "due", "a", "v", "e", "f", "l", "gp", "gc", "pt"),
     *("ls", "p", "r", "q", "x", "s", "k", "sa", "st", "si"),
     *("pd", "n"),
+    *("y", "sy"),
 )
 
 

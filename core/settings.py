@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     week_start: str = "monday"
     churn_window_days: Annotated[int, Field(ge=1, le=366)] = 30
+    # days a subscription stays live after its billing period ends without a renewal
+    subscription_grace_days: Annotated[int, Field(ge=0, le=366)] = 7
     allowed_lateness_seconds: Annotated[int, Field(ge=0)] = 0
     cohorts_kept: Annotated[int, Field(ge=1, le=400)] = 12
 

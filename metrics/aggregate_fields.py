@@ -74,6 +74,7 @@ class AggregateFields:
             code = PERIOD_CODES[kind]
             last = self.calendar.last_complete(day, kind)
             fields.append(period_field(f.SUBSCRIPTION_CANCELS, code, last))
+            fields.append(period_field(f.STAYED_SUBSCRIBED, code, last))
             for p in self.recent(kind, day):
                 fields += [period_field(f.ACTIVE, code, p), period_field(f.ACTIVE, code, p - 1)]
                 fields += [period_field(f.RETURNING, code, p), period_field(f.INSTALLS, code, p)]
@@ -164,6 +165,7 @@ class AggregateFields:
             movement,
             cancels=periods[period_field(PeriodsField.SUBSCRIPTION_CANCELS, code, last)],
             subscribers_start=_sum_until(timeline, TimelineField.SUBSCRIBERS, start - 1),
+            subscribers_stayed=periods[period_field(PeriodsField.STAYED_SUBSCRIBED, code, last)],
         )
 
     def movement_fields(
@@ -201,6 +203,7 @@ class AggregateFields:
             stayed=periods[stayed],
             cancels=0,
             subscribers_start=0,
+            subscribers_stayed=0,
         )
 
     def lifecycle(self, kind: Period, day: int, periods: dict[str, int]) -> list[Lifecycle]:
@@ -237,7 +240,7 @@ class AggregateFields:
 
     def fill_timeline(self, snap: Snapshot, day: int, timeline: Timeline) -> None:
         snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, day)
-        snap.mrr_milli = _sum_until(timeline, TimelineField.MRR, day)
+        snap.mrr_twelfths = _sum_until(timeline, TimelineField.MRR, day)
         for tenure, churned, won_back in TENURES:
             snap.churned[tenure] = _sum_until(timeline, churned, day)
             snap.won_back[tenure] = _sum_until(timeline, won_back, day)

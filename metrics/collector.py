@@ -334,22 +334,34 @@ class RetentionCollector(Collector):
     def _subscriptions(self, snap: Snapshot) -> list[Family]:
         subscribers = single(
             "retention_subscribers",
-            "Subscribed at the end of the last complete day.",
+            "Customers whose subscription is live at the end of the last complete day.",
             snap.subscribers,
         )
         mrr = single(
-            "retention_mrr", "Monthly recurring revenue of subscribers.", snap.mrr_milli / 1000
+            "retention_mrr",
+            "Monthly recurring revenue of live subscriptions, annual plans / 12.",
+            snap.mrr_twelfths / 12000,
         )
         p = ["period"]
-        cancels = gauge("retention_subscription_cancels", "Cancels in the last period.", p)
+        cancels = gauge(
+            "retention_subscription_cancels", "subscription_cancel events in the last period.", p
+        )
         start = gauge("retention_subscribers_start", "Subscribers at the last period's start.", p)
-        churn = gauge("retention_subscription_churn_ratio", "Cancels / subscribers at start.", p)
+        lost = gauge(
+            "retention_subscribers_lost",
+            "Subscribers at the last period's start not subscribed at its end.",
+            p,
+        )
+        churn = gauge(
+            "retention_subscription_churn_ratio", "Subscribers lost / subscribers at start.", p
+        )
         for c in snap.churn:
             label = (c.period.value,)
             cancels.add(label, c.cancels)
             start.add(label, c.subscribers_start)
-            churn.add(label, ratio(c.cancels, c.subscribers_start))
-        return [subscribers, mrr, cancels, start, churn]
+            lost.add(label, c.subscribers_lost)
+            churn.add(label, ratio(c.subscribers_lost, c.subscribers_start))
+        return [subscribers, mrr, cancels, start, lost, churn]
 
     def _nps(self, snap: Snapshot) -> list[Family]:
         responses = gauge(

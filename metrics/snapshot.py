@@ -35,10 +35,15 @@ class PeriodChurn:
     stayed: int
     cancels: int
     subscribers_start: int
+    subscribers_stayed: int  # subscribed at the end of the day before and of the period
 
     @property
     def lost(self) -> int:
         return lost(self.base_start, self.stayed)
+
+    @property
+    def subscribers_lost(self) -> int:
+        return lost(self.subscribers_start, self.subscribers_stayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ class Snapshot:
     lifecycle: list[Lifecycle] = field(default_factory=list)
     value: dict[int | None, CohortValue] = field(default_factory=dict)
     subscribers: int = 0
-    mrr_milli: int = 0
+    mrr_twelfths: int = 0  # MRR in twelfths of a thousandth (annual plans stay exact)
     nps: Counter[str] = field(default_factory=Counter)
     churned: Counter[str] = field(default_factory=Counter)
     won_back: Counter[str] = field(default_factory=Counter)

@@ -41,6 +41,7 @@ FIELDS = (
     "score",
     "platform",
     "channel",
+    "billing_period",
 )
 REQUIRED = ("customer_id", "ts", "type")
 WORDS = {"customer_id": "customer id", "ts": "event time", "type": "event type"}
@@ -76,6 +77,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "score": ("score", "nps", "nps_score", "rating"),
     "platform": ("platform", "os"),
     "channel": ("channel", "utm_source", "acquisition_channel"),
+    "billing_period": ("billing_period", "interval", "billing_interval", "plan_interval"),
 }
 SEGMENT_CALLS = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 SEGMENT_PATHS: dict[str, tuple[str, ...]] = {
@@ -85,6 +87,7 @@ SEGMENT_PATHS: dict[str, tuple[str, ...]] = {
     "amount": ("properties.revenue", "properties.total"),
     "currency": ("properties.currency",),
     "score": ("properties.score",),
+    "billing_period": ("properties.billing_period", "properties.interval"),
 }
 EPOCH_UNITS = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
@@ -270,7 +273,12 @@ class RowMapper:
     def _derive_id(self, event: dict[str, Any]) -> str:
         """Same row content -> same id (feeding twice changes nothing); the n-th identical row
         in one input gets its own id (distinct rows never collapse)."""
-        content = msgspec.json.encode([event.get(name) for name in FIELDS if name != "event_id"])
+        # a billing period joins the content only when given, so ids of rows without one
+        # stay what they were before the field was read
+        named = [name for name in FIELDS if name != "event_id"]
+        if "billing_period" not in event:
+            named.remove("billing_period")
+        content = msgspec.json.encode([event.get(name) for name in named])
         digest = hashlib.sha256(content).digest()[:16]
         n = self.seen[digest]
         self.seen[digest] = n + 1
@@ -328,7 +336,7 @@ def _optional(values: dict[str, Any]) -> dict[str, Any]:
         if number != int(number):
             raise Rejected(Reason.INVALID_VALUE, f"score {score!r} is not a whole number")
         out["score"] = int(number)
-    for name in ("platform", "channel"):
+    for name in ("platform", "channel", "billing_period"):
         text = _text(values.get(name))
         if text:
             out[name] = text

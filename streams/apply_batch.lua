@@ -52,11 +52,13 @@ end
 -- The fields of a state that the aggregates compare before and after an event,
 -- with the decoded day lists and base runs it shares with the state.
 local function copy(st)
-  return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, p = st.p, r = st.r, q = st.q,
-    sa = st.sa, pd = st.pd, n = st.n, a_days = st.a_days, a_days_of = st.a_days_of, x_days = st.x_days,
-    x_days_of = st.x_days_of, s_days = st.s_days, s_days_of = st.s_days_of,
-    k_days = st.k_days, k_days_of = st.k_days_of, base_runs = st.base_runs,
-    base_runs_of_a = st.base_runs_of_a, base_runs_of_x = st.base_runs_of_x }
+  return { o = st.o, a = st.a, x = st.x, s = st.s, k = st.k, y = st.y, p = st.p, r = st.r,
+    q = st.q, sa = st.sa, sy = st.sy, pd = st.pd, n = st.n, a_days = st.a_days,
+    a_days_of = st.a_days_of, x_days = st.x_days, x_days_of = st.x_days_of,
+    s_days = st.s_days, s_days_of = st.s_days_of, k_days = st.k_days,
+    k_days_of = st.k_days_of, y_days = st.y_days, y_days_of = st.y_days_of,
+    base_runs = st.base_runs, base_runs_of = st.base_runs_of, sub_runs = st.sub_runs,
+    sub_runs_of = st.sub_runs_of }
 end
 
 ---------------------------------------------------------------------------
@@ -119,24 +121,35 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   end
   if band(flags, Flag.NPS) ~= 0 and nps >= 0 then st.n = with_answer(st.n, day, ts, nps, id) end
   local subscribes = band(flags, Flag.SUBSCRIPTION_ON) ~= 0
-  if subscribes and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
+  local priced = subscribes and band(flags, Flag.NO_AMOUNT) == 0
+  if priced and (st.st == nil or ts > st.st or (ts == st.st and id > st.si)) then
     st.sa, st.st, st.si = amount, ts, id
+    st.sy = band(flags, Flag.ANNUAL) ~= 0 and 1 or 0
   end
   local new_activity = band(flags, Flag.ACTIVITY) ~= 0 and mark(st, 'a', day)
   local new_churn = band(flags, Flag.CHURN) ~= 0 and mark(st, 'x', day)
-  if subscribes then mark(st, 's', day) end
-  if band(flags, Flag.SUBSCRIPTION_OFF) ~= 0 then mark(st, 'k', day) end
+  local new_subscription = false
+  if subscribes then
+    new_subscription = mark(st, 's', day)
+    if band(flags, Flag.ANNUAL) ~= 0 then
+      new_subscription = mark(st, 'y', day) or new_subscription
+    end
+  end
+  if band(flags, Flag.SUBSCRIPTION_OFF) ~= 0 then
+    new_subscription = mark(st, 'k', day) or new_subscription
+  end
 
   if new_activity then update_cohorts(before, day) end
-  if new_activity or new_churn then
+  if new_subscription then update_subscribed(before, st, day) end
+  if new_activity or new_churn or new_subscription then
     update_membership(before, st, day)
     -- the lifecycle sweep must look at this customer again from this day on
     local from = st.pt and math.max(day, st.pt + 1) or day
     mark_due(DUE, key, st, from)
   end
   if st.a ~= before.a or st.x ~= before.x or st.s ~= before.s or st.k ~= before.k
-      or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q or st.sa ~= before.sa
-      or st.pd ~= before.pd or st.n ~= before.n then
+      or st.y ~= before.y or st.p ~= before.p or st.r ~= before.r or st.q ~= before.q
+      or st.sa ~= before.sa or st.sy ~= before.sy or st.pd ~= before.pd or st.n ~= before.n then
     -- st.contributions: those of the state before this event, kept from the last one
     local after = contributions(st)
     apply_difference(st.contributions or contributions(before), after)

@@ -73,14 +73,15 @@ local function contributions(st)
     add(line, group .. answer[1], 1)
     add(line, group .. stop, -1)
   end
+  -- subscribers and MRR (in twelfths of a thousandth, so annual plans stay exact) over
+  -- the days the subscription is live, at the plan's latest known amount
   local subscribers, mrr = TimelineField.SUBSCRIBERS, TimelineField.MRR
-  for _, span in ipairs(subscribed_intervals(st)) do
-    add(line, subscribers .. span[1], 1)
-    add(line, mrr .. span[1], st.sa)
-    if span[2] ~= nil then
-      add(line, subscribers .. span[2], -1)
-      add(line, mrr .. span[2], -st.sa)
-    end
+  local monthly12 = st.sy == 1 and st.sa or 12 * st.sa
+  for _, run in ipairs(sub_runs(st)) do
+    add(line, subscribers .. run[1], 1)
+    add(line, mrr .. run[1], monthly12)
+    add(line, subscribers .. run[2], -1)
+    add(line, mrr .. run[2], -monthly12)
   end
   return { [AGG] = agg, [PER] = per, [LINE] = line }
 end

@@ -1,6 +1,6 @@
 -- A customer's day bitmaps as the batch works on them (the stored layout is in
--- customer.lua): bitmaps a activity, x churn, s subscribed, k cancelled, all relative
--- to the customer's base day o.
+-- customer.lua): bitmaps a activity, x churn, s subscribed, k cancelled, y annual
+-- subscribe days, all relative to the customer's base day o.
 --
 -- days(st, name): the bitmap's sorted days. Each bitmap is decoded once and the list
 -- is kept on the state table, under DAY_LIST[name], with the bitmap it was decoded
@@ -8,8 +8,10 @@
 -- mark() inserts its day into a current list. Lists are never changed in place, so a
 -- copy of the state may share them.
 
-local DAY_LIST = { a = 'a_days', x = 'x_days', s = 's_days', k = 'k_days' }
-local DAY_LIST_OF = { a = 'a_days_of', x = 'x_days_of', s = 's_days_of', k = 'k_days_of' }
+local DAY_LIST = { a = 'a_days', x = 'x_days', s = 's_days', k = 'k_days', y = 'y_days' }
+local DAY_LIST_OF = {
+  a = 'a_days_of', x = 'x_days_of', s = 's_days_of', k = 'k_days_of', y = 'y_days_of',
+}
 
 local function setbit(s, o, day)
   local i = day - o
@@ -56,7 +58,7 @@ local function rebase(st, day)
     st.o = o
   elseif o < st.o then
     local pad = string.rep('\0', (st.o - o) / 8)
-    for _, b in ipairs({ 'a', 'x', 's', 'k' }) do
+    for _, b in ipairs({ 'a', 'x', 's', 'k', 'y' }) do
       if #st[b] > 0 then st[b] = pad .. st[b] end
     end
     for i, bits in ipairs(st.v) do

@@ -4,6 +4,8 @@
 -- customer, changed on day d, into the day counters DaysField.BASE and the active
 -- windows (active_window(n) for n in WINS), and into PeriodsField.STAYED_IN_BASE of
 -- every period kind; all of them scoped to the customer's breakdown values.
+-- update_subscribed(old, new, d) does the same for PeriodsField.STAYED_SUBSCRIBED from
+-- the live subscription runs (not broken down).
 
 local WINDOW_PREFIX = {} -- window length -> its day-field prefix
 for _, n in ipairs(WINS) do WINDOW_PREFIX[n] = active_window(n) end
@@ -45,6 +47,41 @@ local function update_membership(old, new, d)
       local was, is = stayed(Bo, s, e), stayed(Bn, s, e)
       if was ~= is then
         incr_scoped(PER, PeriodsField.STAYED_IN_BASE .. P .. ':' .. p, is and 1 or -1)
+      end
+    end
+  end
+end
+
+-- The changed days (sorted) between two run lists from day d on, or nil when none.
+local function changed_days(old, new, d)
+  local at = {}
+  for n, delta in pairs(run_edges(old, new, d, 0)) do
+    if delta ~= 0 then at[#at + 1] = n end
+  end
+  if #at == 0 then return nil end
+  table.sort(at)
+  return at
+end
+
+-- Carry the difference between two states' live subscriptions, changed at day d, into
+-- the stayed-subscribed counters of every period kind: only periods with a first or
+-- last day inside the changed days can change.
+local function update_subscribed(old, new, d)
+  local So, Sn = sub_runs(old), sub_runs(new)
+  local at = changed_days(So, Sn, d)
+  if at == nil then return end
+  local day_prefix = PeriodsField.STAYED_SUBSCRIBED .. PeriodCode.DAY .. ':'
+  local edges = ranges[PER][day_prefix]
+  if edges == nil then edges = {}; ranges[PER][day_prefix] = edges end
+  run_edges(So, Sn, d, 1, edges)
+  local from, to = at[1], at[#at]
+  for i = 2, #PERIODS do
+    local P = PERIODS[i]
+    for p = period(from, P), period(to, P) do
+      local s, e = period_start(p, P) - 1, period_start(p + 1, P) - 1
+      local was, is = stayed(So, s, e), stayed(Sn, s, e)
+      if was ~= is then
+        incr(PER, PeriodsField.STAYED_SUBSCRIBED .. P .. ':' .. p, is and 1 or -1)
       end
     end
   end

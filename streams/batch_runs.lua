@@ -1,31 +1,41 @@
--- A customer's base membership and subscriptions as runs of days.
+-- A customer's base membership and live subscription as runs of days (base_rule.lua).
 --
--- In the base at the end of day t: latest activity a <= t with t - a < W and no churn
--- event on any day of [a, t]. base_runs(st) gives that as sorted, disjoint runs
--- {from, to} (to excluded), built from the day lists: each activity opens W days that
--- a churn event cuts short. The runs are kept on the state table (base_runs, with the
--- bitmaps they were built from in base_runs_of_a and base_runs_of_x) until a or x
--- changes; they are never changed in place.
+-- sub_runs(st): the days at whose end the subscription is live; base_runs(st): the days
+-- at whose end the customer is in the base, the union of the activity runs and, from
+-- the first activity day on, the subscription runs. Both are kept on the state table
+-- (sub_runs, base_runs) with the bitmaps they were built from (runs_of), until one of
+-- those changes; they are never changed in place.
+
+local function runs_current(st, name, bitmaps)
+  local of = st[name .. '_of']
+  if of == nil then return false end
+  for _, b in ipairs(bitmaps) do
+    if of[b] ~= st[b] then return false end
+  end
+  return true
+end
+
+local function remember(st, name, runs, bitmaps)
+  local of = {}
+  for _, b in ipairs(bitmaps) do of[b] = st[b] end
+  st[name], st[name .. '_of'] = runs, of
+  return runs
+end
+
+local SUB_BITMAPS, BASE_BITMAPS = { 's', 'k', 'y' }, { 'a', 'x', 's', 'k', 'y' }
+
+local function sub_runs(st)
+  if runs_current(st, 'sub_runs', SUB_BITMAPS) then return st.sub_runs end
+  local runs = subscription_runs(days(st, 's'), days(st, 'k'), days(st, 'y'), GRACE)
+  return remember(st, 'sub_runs', runs, SUB_BITMAPS)
+end
 
 local function base_runs(st)
-  if st.base_runs_of_a == st.a and st.base_runs_of_x == st.x then return st.base_runs end
-  local A, X = days(st, 'a'), days(st, 'x')
-  local runs, xi, n = {}, 1, 0
-  for _, a in ipairs(A) do
-    while X[xi] ~= nil and X[xi] < a do xi = xi + 1 end
-    local stop = a + W
-    if X[xi] ~= nil and X[xi] < stop then stop = X[xi] end
-    if stop > a then
-      if n > 0 and a <= runs[n][2] then
-        if stop > runs[n][2] then runs[n][2] = stop end
-      else
-        n = n + 1
-        runs[n] = { a, stop }
-      end
-    end
-  end
-  st.base_runs, st.base_runs_of_a, st.base_runs_of_x = runs, st.a, st.x
-  return runs
+  if runs_current(st, 'base_runs', BASE_BITMAPS) then return st.base_runs end
+  local A = days(st, 'a')
+  local runs = activity_runs(A, days(st, 'x'), W)
+  if A[1] ~= nil and st.s ~= '' then runs = union_runs(runs, sub_runs(st), A[1]) end
+  return remember(st, 'base_runs', runs, BASE_BITMAPS)
 end
 
 -- In the base at the end of day s and of day e (s < e)? Runs are sorted and disjoint.
@@ -49,27 +59,6 @@ local function first_churn(runs, f)
   local first = runs[1]
   if first ~= nil and first[1] == f then return first[2] end
   return f -- churned on the day of the first activity
-end
-
--- Days on which the customer is subscribed, as [from, to) intervals (to may be nil).
-local function subscribed_intervals(st)
-  local S, Kd = days(st, 's'), days(st, 'k')
-  local out, open, i, j = {}, nil, 1, 1
-  while S[i] ~= nil or Kd[j] ~= nil do
-    local d = math.min(S[i] or math.huge, Kd[j] or math.huge)
-    local on, off = S[i] == d, Kd[j] == d
-    if on then i = i + 1 end
-    if off then j = j + 1 end
-    local now = on and not off
-    if now and open == nil then
-      open = d
-    elseif not now and open ~= nil then
-      out[#out + 1] = { open, d }
-      open = nil
-    end
-  end
-  if open ~= nil then out[#out + 1] = { open, nil } end
-  return out
 end
 
 -- The edges (day -> +1/-1) that turn the old runs into the new ones from day d on;

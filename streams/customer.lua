@@ -15,11 +15,13 @@
 -- 1, 3, 5 or 9 bytes, so a time costs 5 bytes up to 49 days after its reference.
 --
 -- The state table the scripts work on (read_customer) has the fields: o base day;
--- bitmaps a activity, x churn, s subscribed, k cancelled; v one day bitmap per pure
+-- bitmaps a activity, x churn, s subscribed, k cancelled, y annual subscribe days; v one
+-- day bitmap per pure
 -- activity type (its index in the config's `pure` list, '' where it has no day);
 -- e event-id hashes of the events that moved counters;
--- f/l first and last event ts; p/r/q purchases, revenue, refunded (milli); sa/st/si
--- latest subscription amount, ts, event id; g platform and channel codes; pt/ls last
+-- f/l first and last event ts; p/r/q purchases, revenue, refunded (milli); sa/st/si/sy
+-- the amount (milli), ts, event id and annual flag (1) of the latest start or renew that
+-- carried an amount; g platform and channel codes; pt/ls last
 -- published lifecycle day and state; due the sweep's next day for this customer; pd
 -- the day of the latest purchase; n the NPS answers still needed, the latest of each
 -- answer day, ascending by day, each { day, ts, score, event id } (stored flat, four
@@ -124,6 +126,7 @@ local function encode_customer(st)
     st.l and st.l - (st.f or base), gp, gc, st.pt and st.pt - o, st.ls and state_code(st.ls),
     some(st.p), some(st.r), some(st.q), some(st.x), some(st.s), some(st.k), some(st.sa),
     st.st and st.st - base, some(st.si), st.pd and st.pd - o, encode_answers(st.n, o),
+    some(st.y), some(st.sy),
   }
   local n = #CUSTOMER_SLOTS
   while values[n] == nil do n = n - 1 end
@@ -132,10 +135,10 @@ end
 
 local function decode_customer(blob)
   if blob == nil or blob == '' then
-    return { a = '', v = {}, x = '', s = '', k = '', e = '', si = '', p = 0, r = 0, q = 0,
-      sa = 0, n = {} }
+    return { a = '', v = {}, x = '', s = '', k = '', y = '', e = '', si = '', p = 0, r = 0,
+      q = 0, sa = 0, sy = 0, n = {} }
   end
-  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si, pd, n =
+  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si, pd, n, y, sy =
     cmsgpack.unpack(blob)
   local o = o8 * 8
   local base = o * DAY_MS
@@ -146,6 +149,7 @@ local function decode_customer(blob)
     ls = ls and state_name(ls), p = p or 0, r = r or 0, q = q or 0, x = x or '',
     s = s or '', k = k or '', sa = sa or 0, st = sts and base + sts, si = si or '',
     pd = pd and o + pd, n = decode_answers(n, o),
+    y = y or '', sy = sy or 0,
   }
 end
 

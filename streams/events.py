@@ -50,6 +50,19 @@ SEGMENT_EVENT_NAMES = {
 }
 
 
+# Billing periods a subscription start or renew may name (field `billing_period` or
+# `interval`, or the same in Segment `properties`), case-insensitive: True = annual.
+BILLING_PERIODS = {
+    "month": False,
+    "monthly": False,
+    "year": True,
+    "yearly": True,
+    "annual": True,
+    "annually": True,
+}
+SUBSCRIBE_TYPES = frozenset({"subscription_start", "subscription_renew"})
+
+
 class Reason(StrEnum):
     """Why an event went to the dead-letter topic; also the metric label."""
 
@@ -89,11 +102,14 @@ class Event(msgspec.Struct, frozen=True):
     score: int | None = None
     platform: str | None = None
     channel: str | None = None
+    annual: bool = False  # a subscription start or renew billed yearly
 
 
 class SegmentProperties(msgspec.Struct):
     revenue: Annotated[float, msgspec.Meta(ge=0)] | None = None
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
+    billing_period: Any = None
+    interval: Any = None
 
 
 # Where a Segment / RudderStack call names a platform or a channel, in order of
@@ -122,6 +138,8 @@ class Envelope(msgspec.Struct):
     score: Annotated[int, msgspec.Meta(ge=0, le=10)] | None = None
     platform: Dimension | None = None
     channel: Dimension | None = None
+    billing_period: Any = None
+    interval: Any = None
     properties: dict[str, Any] | None = None
     context: Any = None  # Segment / RudderStack: free-form, only read by segment_dimension
     # Segment / RudderStack spelling
@@ -210,6 +228,22 @@ def _amount_problem(name: str, amount: float, limit: float) -> str:
     if amount < 0:
         return f"{name} {amount:g} is negative"
     return f"{name} {amount:g} is over the {limit:g} limit"
+
+
+def _annual(kind: str, *given: Any) -> bool:
+    """Whether a subscription start or renew is billed yearly (the first billing period
+    given, default monthly); one we do not know is refused rather than guessed, since it
+    decides how long the subscription lives. Other types ignore the fields."""
+    billing_period = next((v for v in given if v is not None), None)
+    if kind not in SUBSCRIBE_TYPES or billing_period is None:
+        return False
+    text = billing_period.strip().lower() if isinstance(billing_period, str) else None
+    annual = BILLING_PERIODS.get(text) if text is not None else None
+    if annual is None:
+        known = ", ".join(BILLING_PERIODS)
+        detail = f"billing period {_show(billing_period)} is not one of {known}"
+        raise Rejected(Reason.INVALID_VALUE, detail)
+    return annual
 
 
 def _check_utf8(raw: bytes) -> None:
@@ -319,6 +353,7 @@ def _from_native(env: Envelope) -> Event:
         score=env.score,
         platform=env.platform,
         channel=env.channel,
+        annual=_annual(env.type or "", env.billing_period, env.interval),
     )
 
 
@@ -344,6 +379,7 @@ def _from_segment(env: Envelope) -> Event:
         currency=props.currency,
         platform=segment_dimension(env.properties, env.context, "platform"),
         channel=segment_dimension(env.properties, env.context, "channel"),
+        annual=_annual(kind, props.billing_period, props.interval),
     )
 
 

@@ -40,6 +40,7 @@ def fingerprint(settings: Settings) -> dict[str, str]:
         "timezone": settings.timezone,
         "week_start": settings.week_start,
         "churn_window_days": settings.churn_window_days,
+        "subscription_grace_days": settings.subscription_grace_days,
         "allowed_lateness_seconds": settings.allowed_lateness_seconds,
         "cohorts_kept": settings.cohorts_kept,
         "quick_churn_days": settings.quick_churn_days,

@@ -26,7 +26,7 @@ from core.settings import Settings
 from core.totals import positions
 from streams.scripts import load_script
 
-SCRIPT = load_script("customer.lua", "sweep_lifecycle.lua")
+SCRIPT = load_script("customer.lua", "civil.lua", "base_rule.lua", "sweep_lifecycle.lua")
 DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 ENCODE = msgspec.json.Encoder().encode
 
@@ -106,6 +106,7 @@ class LifecyclePublisher:
             {
                 "T": today,
                 "W": self.settings.churn_window_days,
+                "grace": self.settings.subscription_grace_days,
                 "risk": list(self.settings.at_risk_days),
                 "limit": SWEEP_LIMIT,
             }

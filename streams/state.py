@@ -26,6 +26,11 @@ ACTIVITY = int(Flag.ACTIVITY)
 # Events whose ts ties are broken by their event id (the latest subscription amount, a
 # customer's latest NPS answer of a day).
 TIED = int(Flag.SUBSCRIPTION_ON | Flag.NPS)
+SUBSCRIPTION_ON, ANNUAL, NO_AMOUNT = (
+    int(Flag.SUBSCRIPTION_ON),
+    int(Flag.ANNUAL),
+    int(Flag.NO_AMOUNT),
+)
 # Bytes of an event-id hash in a customer's id set: a new event is taken for a duplicate
 # with probability <= n / 2**48 for a customer with n remembered ids (1e3 ids: 3.6e-12).
 EVENT_HASH_BYTES = 6
@@ -39,6 +44,8 @@ FIXED_FLAGS = {
 # The batch script's modules, each using what the ones before it define.
 BATCH_MODULES = (
     "customer.lua",
+    "civil.lua",
+    "base_rule.lua",
     "batch_config.lua",
     "batch_calendar.lua",
     "batch_days.lua",
@@ -100,6 +107,7 @@ class StateWriter:
                 "win": list(ACTIVITY_WINDOWS),
                 "ws": settings.week_start_index,
                 "K": settings.cohorts_kept,
+                "grace": settings.subscription_grace_days,
                 "quick": settings.quick_churn_days,
                 "newkey": settings.rfm_new_days + evaluation_lag_days(settings),
                 "nps": settings.nps_window_days,
@@ -165,6 +173,9 @@ class StateWriter:
             return
         batch = shards.setdefault(self.keys.shard_of(event.customer_id), ShardBatch())
         flags = self.flags.get(event.type, 0)
+        if flags & SUBSCRIPTION_ON:
+            # the plan's billing period, and whether the event says what it costs
+            flags |= (ANNUAL if event.annual else 0) | (NO_AMOUNT if event.amount is None else 0)
         amount = round((event.amount or 0.0) * 1000) if flags & MONEY_FLAGS else 0
         bucket, member = self.keys.customer(event.customer_id)
         batch.args += EventArgs(

@@ -3,7 +3,8 @@
 -- KEYS (slots in SweepKey, core/schema.py SWEEP_KEYS): the shard's due set (bucket
 --   number -> earliest day one of its customers is due) and outbox (JSON changes
 --   waiting to be produced to Kafka)
--- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit}; the shard's bucket key prefix
+-- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace}; the shard's bucket
+--   key prefix
 --
 -- Per customer (customer.lua): pt = last published day, ls = last published state,
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
@@ -12,37 +13,58 @@
 -- its customers that are not due yet are skipped on their blob's header.
 
 local cfg = cjson.decode(ARGV[SweepArg.CONFIG])
-local T, W, RISK, LIMIT = cfg.T, cfg.W, cfg.risk, cfg.limit
+local T, W, RISK, LIMIT, GRACE = cfg.T, cfg.W, cfg.risk, cfg.limit, cfg.grace
 local DUE, OUTBOX = KEYS[SweepKey.DUE], KEYS[SweepKey.OUTBOX]
 local BUCKET = ARGV[SweepArg.BUCKET_PREFIX]
 
-local function state_of(last, churned, t)
+-- The state at the end of day t: `last` the latest activity day <= t, `inside` whether
+-- t is in the customer's base runs (base_rule.lua: activity or a live subscription).
+local function state_of(last, inside, t)
   if last == nil then return 'none' end
-  if churned or t - last >= W then return 'churned' end
+  if not inside then return 'churned' end
   for i = #RISK, 1, -1 do
     if t - last >= RISK[i] then return 'at_risk_' .. RISK[i] end
   end
   return 'active'
 end
 
-local function reason(from, to, last, t)
+-- Why the state changed on day t; `churn_event` whether a churn event fell on a day of
+-- [last, t], `subscribed_before` whether a live subscription kept the customer in the
+-- base at the end of t - 1.
+local function reason(from, to, last, t, churn_event, subscribed_before)
   if to == 'active' then
     if from == 'none' then return 'first activity' end
     if from == 'churned' then return 'resurrected' end
     return 'active again'
   end
   if to == 'churned' then
+    if subscribed_before then
+      return churn_event and 'churn event' or 'subscription ended'
+    end
     if t - last >= W then return 'inactive ' .. W .. ' days' end
     return 'churn event'
   end
   return 'inactive ' .. (t - last) .. ' days'
 end
 
--- When could the state change next, if no new event came? nil: never.
-local function next_due(A, X, from, last)
-  if A[#A] > T - 1 or (X[#X] ~= nil and X[#X] > T - 1) then return T end
+-- The latest day of a sorted list, or nil.
+local function latest(days)
+  return days[#days]
+end
+
+-- When could the state change next, if no new event came? nil: never. `runs` are the
+-- base runs: a customer in the base leaves it at the end of their current run.
+local function next_due(lists, runs, from, last)
+  for _, days in ipairs(lists) do
+    local d = latest(days)
+    if d ~= nil and d > T - 1 then return T end
+  end
   if from == 'churned' or last == nil then return nil end
-  local day = last + W
+  local day
+  for _, r in ipairs(runs) do
+    if r[1] <= T - 1 and T - 1 < r[2] then day = r[2] end
+  end
+  if day == nil then return T end
   for _, r in ipairs(RISK) do
     if last + r >= T and last + r < day then day = last + r end
   end
@@ -50,9 +72,9 @@ local function next_due(A, X, from, last)
 end
 
 -- The days of [start, T - 1] on which the state can change: activity and churn days,
--- the at-risk and churn thresholds after each activity, and start itself. Between two
--- of them the state stays the same, so only these days are looked at.
-local function turning_days(A, X, start)
+-- the at-risk thresholds after each activity, the base runs' first and end days, and
+-- start itself. Between two of them the state stays the same, so only these are looked at.
+local function turning_days(A, X, runs, start)
   local out = { start }
   local function add(d)
     if d > start and d < T then out[#out + 1] = d end
@@ -60,9 +82,12 @@ local function turning_days(A, X, start)
   for _, a in ipairs(A) do
     add(a)
     for _, r in ipairs(RISK) do add(a + r) end
-    add(a + W)
   end
   for _, x in ipairs(X) do add(x) end
+  for _, r in ipairs(runs) do
+    add(r[1])
+    add(r[2])
+  end
   table.sort(out)
   return out
 end
@@ -74,28 +99,33 @@ local function sweep_customer(id, st)
     st.due = nil
     return 0
   end
+  local S, K = decode_days(st.s, st.o), decode_days(st.k, st.o)
+  local subs = subscription_runs(S, K, decode_days(st.y, st.o), GRACE)
+  local runs = union_runs(activity_runs(A, X, W), subs, A[1])
   local from = st.ls or 'none'
   local start = st.pt and st.pt + 1 or st.o
   -- The state on day t is that of the base rule: the latest activity on or before t
-  -- (however long ago: a customer published as churned may come back months later)
-  -- and whether a churn event fell between it and t.
+  -- (however long ago: a customer published as churned may come back months later),
+  -- whether a churn event fell between it and t, and whether t is in a base run.
   local ai, xi, last, changes, seen = 0, 0, nil, 0, nil
   local function advance(t)
     while A[ai + 1] ~= nil and A[ai + 1] <= t do ai = ai + 1 end
     while X[xi + 1] ~= nil and X[xi + 1] <= t do xi = xi + 1 end
     last = A[ai]
   end
-  for _, t in ipairs(turning_days(A, X, start)) do
+  for _, t in ipairs(turning_days(A, X, runs, start)) do
     if t ~= seen then
       seen = t
       advance(t)
-      local churned = last ~= nil and X[xi] ~= nil and X[xi] >= last
-      local now = state_of(last, churned, t)
+      local now = state_of(last, in_runs(runs, t), t)
       if now ~= from then
-        redis.call('RPUSH', OUTBOX, cjson.encode({
-          customer = id, from = from, to = now, day = t, reason = reason(from, now, last, t),
+        local churn_event = last ~= nil and X[xi] ~= nil and X[xi] >= last
+        local change = cjson.encode({
+          customer = id, from = from, to = now, day = t,
+          reason = reason(from, now, last, t, churn_event, in_runs(subs, t - 1)),
           first = A[1], purchased = st.pd, purchases = st.p, net_milli = st.r - st.q,
-        }))
+        })
+        redis.call('RPUSH', OUTBOX, change)
         changes = changes + 1
         from = now
       end
@@ -103,7 +133,7 @@ local function sweep_customer(id, st)
   end
   advance(T - 1)
   st.pt, st.ls = T - 1, from
-  st.due = next_due(A, X, from, last)
+  st.due = next_due({ A, X, S, K }, runs, from, last)
   return changes
 end
 

@@ -91,6 +91,8 @@ def test_blob_round_trip_in_lua() -> None:
             "sa": 9990,
             "st": ms + 86_400_000,
             "si": "renew-7",
+            "y": "\x01",  # the subscribe day is annual
+            "sy": 1,
             "g": "P0\tC3",
             "pt": base + 19,
             "ls": "at_risk_7",
@@ -115,7 +117,8 @@ def test_blob_round_trip_in_lua() -> None:
         client.close()
     got = json.loads(raw)
     assert got["ids"] == IDS
-    empty = {"a": "", "v": {}, "x": "", "s": "", "k": "", "e": "", "si": "", "p": 0, "r": 0, "q": 0}
+    empty = {"a": "", "v": {}, "x": "", "s": "", "k": "", "y": "", "e": "", "si": ""}
+    empty |= {"p": 0, "r": 0, "q": 0, "sy": 0}
     empty["n"] = {}  # an empty Lua table: cjson writes an object
     sizes = []
     for sent, back in zip(states, got["states"], strict=True):

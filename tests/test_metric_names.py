@@ -35,11 +35,7 @@ NOT_RATIOS = {
     "retention_clv_lifespan_seconds": "a duration: 1 / churn rate",
 }
 # `_ratio` metrics whose definition lets them exceed 1.
-RATIO_ABOVE_ONE = {
-    # cancels in the period / subscribers at its start: subscribers who start and cancel
-    # within the period, or cancel twice, count in the numerator only.
-    "retention_subscription_churn_ratio",
-}
+RATIO_ABOVE_ONE: set[str] = set()
 BREAKDOWN_QUOTIENTS = {
     "retention_breakdown_cohort_ratio",
     "retention_breakdown_churn_ratio",

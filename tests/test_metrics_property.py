@@ -83,6 +83,8 @@ def event_at(draw: st.DrawFn, n: int, customers: int) -> tuple[int, dict[str, An
             )
         )
         event["currency"] = "EUR"
+    if kind in ("subscription_start", "subscription_renew") and draw(st.integers(0, 2)) == 0:
+        event["billing_period"] = draw(st.sampled_from(["monthly", "year", "Annual"]))
     if kind == "nps":
         event["score"] = draw(st.integers(0, 10))
     return minute, event
@@ -133,6 +135,7 @@ def deliveries(draw: st.DrawFn) -> list[dict[str, Any]]:
     quick=st.sampled_from([7, 2]),
     nps_days=st.sampled_from([30, 5]),
     new_days=st.sampled_from([14, 3]),
+    grace=st.sampled_from([7, 1]),
 )
 def test_pipeline_matches_oracle(
     stack: None,
@@ -146,6 +149,7 @@ def test_pipeline_matches_oracle(
     quick: int,
     nps_days: int,
     new_days: int,
+    grace: int,
 ) -> None:
     p = Pipeline(
         tmp_path_factory.mktemp("prop"),
@@ -158,6 +162,7 @@ def test_pipeline_matches_oracle(
             "RETENTION_QUICK_CHURN_DAYS": str(quick),
             "RETENTION_NPS_WINDOW_DAYS": str(nps_days),
             "RETENTION_RFM_NEW_DAYS": str(new_days),
+            "RETENTION_SUBSCRIPTION_GRACE_DAYS": str(grace),
         },
     )
     try:
@@ -177,6 +182,7 @@ def test_pipeline_matches_oracle(
                 quick_churn_days=quick,
                 nps_window_days=nps_days,
                 rfm_new_days=new_days,
+                subscription_grace_days=grace,
             ),
         )
         problems = diff(expected, got)

@@ -7,9 +7,12 @@ arithmetic is in the comments. Events are at 12:00 UTC unless a time is given.
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from tests.oracle import OracleSettings, compute, key
+from tests.oracle.ledger import read_ledger
 from tests.toy_events import closing, ev
 
 # --- purchases ---------------------------------------------------------------------------
@@ -128,9 +131,13 @@ def test_clv_cap_negative_value_and_moved_customer() -> None:
 
 
 # --- subscriptions ------------------------------------------------------------------------
-# T = 04-15 (Wednesday), so C = 04-14. s3 re-subscribes; s4 starts and cancels on one
-# day; s5's start and renew share a ts (the larger event_id wins); s6 cancels without a
-# subscription.
+# T = 04-15 (Wednesday), so the evaluation day C = 04-14. Billing periods are monthly,
+# grace 7 days. s3 re-subscribes; s4 starts and cancels on one day; s5's start and renew
+# share a ts (the larger event_id wins); s6 cancels without a subscription.
+#   s1 live from 03-01 (03-01 + 1 month + 7 = 04-08, renewed 04-01: until 05-08)
+#   s2 live 03-05 .. 04-07 (cancel 04-08 ends it at the end of 04-08)
+#   s3 live 02-10 .. 03-09 (cancel 03-10), then from 03-20 until 04-27
+#   s4 never live (the cancel falls on the start day); s5 live from 04-02
 
 SUBS = [
     ev("s1a", "s1", "subscription_start", "2026-03-01", amount=9.99),
@@ -151,22 +158,75 @@ SUBS = [
 
 def test_subscriptions() -> None:
     got = compute(SUBS)
-    # Subscribed at the end of C = 04-14: s1 (renew 04-01), s3 (restart 03-20), s5.
+    # Live at the end of C = 04-14: s1, s3, s5.
     assert got[key("retention_subscribers")] == 3
     # MRR: s1 12.99 (latest is the renew) + s3 7.99 + s5 3.00 ('s5-b' > 's5-a').
     assert got[key("retention_mrr")] == pytest.approx(23.98)
-    # Month March: cancels s3 (03-10) and s6 (03-15); subscribed at the end of 02-28: s3.
+    # Month March: cancels s3 (03-10) and s6 (03-15); live at the end of 02-28: s3, who
+    # is live again at the end of 03-31: nobody lost.
     assert got[key("retention_subscription_cancels", period="month")] == 2
     assert got[key("retention_subscribers_start", period="month")] == 1
-    assert got[key("retention_subscription_churn_ratio", period="month")] == 2.0
-    # Week 04-06..04-12: cancels s2, s4; subscribed at the end of 04-05: s1, s2, s3, s5.
+    assert got[key("retention_subscribers_lost", period="month")] == 0
+    assert got[key("retention_subscription_churn_ratio", period="month")] == 0.0
+    # Week 04-06..04-12: cancels s2, s4; live at the end of 04-05: s1, s2, s3, s5; at the
+    # end of 04-12 s2 is not: 1 of 4 lost.
     assert got[key("retention_subscription_cancels", period="week")] == 2
     assert got[key("retention_subscribers_start", period="week")] == 4
-    assert got[key("retention_subscription_churn_ratio", period="week")] == 0.5
-    # Day 04-14 (C, complete): no cancels; subscribed at the end of 04-13: s1, s3, s5.
+    assert got[key("retention_subscribers_lost", period="week")] == 1
+    assert got[key("retention_subscription_churn_ratio", period="week")] == 0.25
+    # Day 04-14 (C, complete): no cancels; s1, s3, s5 live before and after it.
     assert got[key("retention_subscription_cancels", period="day")] == 0
     assert got[key("retention_subscribers_start", period="day")] == 3
     assert got[key("retention_subscription_churn_ratio", period="day")] == 0.0
+
+
+def test_subscription_lives_for_its_billing_period_plus_grace() -> None:
+    book = read_ledger(
+        [
+            ev("m", "m", "subscription_start", "2026-01-31", amount=5),
+            ev("y", "y", "subscription_start", "2026-01-15", amount=120, billing_period="annual"),
+            ev("r", "r", "subscription_start", "2026-03-01", amount=10),
+            ev("r2", "r", "subscription_renew", "2026-04-01"),  # no amount: keeps 10
+        ],
+        OracleSettings(),
+    )
+    # Jan 31 + 1 month = Feb 28 (clamped), + 7 days grace: live through 03-06.
+    assert book.subscribed("m", date(2026, 3, 6))
+    assert not book.subscribed("m", date(2026, 3, 7))
+    # Annual: 2027-01-15 + 7 days: live through 2027-01-21 without any activity.
+    assert book.subscribed("y", date(2026, 12, 31))
+    assert book.subscribed("y", date(2027, 1, 21))
+    assert not book.subscribed("y", date(2027, 1, 22))
+    # In the base while live, though inactive for far longer than the churn window.
+    assert book.in_base("y", date(2026, 9, 1)) and not book.in_base("y", date(2027, 1, 22))
+    # The renewal without an amount extends the subscription to 05-01 + 7 days.
+    assert book.subscribed("r", date(2026, 5, 7)) and not book.subscribed("r", date(2026, 5, 8))
+    # Grace 0: the billing period alone.
+    start = [ev("m", "m", "subscription_start", "2026-01-31")]
+    no_grace = read_ledger(start, OracleSettings(subscription_grace_days=0))
+    assert no_grace.subscribed("m", date(2026, 2, 27))
+    assert not no_grace.subscribed("m", date(2026, 2, 28))
+
+
+def test_mrr_normalises_annual_plans_and_keeps_amounts() -> None:
+    events = [
+        ev("y", "y", "subscription_start", "2026-01-15", amount=120, billing_period="yearly"),
+        ev("r1", "r", "subscription_start", "2026-03-01", amount=10),
+        ev("r2", "r", "subscription_renew", "2026-04-01"),  # no amount: keeps 10
+        ev("e1", "e", "subscription_start", "2026-02-01", amount=50),  # expired by 03-08
+        ev("x", "x", "app_open", "2026-04-10"),
+    ]
+    got = compute(events)
+    # Live at C = 04-09: y (annual 120 -> 10 a month) and r (10); e has expired.
+    assert got[key("retention_subscribers")] == 2
+    assert got[key("retention_mrr")] == pytest.approx(20.0)
+    # Month March: live at the end of 02-28: y and e; e is live through 03-07 only.
+    assert got[key("retention_subscribers_start", period="month")] == 2
+    assert got[key("retention_subscribers_lost", period="month")] == 1
+    assert got[key("retention_subscription_churn_ratio", period="month")] == 0.5
+    # y's activity is its one start on 01-15, yet it stays in the base: base at the end of
+    # March = y and r (r live from 03-01); x is not yet a customer.
+    assert got[key("retention_base_end_customers", period="month")] == 2
 
 
 def test_subscription_mrr_uses_latest_event_even_after_t() -> None:

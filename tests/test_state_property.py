@@ -44,6 +44,9 @@ TYPES = (
     "nps",
 )
 MONEY_TYPES = frozenset({"purchase", "refund", "subscription_start", "subscription_renew"})
+SUBSCRIBE_TYPES = frozenset({"subscription_start", "subscription_renew"})
+# A subscription's billing period: mostly unsaid (monthly), sometimes named either way.
+BILLING = st.sampled_from([None, None, "month", "annual", "yearly"])
 # Amounts in currency units: missing, whole thousandths, or finer (rounded per event),
 # including the RFM monetary edges 50 and 150.
 AMOUNTS = st.one_of(
@@ -80,6 +83,10 @@ def histories(draw: st.DrawFn) -> list[dict[str, object]]:
             amount = draw(AMOUNTS)
             if amount is not None:
                 event["amount"] = amount
+        if kind in SUBSCRIBE_TYPES:
+            period = draw(BILLING)
+            if period is not None:
+                event["billing_period"] = period
         if kind == "nps":
             event["score"] = draw(st.integers(0, 10))
         events.append(event)
@@ -114,6 +121,7 @@ def apply_and_scrape(events: list[dict[str, object]], settings_: Settings) -> st
                     ts_ms=int(datetime.fromisoformat(str(e["ts"])).timestamp() * 1000),
                     amount=_amount(e.get("amount")),
                     score=_score(e.get("score")),
+                    annual=e.get("billing_period") in ("annual", "yearly"),
                 ),
             )
             for offset, e in enumerate(events)
@@ -154,6 +162,7 @@ EXAMPLES = int(os.environ.get("RETENTION_STATE_EXAMPLES", "150"))
             "quick_churn_days": st.sampled_from([7, 1, 20]),
             "clv_max_lifespan_years": st.sampled_from([5.0, 0.5]),
             "rfm_new_days": st.sampled_from([14, 1, 40]),
+            "subscription_grace_days": st.sampled_from([7, 0, 3]),
         }
     ),
 )

@@ -20,6 +20,7 @@ class OracleSettings:
     tz: str = "UTC"
     week_start: int = 0  # Monday, as date.weekday()
     churn_window_days: int = 30
+    subscription_grace_days: int = 7
     allowed_lateness_seconds: int = 0
     cohorts_kept: int = 12
     activity_types: frozenset[str] = field(

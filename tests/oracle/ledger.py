@@ -6,11 +6,12 @@ as the decoder dead-letters it. Every metric family reads this ledger and nothin
 
 from __future__ import annotations
 
+import calendar
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -18,8 +19,43 @@ from zoneinfo import ZoneInfo
 from tests.oracle.basics import EventLike, OracleSettings, milli, pure_activity, ts_ms
 from tests.oracle.periods import local_day
 
-# (day, type, ts ms, event_id, milli) of a subscription event
-Subscription = tuple[date, str, int, str, int]
+# Billing periods that make a start or renew annual (anything else valid is monthly).
+ANNUAL_WORDS = frozenset({"year", "yearly", "annual", "annually"})
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One subscription event: its day, type, time, id, amount in thousandths (None when
+    the event has none) and whether it names an annual billing period."""
+
+    day: date
+    kind: str
+    ms: int
+    event_id: str
+    milli: int | None
+    annual: bool
+
+
+def add_months(d: date, n: int) -> date:
+    """d plus n calendar months, the day of month clamped to the month's length."""
+    index = d.year * 12 + d.month - 1 + n
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(d.day, last))
+
+
+def is_annual(ev: Mapping[str, Any]) -> bool:
+    """Whether the event names a yearly billing period (native field or Segment property)."""
+    props = ev.get("properties") or {}
+    for value in (
+        ev.get("billing_period"),
+        ev.get("interval"),
+        props.get("billing_period"),
+        props.get("interval"),
+    ):
+        if value is not None:
+            return str(value).strip().lower() in ANNUAL_WORDS
+    return False
 
 
 class NpsAnswer(NamedTuple):
@@ -56,24 +92,32 @@ class Ledger:
         return {c: min(self.active[c]) for c in self.tracked}
 
     def in_base(self, c: str, t: date) -> bool:
-        """Whether c is a customer at the end of day t: active within the churn window
-        and no churn event since the last active day."""
+        """Whether c is a customer at the end of day t: seen by then, and either active
+        within the churn window with no churn event since the last active day, or with a
+        live subscription."""
         days = [a for a in self.active.get(c, ()) if a <= t]
         if not days:
             return False
         a = max(days)
-        if (t - a).days >= self.s.churn_window_days:
-            return False
-        return not any(a <= x <= t for x in self.churn.get(c, ()))
+        recent = (t - a).days < self.s.churn_window_days
+        if recent and not any(a <= x <= t for x in self.churn.get(c, ())):
+            return True
+        return self.subscribed(c, t)
 
     def subscribed(self, c: str, t: date) -> bool:
-        """Whether c's subscription events up to the end of day t leave them subscribed."""
-        mine = [e for e in self.subs.get(c, ()) if e[0] <= t]
-        if not mine:
-            return False
-        latest = max(e[0] for e in mine)
-        kinds = {e[1] for e in mine if e[0] == latest}
-        return bool(kinds & self.s.subscribe_types) and self.s.cancel_type not in kinds
+        """Whether c's subscription is live at the end of day t: some start or renew on a
+        day d <= t whose billing period (a month, or a year when annual) plus the grace
+        days has not run out by t, with no cancel on any day from d to t."""
+        mine = self.subs.get(c, ())
+        cancels = [e.day for e in mine if e.kind == self.s.cancel_type]
+        grace = timedelta(days=self.s.subscription_grace_days)
+        for e in mine:
+            if e.kind not in self.s.subscribe_types or e.day > t:
+                continue
+            ends = add_months(e.day, 12 if e.annual else 1) + grace
+            if t < ends and not any(e.day <= k <= t for k in cancels):
+                return True
+        return False
 
 
 def unique_events(events: Sequence[EventLike], s: OracleSettings) -> list[Mapping[str, Any]]:
@@ -120,7 +164,9 @@ def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
         if kind == s.install_type:
             book.install_days.append(d)
         if kind in s.subscribe_types or kind == s.cancel_type:
-            book.subs.setdefault(cid, []).append((d, kind, ms, ev["event_id"], milli(ev)))
+            amount = milli(ev) if ev.get("amount") is not None else None
+            sub = Subscription(d, kind, ms, ev["event_id"], amount, is_annual(ev))
+            book.subs.setdefault(cid, []).append(sub)
         if kind == s.cancel_type:
             book.cancel_days.append(d)
         if kind == s.nps_type:

@@ -34,6 +34,7 @@ COUNTS = frozenset(
         "retention_subscribers",
         "retention_subscription_cancels",
         "retention_subscribers_start",
+        "retention_subscribers_lost",
         "retention_nps_responses",
         "retention_churned_customers",
         "retention_winback_customers",

@@ -77,26 +77,39 @@ def clv(book: Ledger, C: date, lifespan: float) -> dict[Key, float]:
 
 
 def subscription_churn(book: Ledger, C: date, kind: str) -> dict[Key, float]:
-    """Cancels over the last complete period against the subscribers at its start."""
+    """Subscriber churn of the last complete period (ChartMogul's subscriber churn rate):
+    of those subscribed at the end of the day before it, the share not subscribed at its
+    end; cancel events in it are counted beside."""
     start, end = last_complete(C, kind, book.s)
     before = start - timedelta(days=1)
     cancels = sum(1 for d in book.cancel_days if start <= d <= end)
-    subs_start = sum(1 for c in book.subs if book.subscribed(c, before))
+    at_start = {c for c in book.subs if book.subscribed(c, before)}
+    lost = {c for c in at_start if not book.subscribed(c, end)}
     out: dict[Key, float] = {
         key("retention_subscription_cancels", period=kind): cancels,
-        key("retention_subscribers_start", period=kind): subs_start,
+        key("retention_subscribers_start", period=kind): len(at_start),
+        key("retention_subscribers_lost", period=kind): len(lost),
     }
-    if subs_start:
-        out[key("retention_subscription_churn_ratio", period=kind)] = cancels / subs_start
+    if at_start:
+        out[key("retention_subscription_churn_ratio", period=kind)] = len(lost) / len(at_start)
     return out
 
 
+def monthly_amount(book: Ledger, c: str) -> float:
+    """The customer's plan price per month, in thousandths: the amount of their latest
+    start or renew that carried one (by ts, a tie to the larger event_id), / 12 when that
+    event was annual; 0 when none carried an amount."""
+    priced = [e for e in book.subs[c] if e.kind in book.s.subscribe_types and e.milli is not None]
+    if not priced:
+        return 0
+    latest = max(priced, key=lambda e: (e.ms, e.event_id))
+    assert latest.milli is not None
+    return latest.milli / 12 if latest.annual else latest.milli
+
+
 def subscribers(book: Ledger, C: date) -> dict[Key, float]:
-    """Subscribers at the end of C; MRR from each one's latest start or renew (any time)."""
-    subscribed = [c for c in book.subs if book.subscribed(c, C)]
-    mrr = 0
-    for c in subscribed:
-        starts = [e for e in book.subs[c] if e[1] in book.s.subscribe_types]
-        latest = max(starts, key=lambda e: (e[2], e[3]))
-        mrr += latest[4]
-    return {key("retention_subscribers"): len(subscribed), key("retention_mrr"): mrr / 1000}
+    """Live subscriptions at the end of the evaluation day C and their MRR (ChartMogul's
+    MRR: each plan normalised to a month); the amounts come from all events received."""
+    live = [c for c in book.subs if book.subscribed(c, C)]
+    mrr = sum(monthly_amount(book, c) for c in live)
+    return {key("retention_subscribers"): len(live), key("retention_mrr"): mrr / 1000}
