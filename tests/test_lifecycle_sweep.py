@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 from redis.asyncio import Redis
 
 from core.settings import Settings
@@ -132,3 +133,36 @@ def test_churn_event_long_after_the_last_activity() -> None:
         # d's return on day 60 is on the watermark day itself: not complete, not yet sent.
     ]
     assert got == sorted(expected)
+
+
+def test_subscribers_are_not_churned_while_their_subscription_lives() -> None:
+    # s subscribes monthly on day 0 (2026-01-05) and renews on day 31 (02-05) without
+    # ever opening the app: the renewal lives until 03-05 + 7 days grace = day 66. y
+    # subscribes annually on day 0: live past day 119. z only moves the watermark, so the
+    # sweep revisits s when the renewal arrives late and when the subscription expires.
+    settings = Settings(namespace=f"l{uuid.uuid4().hex[:8]}", redis_url=REDIS_URL, shards=2)
+    annual = replace(event(0, "y", "subscription_start", 0), annual=True)
+    batches = [
+        [
+            event(1, "s", "subscription_start", 0),
+            annual,
+            event(2, "z", "app_open", 10),
+        ],
+        [event(3, "s", "subscription_renew", 31), event(4, "z", "app_open", 50)],
+        [event(5, "z", "app_open", 120)],
+    ]
+    got = [c for c in asyncio.run(run(batches, settings)) if c[0] != "z"]
+    assert got == sorted(
+        [
+            ("s", "none", "active", iso(0), "first activity"),
+            ("s", "active", "at_risk_2", iso(2), "inactive 2 days"),
+            ("s", "at_risk_2", "at_risk_7", iso(7), "inactive 7 days"),
+            ("s", "at_risk_7", "active", iso(31), "active again"),
+            ("s", "active", "at_risk_2", iso(33), "inactive 2 days"),
+            ("s", "at_risk_2", "at_risk_7", iso(38), "inactive 7 days"),
+            ("s", "at_risk_7", "churned", iso(66), "subscription ended"),
+            ("y", "none", "active", iso(0), "first activity"),
+            ("y", "active", "at_risk_2", iso(2), "inactive 2 days"),
+            ("y", "at_risk_2", "at_risk_7", iso(7), "inactive 7 days"),
+        ]
+    )
