@@ -325,3 +325,43 @@ def test_pure_activity_types_are_the_events_the_worker_flags_as_activity_only(
     assert {kind for kind, flags in table.items() if flags == Flag.ACTIVITY} == (
         settings.pure_activity_types
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "annual"),
+    [
+        ({}, False),
+        ({"billing_period": "month"}, False),
+        ({"billing_period": "Monthly"}, False),
+        ({"billing_period": "year"}, True),
+        ({"interval": "yearly"}, True),
+        ({"billing_period": " ANNUAL "}, True),
+        ({"billing_period": "annually", "interval": "month"}, True),  # billing_period first
+    ],
+)
+def test_billing_period_of_a_subscription(
+    decoder: EventDecoder, given: dict[str, object], annual: bool
+) -> None:
+    for kind in ("subscription_start", "subscription_renew"):
+        assert decoder.decode(raw(type=kind, **given), now_ms=NOW).annual is annual
+
+
+def test_unknown_billing_period_is_refused_not_guessed(decoder: EventDecoder) -> None:
+    for value in ("weekly", "", 12, True, {"unit": "year"}):
+        refused = rejection(decoder, raw(type="subscription_start", billing_period=value))
+        assert refused.reason is Reason.INVALID_VALUE
+        assert "billing period" in refused.detail
+    # other types do not read the field
+    assert not decoder.decode(raw(type="purchase", interval=3), now_ms=NOW).annual
+    assert not decoder.decode(raw(type="subscription_cancel", interval="x"), now_ms=NOW).annual
+
+
+def test_segment_billing_period_from_properties(decoder: EventDecoder) -> None:
+    start = json.loads(segment(revenue=120, interval="year"))
+    start["event"] = "Subscription Started"
+    event = decoder.decode(json.dumps(start).encode(), now_ms=NOW)
+    assert (event.type, event.amount, event.annual) == ("subscription_start", 120, True)
+    start["properties"] = {"billing_period": "fortnightly"}
+    assert reason(decoder, json.dumps(start).encode()) is Reason.INVALID_VALUE
+    # an order's unrelated `interval` property is no reason to refuse it
+    assert not decoder.decode(segment(revenue=5, interval=7), now_ms=NOW).annual

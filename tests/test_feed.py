@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import random
 import time
@@ -136,6 +137,39 @@ def test_segment_track_and_identify_calls_map_to_our_events() -> None:
     assert json.loads(m.map(anon)[2])["type"] == "identify"
     with pytest.raises(Rejected) as caught:
         m.map({**order, "type": "page"})
+    assert caught.value.reason == Reason.INVALID_VALUE
+
+
+def test_billing_periods_are_read_from_rows_and_segment_properties() -> None:
+    row = {"user": "ann", "time": "2026-03-02T10:00:00Z", "event": "subscription_start"}
+    plain = json.loads(mapper(customer_id="user").map(row)[2])
+    assert "billing_period" not in plain
+    yearly = json.loads(mapper(customer_id="user").map({**row, "interval": "yearly"})[2])
+    assert yearly["billing_period"] == "yearly"
+    # the id of a row without a billing period is what it was before the field was read
+    assert (
+        plain["event_id"]
+        == "feed-"
+        + hashlib.sha256(
+            json.dumps(
+                ["ann", "subscription_start", plain["ts"], None, None, None, None, None],
+                separators=(",", ":"),
+            ).encode()
+        )
+        .digest()[:16]
+        .hex()
+    )
+    track = {
+        "type": "track",
+        "event": "Subscription Renewed",
+        "userId": "u1",
+        "messageId": "m1",
+        "timestamp": "2026-03-02T10:00:00Z",
+        "properties": {"revenue": 99, "billing_period": "annual"},
+    }
+    assert json.loads(mapper().map(track)[2])["billing_period"] == "annual"
+    with pytest.raises(Rejected) as caught:
+        mapper().map({**track, "properties": {"interval": "weekly"}})
     assert caught.value.reason == Reason.INVALID_VALUE
 
 
