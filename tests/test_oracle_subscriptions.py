@@ -7,8 +7,8 @@ every month through November without ever opening the app, beside ten installs o
 1 September that never come back and one install + uninstall. Added: an annual plan,
 renewals without an amount, a subscription that expires, one that is cancelled, the
 renewals delivered out of order and some of them twice, and a start whose billing period
-is unknown (dead-lettered). The last event is on 11-20, so every number below is the same
-whether the evaluation day T is 11-20 or 11-19.
+is unknown (dead-lettered). The last event is on 11-20 (T), so the evaluation day C is
+11-19.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_subscribers_stay_in_the_base(pipeline) -> None:  # type: ignore[no-unty
     assert got[key("retention_base_end_customers", **month)] == 52
     assert got[key("retention_lost_customers", **month)] == 11
     assert got[key("retention_churn_ratio", **month)] == pytest.approx(11 / 63)
-    # Live at T: the 50 and a; e expired after 11-05, c was cancelled. MRR 50 x 10 + 120 / 12.
+    # Live at C: the 50 and a; e expired after 11-05, c was cancelled. MRR 50 x 10 + 120 / 12.
     assert got[key("retention_subscribers")] == 51
     assert got[key("retention_mrr")] == pytest.approx(510.0)
     # Subscriber churn in October: 53 live at the end of 09-30 (the 50, a, e, c); c lost.
