@@ -27,7 +27,7 @@ end
 -- The days of a customer's day bitmaps, each with the bitmaps that have it.
 local function marked_days(st)
   local on, list = {}, {}
-  for _, bitmap in ipairs({ 'a', 'x', 's', 'k' }) do
+  for _, bitmap in ipairs({ 'a', 'x', 's', 'k', 'y' }) do
     for _, d in ipairs(days(st, bitmap)) do
       if on[d] == nil then
         on[d] = {}
@@ -44,7 +44,7 @@ end
 -- no day set, each day is marked and carried into the aggregates as an event would.
 local function recount(st, copy)
   local cur = copy(st)
-  cur.a, cur.x, cur.s, cur.k = '', '', '', ''
+  cur.a, cur.x, cur.s, cur.k, cur.y = '', '', '', '', ''
   local list, on = marked_days(st)
   for _, d in ipairs(list) do
     local before = copy(cur)
