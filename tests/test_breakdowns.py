@@ -55,6 +55,7 @@ def as_event(raw: dict[str, object]) -> Event:
         score=raw.get("score"),  # type: ignore[arg-type]
         platform=raw.get("platform"),  # type: ignore[arg-type]
         channel=raw.get("channel"),  # type: ignore[arg-type]
+        annual=raw.get("billing_period") == "annual",
     )
 
 
@@ -197,7 +198,10 @@ def test_the_cap_keeps_the_first_values_met_on_activity() -> None:
 
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-TYPES = ("install", "app_open", "session", "purchase", "uninstall", "refund", "nps")
+TYPES = (
+    *("install", "app_open", "session", "purchase", "uninstall", "refund", "nps"),
+    *("subscription_start", "subscription_renew", "subscription_cancel"),
+)
 
 
 @st.composite
@@ -213,6 +217,9 @@ def histories(draw: st.DrawFn) -> list[dict[str, object]]:
         }
         if event["type"] == "nps":
             event["score"] = draw(st.integers(0, 10))
+        if event["type"] in ("subscription_start", "subscription_renew") and draw(st.booleans()):
+            # a year-long subscription keeps its customer in the base for all 60 days
+            event["billing_period"] = "annual"
         platform = draw(st.sampled_from([None, "ios", "web", "other", "unknown", "(other)"]))
         channel = draw(st.sampled_from([None, "paid", "organic", "(not set)"]))
         if platform:
