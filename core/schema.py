@@ -59,7 +59,6 @@ class TotalsField:
     REFUNDED = "refunded_milli"
     PURCHASING_CUSTOMERS = "purchasing"
     REPEAT_CUSTOMERS = "repeat"
-    FIRST_DAY_SUM = "sumf"  # sum of customers' first activity days
     EVENTS_OF_TYPE = "e:"  # + event type
     INVALID_OF_REASON = "inv:"  # + rejection reason
     OFFSET_MARKER = "o:"  # + source + ':' + partition: offset after the last applied record
@@ -71,6 +70,8 @@ class DaysField:
 
     BASE = "b:"  # customers in the base at the end of the day
     ACTIVE_IN_WINDOW = "a"  # + window length + ':' + day (active_window())
+    LIFE_EDGES = "le:"  # active-life edges of all customers on the day (+1 starts, -1 ends)
+    COHORT_LIFE_EDGES = "lc:"  # + cohort month + ':' + day: the same, of one month's cohort
 
 
 class PeriodsField:
@@ -88,7 +89,12 @@ class PeriodsField:
     STAYED_SUBSCRIBED = "ss:"  # subscribed at the end of the period before and of this one
     COHORT_PURCHASES = "vp:"  # month cohorts only, like the two below
     COHORT_NET_REVENUE = "vr:"
-    COHORT_FIRST_DAY_SUM = "vf:"
+    # + cohort month + ':' + month: active-life edges of the cohort on the days of the month,
+    # summed, and summed times their day (cohort_month_field)
+    COHORT_LIFE_EDGES = "ve:"
+    COHORT_LIFE_EDGE_DAYS = "vw:"
+    PERIOD_BUYERS = "bp:"  # customers with a purchase on a day of the period
+    PERIOD_REPEAT_BUYERS = "bq:"  # customers with two or more purchases in the period
 
 
 class TimelineField:
@@ -110,6 +116,10 @@ class TimelineField:
     NPS_PROMOTERS = "np:"
     NPS_PASSIVES = "nq:"
     NPS_DETRACTORS = "nd:"
+    # + month: active-life edges of all customers on the days of the month, summed, and
+    # summed times their day (read per month, not summed up to the watermark)
+    LIFE_EDGES = "ls:"
+    LIFE_EDGE_DAYS = "lw:"
 
 
 FIELD_GROUPS: tuple[type, ...] = (TotalsField, DaysField, PeriodsField, TimelineField)
@@ -123,6 +133,11 @@ def numbered(prefix: str, number: int, scope: str = "") -> str:
 def period_field(prefix: str, code: str, number: int, scope: str = "") -> str:
     """A per-period field: period kind code and period (or cohort) number."""
     return f"{scope}{prefix}{code}:{number}"
+
+
+def cohort_month_field(prefix: str, cohort: int, number: int, scope: str = "") -> str:
+    """A field of a monthly cohort and a day or month number (active-life edges)."""
+    return f"{scope}{prefix}{cohort}:{number}"
 
 
 def cell_field(prefix: str, code: str, cohort: int, offset: int, scope: str = "") -> str:
@@ -215,6 +230,7 @@ CUSTOMER_SLOTS = (
     *("ls", "p", "r", "q", "x", "s", "k", "sa", "st", "si"),
     *("pd", "n"),
     *("y", "sy"),
+    *("pb", "pm"),  # days with a purchase, days with two or more
 )
 
 

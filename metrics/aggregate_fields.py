@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 
 from core.calendar import Calendar, Period
-from core.rules import ACTIVITY_WINDOWS
+from core.rules import ACTIVITY_WINDOWS, LIFESPAN_MONTHS
 from core.schema import (
     PERIOD_CODES,
     DaysField,
@@ -19,11 +19,20 @@ from core.schema import (
     TimelineField,
     active_window,
     cell_field,
+    cohort_month_field,
     numbered,
     period_field,
 )
 from core.segments import RfmKey
-from metrics.snapshot import CohortCell, CohortValue, Core, Lifecycle, PeriodChurn, Snapshot
+from metrics.snapshot import (
+    CohortCell,
+    CohortValue,
+    Core,
+    Lifecycle,
+    PeriodBuyers,
+    PeriodChurn,
+    Snapshot,
+)
 
 # Timeline series (subscriber deltas, first churns, NPS respondents, RFM keys) by field
 # prefix without its ':', then by the rest of the field name (a day, or the RFM key).
@@ -64,7 +73,26 @@ class AggregateFields:
             for kind in Period:
                 _, start, end = self.last_complete(kind, day)
                 fields += [numbered(DaysField.BASE, d, scope=prefix) for d in (start - 1, end)]
+        for month in self.lifespan_months(day):
+            fields += self.movement_fields(Period.MONTH, month)[0]
+        fields += self.life_day_fields(day)
         return list(dict.fromkeys(fields))
+
+    def lifespan_months(self, day: int) -> range:
+        """The complete months whose pooled churn gives the CLV lifespan, oldest first:
+        the latest one complete at the end of `day` and the two before it."""
+        last = self.calendar.last_complete(day, Period.MONTH)
+        return range(last - LIFESPAN_MONTHS + 1, last + 1)
+
+    def life_day_fields(self, day: int) -> list[str]:
+        """Active-life edges on the days of `day`'s month up to `day`: of all customers,
+        and of each recent monthly cohort (earlier months are read summed)."""
+        month = self.calendar.period(day, Period.MONTH)
+        days = range(self.calendar.period_start(month, Period.MONTH), day + 1)
+        fields = [numbered(DaysField.LIFE_EDGES, d) for d in days]
+        for cohort in self.recent(Period.MONTH, day):
+            fields += [cohort_month_field(DaysField.COHORT_LIFE_EDGES, cohort, d) for d in days]
+        return fields
 
     def period_heads(self, day: int, prefixes: list[str]) -> list[str]:
         """Every per-period field except the retention cells: those wait for the sizes."""
@@ -75,6 +103,8 @@ class AggregateFields:
             last = self.calendar.last_complete(day, kind)
             fields.append(period_field(f.SUBSCRIPTION_CANCELS, code, last))
             fields.append(period_field(f.STAYED_SUBSCRIBED, code, last))
+            fields.append(period_field(f.PERIOD_BUYERS, code, last))
+            fields.append(period_field(f.PERIOD_REPEAT_BUYERS, code, last))
             for p in self.recent(kind, day):
                 fields += [period_field(f.ACTIVE, code, p), period_field(f.ACTIVE, code, p - 1)]
                 fields += [period_field(f.RETURNING, code, p), period_field(f.INSTALLS, code, p)]
@@ -92,7 +122,11 @@ class AggregateFields:
                 numbered(f.COHORT_PURCHASES, month),
                 numbered(f.COHORT_NET_REVENUE, month),
             ]
-            fields += [numbered(f.COHORT_FIRST_DAY_SUM, month)]
+            for before in range(month, self.calendar.period(day, Period.MONTH)):
+                fields.append(cohort_month_field(f.COHORT_LIFE_EDGES, month, before))
+                fields.append(cohort_month_field(f.COHORT_LIFE_EDGE_DAYS, month, before))
+        for month in self.lifespan_months(day):
+            fields += self.movement_fields(Period.MONTH, month)[1]
         return list(dict.fromkeys(fields))
 
     def cohort_cells(self, day: int, prefixes: list[str], heads: dict[str, int]) -> list[str]:
@@ -221,22 +255,65 @@ class AggregateFields:
             for p in self.recent(kind, day)
         ]
 
-    def fill_value(self, snap: Snapshot, day: int, periods: dict[str, int]) -> None:
+    def fill_value(
+        self,
+        snap: Snapshot,
+        day: int,
+        days: dict[str, int],
+        periods: dict[str, int],
+        timeline: Timeline,
+    ) -> None:
+        """Purchases, net revenue and customer-days of active life up to the end of `day`,
+        of every customer and of each recent monthly cohort with customers."""
+        month = self.calendar.period(day, Period.MONTH)
+        this_month = range(self.calendar.period_start(month, Period.MONTH), day + 1)
+        edges = _series(timeline, TimelineField.LIFE_EDGES)
+        edge_days = _series(timeline, TimelineField.LIFE_EDGE_DAYS)
+        # a month's edge sum is often 0 and then has no field: take both series' months
+        earlier = [
+            (edges[q], edge_days[q]) for q in edges.keys() | edge_days.keys() if int(q) < month
+        ]
         snap.value[None] = CohortValue(
             purchases=snap.purchases.purchases,
             net_milli=snap.purchases.net_milli,
-            customer_days=snap.customers * (day + 1) - snap.first_day_sum,
+            customer_days=_life_days(
+                day, earlier, [(d, days[numbered(DaysField.LIFE_EDGES, d)]) for d in this_month]
+            ),
         )
         f, month_code = PeriodsField, PERIOD_CODES[Period.MONTH]
-        for month in self.recent(Period.MONTH, day):
-            size = periods[period_field(f.COHORT_SIZE, month_code, month)]
-            if size > 0:
-                snap.value[month] = CohortValue(
-                    purchases=periods[numbered(f.COHORT_PURCHASES, month)],
-                    net_milli=periods[numbered(f.COHORT_NET_REVENUE, month)],
-                    customer_days=size * (day + 1)
-                    - periods[numbered(f.COHORT_FIRST_DAY_SUM, month)],
+        for cohort in self.recent(Period.MONTH, day):
+            if periods[period_field(f.COHORT_SIZE, month_code, cohort)] <= 0:
+                continue
+            earlier = [
+                (
+                    periods[cohort_month_field(f.COHORT_LIFE_EDGES, cohort, q)],
+                    periods[cohort_month_field(f.COHORT_LIFE_EDGE_DAYS, cohort, q)],
                 )
+                for q in range(cohort, month)
+            ]
+            edges_this_month = [
+                (d, days[cohort_month_field(DaysField.COHORT_LIFE_EDGES, cohort, d)])
+                for d in this_month
+            ]
+            snap.value[cohort] = CohortValue(
+                purchases=periods[numbered(f.COHORT_PURCHASES, cohort)],
+                net_milli=periods[numbered(f.COHORT_NET_REVENUE, cohort)],
+                customer_days=_life_days(day, earlier, edges_this_month),
+            )
+
+    def fill_buyers(self, snap: Snapshot, day: int, periods: dict[str, int]) -> None:
+        """Buyers and repeat buyers of the latest complete period of each kind."""
+        for kind in Period:
+            code, last = PERIOD_CODES[kind], self.last_complete(kind, day)[0]
+            snap.buyers.append(
+                PeriodBuyers(
+                    period=kind,
+                    buyers=periods[period_field(PeriodsField.PERIOD_BUYERS, code, last)],
+                    repeat_buyers=periods[
+                        period_field(PeriodsField.PERIOD_REPEAT_BUYERS, code, last)
+                    ],
+                )
+            )
 
     def fill_timeline(self, snap: Snapshot, day: int, timeline: Timeline) -> None:
         snap.subscribers = _sum_until(timeline, TimelineField.SUBSCRIBERS, day)
@@ -267,6 +344,14 @@ def _rfm_key(name: str) -> RfmKey:
 def _series(timeline: Timeline, prefix: str) -> Counter[str]:
     """The series of a timeline field prefix."""
     return timeline[prefix.removesuffix(":")]
+
+
+def _life_days(day: int, earlier: list[tuple[int, int]], this_month: list[tuple[int, int]]) -> int:
+    """Customer-days of active life up to the end of `day`: an edge e on day d adds
+    e * (day + 1 - d). Earlier months come as (sum of edges, sum of edge * day), the
+    days of `day`'s month as (d, e)."""
+    total = sum((day + 1) * edges - edge_days for edges, edge_days in earlier)
+    return total + sum(edge * (day + 1 - d) for d, edge in this_month)
 
 
 def _sum_until(timeline: Timeline, prefix: str, day: int) -> int:

@@ -84,7 +84,12 @@ class AggregateReader:
             snap.lifecycle += self.fields.lifecycle(kind, day, periods)
         for breakdown, prefix in scopes.items():
             snap.breakdowns[breakdown] = self._core(day, days, periods, prefix)
-        self.fields.fill_value(snap, day, periods)
+        snap.lifespan_months = [
+            self.fields.movement(Period.MONTH, month, days, periods)
+            for month in self.fields.lifespan_months(day)
+        ]
+        self.fields.fill_value(snap, day, days, periods, timeline)
+        self.fields.fill_buyers(snap, day, periods)
         self.fields.fill_timeline(snap, day, timeline)
         return snap
 
@@ -110,7 +115,6 @@ class AggregateReader:
         counts = totals.counts
         snap.customers = totals.customers
         snap.events, snap.invalid = totals.events, totals.invalid
-        snap.first_day_sum = counts[TotalsField.FIRST_DAY_SUM]
         snap.purchases = Purchases(
             purchases=counts[TotalsField.PURCHASES],
             revenue_milli=counts[TotalsField.REVENUE],

@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from core.calendar import Calendar, Period
-from core.rules import ACTIVITY_WINDOWS, churn_ratio, crr, ratio
+from core.rules import ACTIVITY_WINDOWS, churn_ratio, crr, pooled_churn, ratio, retained_share
 from core.segments import RfmThresholds, count_segments
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -53,6 +53,11 @@ class ChurnFamilies:
         self.crr = gauge(
             f"{prefix}crr", "Customer retention rate: (end base - new) / start base.", p
         )
+        self.retained = gauge(
+            f"{prefix}retained_share_ratio",
+            "Share of the start base still in the base at the end: |S and E| / start base.",
+            p,
+        )
 
     def add(self, labels: tuple[str, ...], c: PeriodChurn) -> None:
         where = (*labels, c.period.value)
@@ -62,9 +67,10 @@ class ChurnFamilies:
         self.lost.add(where, c.lost)
         self.churn.add(where, churn_ratio(c.lost, c.base_start))
         self.crr.add(where, crr(c.base_start, c.base_end, c.new))
+        self.retained.add(where, retained_share(c.base_start, c.stayed))
 
     def all(self) -> tuple[Family, ...]:
-        return (self.start, self.end, self.new, self.lost, self.churn, self.crr)
+        return (self.start, self.end, self.new, self.lost, self.churn, self.crr, self.retained)
 
 
 class RetentionCollector(Collector):
@@ -294,42 +300,75 @@ class RetentionCollector(Collector):
             ),
             (
                 "retention_average_order_value",
-                "Net revenue per purchase.",
-                ratio(net / 1000, purchases),
+                "Average order value: gross revenue (refunds not deducted) per purchase.",
+                ratio(t.revenue_milli / 1000, purchases),
             ),
         )
         families += [single(name, text, value) for name, text, value in derived]
-        return families
+        return families + self._period_buyers(snap)
+
+    def _period_buyers(self, snap: Snapshot) -> list[Family]:
+        """Repeat purchase rate of the last complete period of each kind."""
+        p = ["period"]
+        buyers = gauge(
+            "retention_period_purchasing_customers",
+            "Customers with a purchase in the last complete period.",
+            p,
+        )
+        repeat = gauge(
+            "retention_period_repeat_customers",
+            "Customers with two or more purchases in the last complete period.",
+            p,
+        )
+        rate = gauge(
+            "retention_period_repeat_purchase_ratio",
+            "Repeat purchase rate of the last complete period: repeat / purchasing customers.",
+            p,
+        )
+        for b in snap.buyers:
+            label = (b.period.value,)
+            buyers.add(label, b.buyers)
+            repeat.add(label, b.repeat_buyers)
+            rate.add(label, ratio(b.repeat_buyers, b.buyers))
+        return [buyers, repeat, rate]
 
     def _value(self, snap: Snapshot) -> list[Family]:
         lifespan = self._lifespan_years(snap)
         seconds = single(
             "retention_clv_lifespan_seconds",
-            "Average lifespan from last month's churn (capped), in seconds.",
-            lifespan * SECONDS_PER_YEAR,
+            "Expected lifespan: 1 / (12 x monthly churn pooled over the last 3 complete months),"
+            " capped; in seconds.",
+            None if lifespan is None else lifespan * SECONDS_PER_YEAR,
         )
         per_year = gauge(
             "retention_purchases_per_customer_year",
-            "Purchases per customer-year observed.",
+            "Purchases per customer-year of active life (days in the base).",
             ["cohort"],
         )
         clv = gauge(
-            "retention_clv", "Customer lifetime value: AOV x purchases/year x lifespan.", ["cohort"]
+            "retention_clv",
+            "Customer lifetime value: net value per purchase x purchases per year x lifespan.",
+            ["cohort"],
         )
         for month, value in snap.value.items():
             label = ("all" if month is None else self.calendar.label(month, Period.MONTH),)
             rate = _per_customer_year(value)
             per_year.add(label, rate)
-            aov = ratio(value.net_milli / 1000, value.purchases)
-            if aov is not None and rate is not None and aov > 0:
-                clv.add(label, aov * rate * lifespan)
+            value_per_purchase = ratio(value.net_milli / 1000, value.purchases)
+            if lifespan is None or value_per_purchase is None or rate is None:
+                continue
+            if value_per_purchase > 0:
+                clv.add(label, value_per_purchase * rate * lifespan)
         return [seconds, per_year, clv]
 
-    def _lifespan_years(self, snap: Snapshot) -> float:
+    def _lifespan_years(self, snap: Snapshot) -> float | None:
+        """1 / (12 x pooled monthly churn), capped; the cap when nobody was lost, None
+        when none of the months had a base at its start."""
         cap = self.settings.clv_max_lifespan_years
-        month = next(c for c in snap.churn if c.period is Period.MONTH)
-        churn = churn_ratio(month.lost, month.base_start)
-        return cap if not churn else min(cap, 1 / (12 * churn))
+        churn = pooled_churn([(m.lost, m.base_start) for m in snap.lifespan_months])
+        if churn is None:
+            return None
+        return cap if churn == 0 else min(cap, 1 / (12 * churn))
 
     def _subscriptions(self, snap: Snapshot) -> list[Family]:
         subscribers = single(

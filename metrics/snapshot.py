@@ -69,11 +69,20 @@ class Lifecycle:
 
 @dataclass(frozen=True, slots=True)
 class CohortValue:
-    """Purchases, net revenue and observed customer-days of one cohort (or all)."""
+    """Purchases, net revenue and customer-days of active life of one cohort (or all)."""
 
     purchases: int
     net_milli: int
     customer_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodBuyers:
+    """Customers with a purchase in the last complete period, and those with two or more."""
+
+    period: Period
+    buyers: int
+    repeat_buyers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +118,6 @@ class Snapshot:
     watermark_day: int | None = None  # T: the day of the watermark, still running
     evaluation_day: int | None = None  # C = T - 1: the last complete day
     purchases: Purchases = field(default_factory=Purchases)
-    first_day_sum: int = 0  # of every customer's first activity day
     events: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     active: dict[int, int] = field(default_factory=dict)  # windows ending on C
@@ -118,6 +126,8 @@ class Snapshot:
     retained: dict[CohortCell, int] = field(default_factory=dict)
     unbounded: dict[CohortCell, int] = field(default_factory=dict)
     churn: list[PeriodChurn] = field(default_factory=list)
+    lifespan_months: list[PeriodChurn] = field(default_factory=list)  # the CLV lifespan's
+    buyers: list[PeriodBuyers] = field(default_factory=list)
     lifecycle: list[Lifecycle] = field(default_factory=list)
     value: dict[int | None, CohortValue] = field(default_factory=dict)
     subscribers: int = 0

@@ -28,8 +28,8 @@
 --
 -- The script is loaded behind the schema header, bitmap.lua, customer.lua and the
 -- batch modules (streams/state.py BATCH_MODULES): configuration, calendar, day lists,
--- base runs, counters, membership, cohorts, contributions and breakdown scopes, in that
--- order.
+-- base runs, counters, membership, cohorts, value, contributions and breakdown scopes,
+-- in that order.
 
 ---------------------------------------------------------------------------
 -- Customer state (customer.lua), loaded once per batch and written back at the end.
@@ -107,6 +107,7 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
     if st.pd == nil or day > st.pd then st.pd = day end
     st.p = st.p + 1
     st.r = st.r + amount
+    count_purchase_day(st, day)
     incr(AGG, TotalsField.PURCHASES, 1)
     incr(AGG, TotalsField.REVENUE, amount)
   end
@@ -143,6 +144,7 @@ local function apply_event(key, st, flags, day, ts, amount, nps, codes, id)
   if new_subscription then update_subscribed(before, st, day) end
   if new_activity or new_churn or new_subscription then
     update_membership(before, st, day)
+    update_life(before, st, day)
     -- the lifecycle sweep must look at this customer again from this day on
     local from = st.pt and math.max(day, st.pt + 1) or day
     mark_due(DUE, key, st, from)

@@ -1,6 +1,6 @@
 -- The counters that are a plain function of one customer's whole state: purchasing
--- and repeat customers, first-day sums, cohort value, the RFM key, first churn and
--- win-back, NPS respondents, subscription and MRR deltas.
+-- and repeat customers, cohort value, the RFM key, first churn and win-back, NPS
+-- respondents, subscription and MRR deltas.
 --
 -- contributions(st) gives them as {key = {field = amount}}; an event changes them by
 -- the new state's contributions minus the old state's (apply_difference).
@@ -51,10 +51,8 @@ local function contributions(st)
   local f = A[1]
   if f ~= nil then
     local month = period(f, PeriodCode.MONTH)
-    agg[TotalsField.FIRST_DAY_SUM] = f
     per[PeriodsField.COHORT_PURCHASES .. month] = st.p
     per[PeriodsField.COHORT_NET_REVENUE .. month] = net
-    per[PeriodsField.COHORT_FIRST_DAY_SUM .. month] = f
     local L = A[#A]
     line[TimelineField.RFM_KEY .. rfm_key(st, f, L)] = 1
     -- tenure: first to last activity day before the first churn day c

@@ -58,7 +58,7 @@ local function rebase(st, day)
     st.o = o
   elseif o < st.o then
     local pad = string.rep('\0', (st.o - o) / 8)
-    for _, b in ipairs({ 'a', 'x', 's', 'k', 'y' }) do
+    for _, b in ipairs({ 'a', 'x', 's', 'k', 'y', 'pb', 'pm' }) do
       if #st[b] > 0 then st[b] = pad .. st[b] end
     end
     for i, bits in ipairs(st.v) do

@@ -25,7 +25,8 @@
 -- published lifecycle day and state; due the sweep's next day for this customer; pd
 -- the day of the latest purchase; n the NPS answers still needed, the latest of each
 -- answer day, ascending by day, each { day, ts, score, event id } (stored flat, four
--- values an answer, the ts as ms after its day's UTC midnight).
+-- values an answer, the ts as ms after its day's UTC midnight); pb/pm bitmaps of the
+-- days with a purchase and of those with two or more.
 
 local DAY_MS = 86400000
 -- o8 and due come first in CUSTOMER_SLOTS, so the sweep can read a customer's due day alone.
@@ -127,6 +128,7 @@ local function encode_customer(st)
     some(st.p), some(st.r), some(st.q), some(st.x), some(st.s), some(st.k), some(st.sa),
     st.st and st.st - base, some(st.si), st.pd and st.pd - o, encode_answers(st.n, o),
     some(st.y), some(st.sy),
+    some(st.pb), some(st.pm),
   }
   local n = #CUSTOMER_SLOTS
   while values[n] == nil do n = n - 1 end
@@ -136,10 +138,10 @@ end
 local function decode_customer(blob)
   if blob == nil or blob == '' then
     return { a = '', v = {}, x = '', s = '', k = '', y = '', e = '', si = '', p = 0, r = 0,
-      q = 0, sa = 0, sy = 0, n = {} }
+      q = 0, sa = 0, sy = 0, n = {}, pb = '', pm = '' }
   end
-  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si, pd, n, y, sy =
-    cmsgpack.unpack(blob)
+  local o8, due, a, v, e, f, l, gp, gc, pt, ls, p, r, q, x, s, k, sa, sts, si, pd, n, y, sy,
+    pb, pm = cmsgpack.unpack(blob)
   local o = o8 * 8
   local base = o * DAY_MS
   f = f and base + f
@@ -149,7 +151,7 @@ local function decode_customer(blob)
     ls = ls and state_name(ls), p = p or 0, r = r or 0, q = q or 0, x = x or '',
     s = s or '', k = k or '', sa = sa or 0, st = sts and base + sts, si = si or '',
     pd = pd and o + pd, n = decode_answers(n, o),
-    y = y or '', sy = sy or 0,
+    y = y or '', sy = sy or 0, pb = pb or '', pm = pm or '',
   }
 end
 

@@ -53,6 +53,7 @@ BATCH_MODULES = (
     "batch_counters.lua",
     "batch_membership.lua",
     "batch_cohorts.lua",
+    "batch_value.lua",
     "batch_contributions.lua",
     "batch_scopes.lua",
     "apply_batch.lua",

@@ -100,6 +100,8 @@ def test_blob_round_trip_in_lua() -> None:
             "pd": base + 17,
             # NPS answers: day, ts (one before its day's UTC midnight), score, event id
             "n": [[base + 3, ms + 3 * 86_400_000 - 1, 9, "nps-1"], [base + 40, ms, 0, "x" * 128]],
+            "pb": "\x03",  # purchases on the first two days
+            "pm": "\x02",  # two or more on the second
         },
         {"o": base, "e": "abcdef", "f": ms, "l": ms, "n": [[base, ms, 7, "only"]]},
         {"o": base, "a": "\x01", "e": "abcdef", "f": ms, "l": ms, "pt": base, "ls": "churned"},
@@ -120,6 +122,7 @@ def test_blob_round_trip_in_lua() -> None:
     empty = {"a": "", "v": {}, "x": "", "s": "", "k": "", "y": "", "e": "", "si": ""}
     empty |= {"p": 0, "r": 0, "q": 0, "sy": 0}
     empty["n"] = {}  # an empty Lua table: cjson writes an object
+    empty |= {"pb": "", "pm": ""}
     sizes = []
     for sent, back in zip(states, got["states"], strict=True):
         assert back.pop("due_header", None) == sent.get("due")

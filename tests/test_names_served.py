@@ -147,13 +147,14 @@ def test_every_name_read_is_served_recorded_or_builtin(
     pipeline: Callable[..., Pipeline],
 ) -> None:
     """Needs: installs and activity (customers, cohorts, churn, lifecycle, breakdowns),
-    purchases and refunds (revenue, CLV, RFM), subscriptions (MRR, subscribers), NPS
+    purchases and refunds (revenue, CLV, RFM; CLV also needs a complete month with a
+    base at its start, February here), subscriptions (MRR, subscribers), NPS
     answers (NPS), customers lapsing and coming back (churned, win-back) and invalid
     records (events_invalid): the generated history has all of them.
     """
     worker_port = free_port()
     p = pipeline(extra_env={"RETENTION_WORKER_METRICS_PORT": str(worker_port)})
-    p.produce(generate_history(seed=505, customers=150, days=45, start=date(2026, 2, 2)))
+    p.produce(generate_history(seed=505, customers=150, days=45, start=date(2026, 1, 19)))
     p.produce(invalid_records())
     p.wait_until_consumed(timeout=120)
 

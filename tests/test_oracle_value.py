@@ -1,5 +1,5 @@
 """Hand-checked unit tests of the oracle's value metrics (no servers needed): purchases,
-CLV and subscriptions.
+repeat purchases per period, CLV, CRR against the retained share, and subscriptions.
 
 Every expected number below was worked out by hand from docs/definitions.md; the
 arithmetic is in the comments. Events are at 12:00 UTC unless a time is given.
@@ -44,7 +44,8 @@ def test_purchases_and_rounding() -> None:
     assert got[key("retention_repeat_customers")] == 2  # c1 has 2, c2 has 3
     assert got[key("retention_repeat_purchase_ratio")] == 1.0
     assert got[key("retention_purchase_frequency")] == 2.5  # 5 / 2
-    assert got[key("retention_average_order_value")] == pytest.approx(1.5002)  # 7.501 / 5
+    # AOV is gross: 15.251 / 5, the refunds lower only the net revenue.
+    assert got[key("retention_average_order_value")] == pytest.approx(3.0502)
     assert got[key("retention_customers")] == 2
 
 
@@ -64,13 +65,66 @@ def test_purchase_ratios_absent_without_purchases() -> None:
     assert one[key("retention_average_order_value")] == 3.0
 
 
+# --- repeat purchases per period ----------------------------------------------------------
+# T = 04-15 (Wednesday), so C = 04-14: the latest complete day is 04-14, week
+# 04-06..04-12, month March.
+# r1 buys twice on 04-14 (the second one delivered late, after T's events) and once in
+# March; r2 buys once on 04-14, re-sent twice; r3 buys on 04-07 and 04-11, and twice on
+# 03-31; r4 buys on 03-02 and on 04-01.
+
+REPEAT = [
+    ev("r1a", "r1", "purchase", "2026-04-14", "09:00:00", amount=5),
+    ev("r2a", "r2", "purchase", "2026-04-14", amount=7),
+    ev("r2a", "r2", "purchase", "2026-04-14", amount=7),  # re-sent
+    ev("r3a", "r3", "purchase", "2026-04-07", amount=1),
+    ev("r4a", "r4", "purchase", "2026-04-01", amount=1),
+    ev("x1", "x", "session", "2026-04-15"),
+    ev("r1b", "r1", "purchase", "2026-04-14", "23:00:00", amount=5),  # late
+    ev("r3b", "r3", "purchase", "2026-04-11", amount=1),  # late
+    ev("r1c", "r1", "purchase", "2026-03-20", amount=5),  # late
+    ev("r3c", "r3", "purchase", "2026-03-31", "10:00:00", amount=1),  # late
+    ev("r3d", "r3", "purchase", "2026-03-31", "11:00:00", amount=1),  # late
+    ev("r3d", "r3", "purchase", "2026-03-31", "11:00:00", amount=1),  # re-sent
+    ev("r4b", "r4", "purchase", "2026-03-02", amount=1),  # late
+]
+
+
+def test_repeat_purchase_rate_per_period() -> None:
+    got = compute(REPEAT)
+
+    def rate(period: str) -> tuple[float, float, float | None]:
+        return (
+            got[key("retention_period_purchasing_customers", period=period)],
+            got[key("retention_period_repeat_customers", period=period)],
+            got.get(key("retention_period_repeat_purchase_ratio", period=period)),
+        )
+
+    # Day 04-14: r1 (2 purchases), r2 (1; the re-sent one does not count).
+    assert rate("day") == (2, 1, 0.5)
+    # Week 04-06..04-12: r3 on 04-07 and 04-11 (two days).
+    assert rate("week") == (1, 1, 1.0)
+    # March: r1 once, r3 twice on 03-31 (re-sent third does not count), r4 once.
+    assert rate("month") == (3, 1, pytest.approx(1 / 3))
+    # All-time: r1 3, r2 1, r3 4, r4 2.
+    assert got[key("retention_repeat_purchase_ratio")] == 0.75
+    # A day without purchases: counts 0, no ratio.
+    quiet = compute([*REPEAT, ev("x2", "x", "session", "2026-04-16")])
+    assert rate("day") == (2, 1, 0.5)
+    assert quiet[key("retention_period_purchasing_customers", period="day")] == 0
+    assert key("retention_period_repeat_purchase_ratio", period="day") not in quiet
+
+
 # --- customer lifetime value --------------------------------------------------------------
-# C = 05-10 (T = 05-11, the closing event's day); the last complete month is April:
-# base at the end of 03-31 is {a, b, c, d} (each active within 30 days), at the end of
-# 04-30 {a, b, c}: churn 1/4, lifespan 1 / (12 * 0.25) = 1/3 year.
-# Customer-days to the end of 05-10: a 03-15 -> 57, b 03-20 -> 52, c 03-25 -> 47,
-# d 03-10 -> 62, e 05-10 -> 1; total 219.
-# Purchases a 30 + 20, b 100, e 50 = 200 over 4; refund b 40; net 160; AOV 40.
+# C = 05-10 (T = 05-11, the closing event's day); the three latest months complete at
+# the end of C are February, March and April. Bases
+# at the end of 01-31 and 02-28 are empty; at the end of 03-31 {a, b, c, d} (each active
+# within 30 days), at the end of 04-30 {a, b, c}: pooled churn (0 + 0 + 1) / (0 + 0 + 4),
+# lifespan 1 / (12 * 0.25) = 1/3 year.
+# Active life up to the end of C = 05-10 (days at whose end the customer is in the base):
+# a 03-15..04-13 (30) + 04-20..05-10 (21) = 51; b 03-20..04-18 (30) + 04-25..05-10 (16)
+# = 46; c 03-25..04-23 (30) + 04-28..05-10 (13) = 43; d 03-10..04-08 = 30; e 05-10 = 1;
+# total 171.
+# Purchases a 30 + 20, b 100, e 50 = 200 over 4; refund b 40; net 160: 40 per purchase.
 
 CLV = [
     ev("a1", "a", "purchase", "2026-03-15", amount=30),
@@ -82,7 +136,7 @@ CLV = [
     ev("c2", "c", "session", "2026-04-28"),
     ev("d1", "d", "install", "2026-03-10"),
     ev("e1", "e", "purchase", "2026-05-10", amount=50),
-    closing("2026-05-10"),  # first seen on T: no customer-day yet
+    closing("2026-05-10"),  # first seen on T, after C: no day of life
 ]
 
 
@@ -90,14 +144,19 @@ def test_clv() -> None:
     got = compute(CLV)
     assert got[key("retention_churn_ratio", period="month")] == 0.25
     assert got[key("retention_clv_lifespan_seconds")] == pytest.approx(365 * 86400 / 3)
-    # all: 4 * 365 / 219 = 20/3 purchases per customer-year; CLV 40 * 20/3 * 1/3 = 800/9.
-    assert got[key("retention_purchases_per_customer_year", cohort="all")] == pytest.approx(20 / 3)
-    assert got[key("retention_clv", cohort="all")] == pytest.approx(800 / 9)
-    # March cohort {a, b, c, d}: 3 purchases, net 110, 218 customer-days.
-    assert got[key("retention_purchases_per_customer_year", cohort="2026-03")] == pytest.approx(
-        1095 / 218
+    # AOV is gross (200 / 4); CLV takes the net value per purchase (160 / 4).
+    assert got[key("retention_average_order_value")] == 50.0
+    # all: 4 * 365 / 171 purchases per customer-year; CLV 40 * that * 1/3.
+    per_year = 4 * 365 / 171
+    assert got[key("retention_purchases_per_customer_year", cohort="all")] == pytest.approx(
+        per_year
     )
-    assert got[key("retention_clv", cohort="2026-03")] == pytest.approx(110 / 3 * 1095 / 218 / 3)
+    assert got[key("retention_clv", cohort="all")] == pytest.approx(40 * per_year / 3)
+    # March cohort {a, b, c, d}: 3 purchases, net 110, 170 customer-days.
+    assert got[key("retention_purchases_per_customer_year", cohort="2026-03")] == pytest.approx(
+        1095 / 170
+    )
+    assert got[key("retention_clv", cohort="2026-03")] == pytest.approx(110 / 3 * 1095 / 170 / 3)
     # May cohort {e}: 1 purchase of 50 over 1 customer-day: 365 per year, CLV 50*365/3.
     assert got[key("retention_purchases_per_customer_year", cohort="2026-05")] == 365.0
     assert got[key("retention_clv", cohort="2026-05")] == pytest.approx(50 * 365 / 3)
@@ -108,26 +167,101 @@ def test_clv() -> None:
     assert names == {(("cohort", c),) for c in ("all", "2026-03", "2026-05")}
 
 
-def test_clv_cap_negative_value_and_moved_customer() -> None:
+def test_clv_customer_churned_long_ago_does_not_dilute() -> None:
+    # z was active on 2025-06-01 only: 30 days of life, not the 344 days to 05-10.
+    got = compute([*CLV, ev("z1", "z", "install", "2025-06-01")])
+    per_year = 4 * 365 / (171 + 30)
+    assert got[key("retention_purchases_per_customer_year", cohort="all")] == pytest.approx(
+        per_year
+    )
+    # y installed and uninstalled on 05-02: their first day counts as one day of life.
+    churned_at_once = compute(
+        [*CLV, ev("y1", "y", "install", "2026-05-02"), ev("y2", "y", "uninstall", "2026-05-02")]
+    )
+    assert churned_at_once[
+        key("retention_purchases_per_customer_year", cohort="2026-05")
+    ] == pytest.approx(365 / 2)
+
+
+def test_clv_lifespan_fallbacks() -> None:
     # The cap: 1/3 year is above a 0.25-year cap.
     capped = compute(CLV, OracleSettings(clv_max_lifespan_years=0.25))
     assert capped[key("retention_clv_lifespan_seconds")] == 0.25 * 365 * 86400
-    assert capped[key("retention_clv", cohort="all")] == pytest.approx(40 * 20 / 3 * 0.25)
-    # No monthly churn (ratio 0): the cap, 5 years.
-    no_churn = [e for e in CLV if e["customer_id"] != "d"]
-    assert compute(no_churn)[key("retention_clv_lifespan_seconds")] == 5 * 365 * 86400
-    # A refund bigger than e's purchases: May's AOV is -10, no CLV; per-year stays.
+    assert capped[key("retention_clv", cohort="all")] == pytest.approx(40 * 4 * 365 / 171 * 0.25)
+    # Nobody lost over the three months (d removed): pooled churn 0, the cap, 5 years.
+    no_churn = compute([e for e in CLV if e["customer_id"] != "d"])
+    assert no_churn[key("retention_clv_lifespan_seconds")] == 5 * 365 * 86400
+    assert key("retention_clv", cohort="all") in no_churn
+    # No base at the start of any of the three months (everything in May): neither
+    # lifespan nor CLV is exported, purchases per customer-year are.
+    may = compute([e for e in CLV if e["ts"].startswith("2026-05")])
+    assert key("retention_clv_lifespan_seconds") not in may
+    assert not [k for k in may if k[0] == "retention_clv"]
+    assert may[key("retention_purchases_per_customer_year", cohort="all")] == 365.0
+    # The latest complete month without a base (C = 08-01, July): its own churn ratio is
+    # absent, and the lifespan stays defined by May (S = {a, b, c}, all lost) and June
+    # (S = {e}, lost): pooled 4 / 4, 1/12 year, not the cap.
+    august = compute([*CLV, ev("q1", "q", "session", "2026-08-02")])
+    assert august[key("retention_base_start_customers", period="month")] == 0
+    assert key("retention_churn_ratio", period="month") not in august
+    assert august[key("retention_clv_lifespan_seconds")] == pytest.approx(365 * 86400 / 12)
+
+
+def test_clv_negative_value_and_moved_customer() -> None:
+    # A refund bigger than e's purchases: May's net value per purchase is -10, no CLV.
     refunded = compute([*CLV, ev("e2", "e", "refund", "2026-05-10", amount=60)])
     assert key("retention_clv", cohort="2026-05") not in refunded
     assert refunded[key("retention_purchases_per_customer_year", cohort="2026-05")] == 365.0
-    assert refunded[key("retention_clv", cohort="all")] == pytest.approx(25 * 20 / 3 / 3)
-    # A late session of e on 04-15 moves e (and the purchase) to April: 26 customer-days.
+    assert refunded[key("retention_clv", cohort="all")] == pytest.approx(25 * 4 * 365 / 171 / 3)
+    # A late session of e on 04-15 moves e (and the purchase) to April: life 04-15..05-10
+    # = 26 days.
     moved = compute([*CLV, ev("e0", "e", "session", "2026-04-15")])
     assert key("retention_clv", cohort="2026-05") not in moved
     assert moved[key("retention_purchases_per_customer_year", cohort="2026-04")] == pytest.approx(
         365 / 26
     )
     assert moved[key("retention_clv", cohort="2026-04")] == pytest.approx(50 * 365 / 26 / 3)
+
+
+# --- CRR and the retained share -----------------------------------------------------------
+# T = 04-02, C = 04-01; the latest complete month is March. S = base at the end of 02-28
+# = {s1, s2} (active 02-10 and 02-20). l lapsed (last active 01-05) and returns on 03-25;
+# n1 is new on 03-03 and uninstalls on 03-10; n2 is new on 03-28. E = base at the end of
+# 03-31 = {s2 (active 03-15), l, n2}; s1 is lost.
+# CRR = (E - N) / S = (3 - 2) / 2 = 0.5; retained share = |S and E| / S = 1 / 2: l's
+# return and n1's loss cancel out. Without n1: CRR = (3 - 1) / 2 = 1.0. Without l's
+# return: E = {s2, n2}, CRR = (2 - 2) / 2 = 0. The retained share stays 0.5 throughout.
+
+SHARE = [
+    ev("s1", "s1", "install", "2026-02-10"),
+    ev("s2a", "s2", "install", "2026-02-20"),
+    ev("s2b", "s2", "session", "2026-03-15"),
+    ev("l1", "l", "install", "2026-01-05"),
+    ev("l2", "l", "session", "2026-03-25"),
+    ev("n1a", "n1", "install", "2026-03-03"),
+    ev("n1b", "n1", "uninstall", "2026-03-10"),
+    ev("n2", "n2", "install", "2026-03-28"),
+    ev("t", "t", "install", "2026-04-02"),
+]
+SHARE_RETURNING = [e for e in SHARE if e["customer_id"] != "n1"]
+SHARE_NEW_LOST = [e for e in SHARE if e["event_id"] != "l2"]
+
+
+def test_crr_and_retained_share_differ() -> None:
+    got = compute(SHARE)
+    month = {"period": "month"}
+    assert got[key("retention_base_start_customers", **month)] == 2
+    assert got[key("retention_base_end_customers", **month)] == 3
+    assert got[key("retention_new_customers", **month)] == 2
+    assert got[key("retention_lost_customers", **month)] == 1
+    assert got[key("retention_crr", **month)] == 0.5
+    assert got[key("retention_retained_share_ratio", **month)] == 0.5
+    returning_only = compute(SHARE_RETURNING)
+    assert returning_only[key("retention_crr", **month)] == 1.0
+    assert returning_only[key("retention_retained_share_ratio", **month)] == 0.5
+    lost_new_only = compute(SHARE_NEW_LOST)
+    assert lost_new_only[key("retention_crr", **month)] == 0.0
+    assert lost_new_only[key("retention_retained_share_ratio", **month)] == 0.5
 
 
 # --- subscriptions ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from tests.oracle.ledger import read_ledger
 from tests.oracle.periods import PERIODS, evaluation_day, local_day
 from tests.oracle.scrape import COMPARED, QUOTIENTS, diff, flatten, flatten_all, kept_values
 from tests.oracle.segments import RFM_SEGMENTS, breakdowns, churn_tenures, nps, rfm
-from tests.oracle.value import clv, lifespan_years, purchases, subscribers, subscription_churn
+from tests.oracle.value import clv, period_repeat, purchases, subscribers, subscription_churn
 
 __all__ = [
     "COMPARED",
@@ -86,8 +86,9 @@ def compute(
         out.update(lifecycle(book, C, kind))
         out.update(churn(changes[kind]))
         out.update(subscription_churn(book, C, kind))
+        out.update(period_repeat(book, C, kind))
     out.update(purchases(book))
-    out.update(clv(book, C, lifespan_years(changes["month"], s)))
+    out.update(clv(book, C))
     out.update(subscribers(book, C))
     out.update(nps(book, C))
     out.update(churn_tenures(book, C))

@@ -163,4 +163,8 @@ def churn(change: BaseChange) -> dict[Key, float]:
         out[key("retention_crr", period=kind)] = (len(change.at_end) - len(change.new)) / len(
             change.at_start
         )
+        # the start base's customers who are in the end base too
+        out[key("retention_retained_share_ratio", period=kind)] = len(
+            change.at_start & change.at_end
+        ) / len(change.at_start)
     return out

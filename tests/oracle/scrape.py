@@ -46,6 +46,8 @@ COUNTS = frozenset(
         "retention_breakdown_base_end_customers",
         "retention_breakdown_new_customers",
         "retention_breakdown_lost_customers",
+        "retention_period_purchasing_customers",
+        "retention_period_repeat_customers",
     }
 )
 # Quotients and money: compared with math.isclose, since the exporter may divide or
@@ -70,6 +72,9 @@ QUOTIENTS = frozenset(
         "retention_breakdown_cohort_ratio",
         "retention_breakdown_churn_ratio",
         "retention_breakdown_crr",
+        "retention_breakdown_retained_share_ratio",
+        "retention_retained_share_ratio",
+        "retention_period_repeat_purchase_ratio",
     }
 )
 MONEY = frozenset(

@@ -135,6 +135,7 @@ BREAKDOWN_METRICS = frozenset(
         "lost_customers",
         "churn_ratio",
         "crr",
+        "retained_share_ratio",
     }
 )
 
