@@ -1,4 +1,4 @@
-"""Churn & lifecycle: churn and CRR per period, base movements, lifecycle and segments.
+"""Churn & lifecycle: churn, CRR and the retained share per period, base movements, lifecycle and segments.
 
 The `period` variable (day, week, month) picks the period of every churn query.
 """
@@ -19,7 +19,7 @@ from monitoring.panels import (
 from monitoring.variables import period_choice
 
 PERIOD = 'period="$period"'
-SMALL = Look(width=4, height=4)
+SMALL = Look(width=3, height=4)  # the four counts share a row with three ratios
 # The panel the ChurnRateSpike alert links to.
 CHURN_VS_BASELINE = "Churn vs its trailing baseline"
 
@@ -37,7 +37,22 @@ PANELS = [
     stat_panel(
         "CRR",
         Query(f"period:retention_crr:ratio{{{PERIOD}}}"),
-        look=Look(width=4, height=4, unit=PERCENT),
+        look=Look(
+            width=4,
+            height=4,
+            unit=PERCENT,
+            description="(End base - new) / start base: returning lapsed customers raise it.",
+        ),
+    ),
+    stat_panel(
+        "Retained share",
+        Query(f"period:retention_retained_share:ratio{{{PERIOD}}}"),
+        look=Look(
+            width=4,
+            height=4,
+            unit=PERCENT,
+            description="Start-base customers still in the base at the end / start base.",
+        ),
     ),
     stat_panel("Lost customers", Query(f"sum(retention_lost_customers{{{PERIOD}}})"), look=SMALL),
     stat_panel(
@@ -53,6 +68,17 @@ PANELS = [
             width=12,
             unit=PERCENT,
             description="What the ChurnRateSpike alert compares (day and week).",
+        ),
+    ),
+    timeseries_panel(
+        "CRR and retained share",
+        Query(f"period:retention_crr:ratio{{{PERIOD}}}", "CRR"),
+        Query(f"period:retention_retained_share:ratio{{{PERIOD}}}", "retained share"),
+        look=Look(
+            width=12,
+            unit=PERCENT,
+            description="CRR counts returning lapsed customers in the end base; the retained"
+            " share follows the start base alone.",
         ),
     ),
     timeseries_panel(
@@ -80,12 +106,12 @@ PANELS = [
     bargauge_panel(
         "Churned customers: quick vs late",
         Query("sum by (tenure) (retention_churned_customers)", "{{tenure}}"),
-        look=Look(width=6),
+        look=Look(width=12),
     ),
     bargauge_panel(
         "Win-back rate",
         Query("max by (tenure) (retention_winback_ratio)", "{{tenure}}"),
-        look=Look(width=6, unit=PERCENT),
+        look=Look(width=12, unit=PERCENT),
     ),
     bargauge_panel(
         "RFM segments",
@@ -96,7 +122,7 @@ PANELS = [
 
 BOARD = Board(
     CHURN,
-    "Churn and CRR per period, lifecycle, quick vs late churn, win-back, RFM.",
+    "Churn, CRR and retained share per period, lifecycle, quick vs late churn, win-back, RFM.",
     PANELS,
     (period_choice("period", "Period"),),
     time_from="now-7d",

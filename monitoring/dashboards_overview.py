@@ -117,9 +117,10 @@ PANELS = [
         ),
     ),
     timeseries_panel(
-        "Churn and CRR by period",
+        "Churn, CRR and retained share by period",
         Query("period:retention_churn:ratio", "churn {{period}}"),
         Query("period:retention_crr:ratio", "CRR {{period}}"),
+        Query("period:retention_retained_share:ratio", "retained share {{period}}"),
         look=Look(width=12, unit=PERCENT),
     ),
     barchart_panel(

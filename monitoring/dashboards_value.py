@@ -24,12 +24,17 @@ PANELS = [
     stat_panel(
         "Average order value",
         Query("max(retention_average_order_value)"),
-        look=Look(width=4, height=4, decimals=2),
+        look=Look(
+            width=4,
+            height=4,
+            decimals=2,
+            description="Gross revenue per purchase; refunds show in net revenue.",
+        ),
     ),
     stat_panel(
         "Repeat purchase rate",
         Query("max(retention_repeat_purchase_ratio)"),
-        look=Look(width=4, height=4, unit=PERCENT),
+        look=Look(width=4, height=4, unit=PERCENT, description="All time."),
     ),
     stat_panel(
         "Purchase frequency",
@@ -37,7 +42,15 @@ PANELS = [
         look=Look(width=4, height=4, decimals=2, description="Purchases per purchasing customer."),
     ),
     stat_panel(
-        "CLV", Query('max(retention_clv{cohort="all"})'), look=Look(width=4, height=4, decimals=2)
+        "CLV",
+        Query('max(retention_clv{cohort="all"})'),
+        look=Look(
+            width=4,
+            height=4,
+            decimals=2,
+            description="Net revenue per purchase x purchases per customer-year of active life"
+            " x lifespan; empty until a recent month had a base.",
+        ),
     ),
     timeseries_panel(
         "Revenue, refunds and net revenue",
@@ -52,6 +65,20 @@ PANELS = [
         Query("sum(retention_purchasing_customers)", "purchasing customers"),
         Query("sum(retention_repeat_customers)", "repeat customers"),
         look=HALF,
+    ),
+    timeseries_panel(
+        "Repeat purchase rate by period",
+        Query(
+            "sum by (period) (retention_period_repeat_customers)\n"
+            "  / (sum by (period) (retention_period_purchasing_customers) > 0)",
+            "{{period}}",
+        ),
+        look=Look(
+            width=12,
+            unit=PERCENT,
+            description="Last complete day, week and month: customers with 2+ purchases in the"
+            " period / customers with one.",
+        ),
     ),
     timeseries_panel(
         "Purchase and refund events per second",

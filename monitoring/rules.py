@@ -25,6 +25,7 @@ LOST = "period:retention_lost_customers:sum"
 BASE_START = "period:retention_base_start_customers:sum"
 CHURN = "period:retention_churn:ratio"
 CRR = "period:retention_crr:ratio"
+RETAINED_SHARE = "period:retention_retained_share:ratio"
 CHURN_BASELINE = "period:retention_churn:ratio_baseline"
 NEWEST_COHORT_RETAINED = "cohort_period:retention_cohort_early_retained:newest"
 NEWEST_COHORT_SIZE = "cohort_period:retention_cohort_size:newest"
@@ -64,6 +65,8 @@ CHURN_RULES = [
         " - sum by (period) (retention_new_customers))\n"
         f"  / ({BASE_START} > 0)\n",
     ),
+    # The share of the start base still there at the end: |S and E| / S = (S - lost) / S.
+    Recording(RETAINED_SHARE, f"({BASE_START} - {LOST})\n  / ({BASE_START} > 0)\n"),
     # The churn series steps once per period (when the watermark enters a new one).
     # Its baseline is the time-weighted mean over the previous week (day) or four
     # weeks (week), ending one period ago so that the current value is not part of
