@@ -102,8 +102,23 @@ PANELS = [
     ),
     timeseries_panel(
         "Subscription churn by period",
-        Query("max by (period) (retention_subscription_churn_ratio)", "{{period}}"),
-        look=Look(width=12, unit=PERCENT),
+        Query(
+            "sum by (period) (retention_subscribers_lost)\n"
+            "  / (sum by (period) (retention_subscribers_start) > 0)",
+            "{{period}}",
+        ),
+        look=Look(
+            width=12,
+            unit=PERCENT,
+            description="Last complete period: subscribers at its start who are not"
+            " subscribed at its end (cancelled or expired) / subscribers at its start.",
+        ),
+    ),
+    timeseries_panel(
+        "Subscribers at period start and lost",
+        Query("sum by (period) (retention_subscribers_start)", "start {{period}}"),
+        Query("sum by (period) (retention_subscribers_lost)", "lost {{period}}"),
+        look=Look(width=12),
     ),
     timeseries_panel("NPS", Query("max(retention_nps)", "NPS"), look=HALF),
     piechart_panel(
