@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.currency import (
+    Rates,
+    build_rates,
+    currency_code,
+    merge_rates,
+    parse_rates_text,
+    read_rates_file,
+)
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -36,6 +46,12 @@ FLAGGED_TYPES = frozenset(
 # Customer hashes across all shards (RETENTION_CUSTOMER_BUCKETS); many customers share
 # one. 32768 keeps each a compact listpack (<= 512 customers) up to ~12M customers.
 CUSTOMER_BUCKETS = 32768
+
+# Events before this time are rejected unless RETENTION_EARLIEST_EVENT_TIME says otherwise:
+# a stray epoch-seconds or 1970 value is far likelier than real history that old.
+DEFAULT_EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# The earliest the setting may go: day numbers (days since 1970-01-01) stay positive.
+FLOOR_EARLIEST_EVENT_TIME = datetime(1971, 1, 1, tzinfo=UTC)
 
 TypeSet = Annotated[frozenset[str], NoDecode]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -109,7 +125,19 @@ class Settings(BaseSettings):
     dimension_cap: Annotated[int, Field(ge=1, le=100)] = 10
     at_risk_days: Annotated[tuple[int, ...], NoDecode] = (2, 7)
 
+    # Money is summed in one reporting currency (ISO 4217). Amounts in another currency
+    # are converted on ingest with the rate table: units of the reporting currency per
+    # unit of the other, e.g. `EUR=1.08,JPY=0.0067` (core/currency.py), and/or a JSON or
+    # CSV file of the same. A currency without a rate is dead-lettered.
+    currency: str = "USD"
+    currency_rates_file: Path | None = None
+    # after validation: both sources merged, the reporting currency at 1
+    currency_rates: Annotated[Rates, NoDecode] = Field(default_factory=dict, validate_default=True)
+
     max_event_bytes: Annotated[int, Field(ge=256)] = 65536
+    # events before this time are rejected (naive times are UTC); replaying older history
+    # on purpose means setting it earlier, e.g. 1997-01-01
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
     max_future_seconds: Annotated[int, Field(ge=0)] = 86400
     # largest accepted `amount`: totals are kept in integer thousandths, exact while
     # a shard's sum stays below 2**53 thousandths (9e12 currency units)
@@ -182,6 +210,61 @@ class Settings(BaseSettings):
         if value.lower() not in WEEKDAYS:
             raise ValueError(f"week_start must be one of {', '.join(WEEKDAYS)}")
         return value.lower()
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return currency_code(value)
+
+    @field_validator("currency_rates_file")
+    @classmethod
+    def _rates_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_rates_file(value)  # a bad file stops the start, named by its own setting
+        return value
+
+    @field_validator("currency_rates", mode="before")
+    @classmethod
+    def _rates(cls, value: object, info: ValidationInfo) -> object:
+        """Both rate sources in one checked table; left alone when the currency or the
+        file already failed (their own errors say why)."""
+        if isinstance(value, str):
+            inline = parse_rates_text(value)
+        elif isinstance(value, dict):
+            inline = build_rates(value.items(), "RETENTION_CURRENCY_RATES")
+        else:
+            return value
+        if "currency" not in info.data or "currency_rates_file" not in info.data:
+            return inline
+        path = info.data["currency_rates_file"]
+        from_file = read_rates_file(path) if path is not None else {}
+        return merge_rates(info.data["currency"], inline, from_file)
+
+    @field_validator("earliest_event_time", mode="before")
+    @classmethod
+    def _iso_time(cls, value: object) -> object:
+        """ISO 8601 text only (`1997-01-01`, `19970101`, `1997-01-01T00:00:00Z`): a bare
+        number would be read as epoch seconds, the very mistake this setting is about."""
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is not an ISO 8601 date or time") from None
+        if isinstance(value, datetime):
+            return value
+        raise ValueError(f"{value!r} is not an ISO 8601 date or time, e.g. 1997-01-01")
+
+    @field_validator("earliest_event_time")
+    @classmethod
+    def _after_floor(cls, value: datetime) -> datetime:
+        value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if value < FLOOR_EARLIEST_EVENT_TIME:
+            raise ValueError(f"must be {FLOOR_EARLIEST_EVENT_TIME:%Y-%m-%d} or later")
+        return value
+
+    @cached_property
+    def earliest_event_ms(self) -> int:
+        return int(self.earliest_event_time.timestamp() * 1000)
 
     @cached_property
     def known_types(self) -> frozenset[str]:

@@ -23,6 +23,19 @@ from metrics.snapshot import CohortValue, PeriodChurn, Snapshot
 
 SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
 
+# Families whose values are amounts of money: their HELP text names the reporting
+# currency (RETENTION_CURRENCY), the one every amount is converted to on ingest.
+MONEY_FAMILIES = frozenset(
+    {
+        "retention_revenue",
+        "retention_refunded_revenue",
+        "retention_net_revenue",
+        "retention_average_order_value",
+        "retention_mrr",
+        "retention_clv",
+    }
+)
+
 # (cohort_period, cohort) label values by (period type, cohort number).
 CohortLabels = dict[tuple[Period, int], tuple[str, str]]
 
@@ -105,7 +118,7 @@ class RetentionCollector(Collector):
             self._breakdowns,
         ):
             families += part(snap)
-        return families
+        return name_currency(families, self.settings.currency)
 
     def _totals(self, snap: Snapshot) -> list[Family]:
         events = Family(
@@ -481,6 +494,14 @@ class RetentionCollector(Collector):
             for c in core.churn:
                 churn.add(scope, c)
         return [active, size, retained, rate, *churn.all()]
+
+
+def name_currency(families: list[Family], currency: str) -> list[Family]:
+    """The families, with the money ones' HELP text ending in the currency they are in."""
+    for family in families:
+        if family.name in MONEY_FAMILIES:
+            family.documentation = f"{family.documentation.removesuffix('.')}, in {currency}."
+    return families
 
 
 def _per_customer_year(value: CohortValue) -> float | None:

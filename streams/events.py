@@ -19,7 +19,6 @@ import msgspec
 
 from core.settings import Settings
 
-MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SHOWN_CHARS = 80  # of an offending value quoted in a rejection's detail
 UNDECODABLE_CHARS = 200  # of an unexpected exception's text in a rejection's detail
@@ -78,6 +77,7 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     TS_OUT_OF_RANGE = "ts_out_of_range"
     UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_CURRENCY = "unknown_currency"
     UNDECODABLE = "undecodable"
 
 
@@ -105,9 +105,13 @@ class Event(msgspec.Struct, frozen=True):
     annual: bool = False  # a subscription start or renew billed yearly
 
 
+# an ISO 4217 code, in any case (it is upper-cased before the rate is looked up)
+Currency = Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{3}$")]
+
+
 class SegmentProperties(msgspec.Struct):
     revenue: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
+    currency: Currency | None = None
     billing_period: Any = None
     interval: Any = None
 
@@ -134,7 +138,7 @@ class Envelope(msgspec.Struct):
     type: str | None = None
     ts: str | int | float | None = None
     amount: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
+    currency: Currency | None = None
     score: Annotated[int, msgspec.Meta(ge=0, le=10)] | None = None
     platform: Dimension | None = None
     channel: Dimension | None = None
@@ -161,6 +165,10 @@ class EventDecoder:
         self.max_bytes = settings.max_event_bytes
         self.max_future_ms = settings.max_future_seconds * 1000
         self.max_amount = settings.max_amount
+        self.currency = settings.currency
+        self.rates = settings.currency_rates
+        self.min_ts_ms = settings.earliest_event_ms
+        self.earliest = settings.earliest_event_time.isoformat().replace("+00:00", "Z")
 
     def decode(self, raw: bytes | None, now_ms: int | None = None) -> Event:
         """An Event, or Rejected for any input whatsoever: one strange record must not stop
@@ -196,17 +204,51 @@ class EventDecoder:
             )
         if event.type == "nps" and event.score is None:
             raise Rejected(Reason.MISSING_FIELD, "an nps event needs a `score` from 0 to 10")
-        amount = event.amount
-        if amount is not None and not 0 <= amount <= self.max_amount:
-            name = "properties.revenue" if segment else "amount"
-            raise Rejected(Reason.INVALID_VALUE, _amount_problem(name, amount, self.max_amount))
+        event = self._in_reporting_currency(event, "properties.revenue" if segment else "amount")
         self._check_time(event.ts_ms, now_ms)
         return event
 
+    def _in_reporting_currency(self, event: Event, name: str) -> Event:
+        """The event with its amount in the reporting currency (no currency: already is).
+        A currency without a rate is refused, amount or not, so that no number is ever
+        summed in the wrong unit; the limit applies to the converted amount, the one summed."""
+        code = self.currency if event.currency is None else event.currency.upper()
+        rate = self.rates.get(code)
+        if rate is None:
+            raise Rejected(
+                Reason.UNKNOWN_CURRENCY,
+                f"currency {_show(code)} has no rate to the reporting currency {self.currency}; "
+                "add it to RETENTION_CURRENCY_RATES",
+            )
+        amount = event.amount
+        if amount is not None:
+            amount = self._converted(name, amount, code, rate)
+        if event.currency == self.currency or event.currency is None:
+            return event  # nothing to convert or to spell in upper case
+        return msgspec.structs.replace(event, amount=amount, currency=self.currency)
+
+    def _converted(self, name: str, amount: float, code: str, rate: float) -> float:
+        """amount x rate, refused when not finite, negative or over the limit."""
+        if not (math.isfinite(amount) and amount >= 0):
+            raise Rejected(Reason.INVALID_VALUE, _amount_problem(name, amount, self.max_amount))
+        converted = amount * rate  # finite or inf, never NaN: the rate is finite and > 0
+        if converted <= self.max_amount:
+            return converted
+        if code == self.currency:
+            raise Rejected(Reason.INVALID_VALUE, _amount_problem(name, amount, self.max_amount))
+        raise Rejected(
+            Reason.INVALID_VALUE,
+            f"{name} {amount:g} {code} is {converted:g} {self.currency}, over the "
+            f"{self.max_amount:g} limit",
+        )
+
     def _check_time(self, ts_ms: int, now_ms: int | None) -> None:
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        if ts_ms < MIN_TS_MS:
-            raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {_show(ts_ms)} is before 2000-01-01")
+        if ts_ms < self.min_ts_ms:
+            raise Rejected(
+                Reason.TS_OUT_OF_RANGE,
+                f"ts {_show(ts_ms)} is before {self.earliest} (RETENTION_EARLIEST_EVENT_TIME)",
+            )
         if ts_ms > now + self.max_future_ms:
             raise Rejected(Reason.TS_OUT_OF_RANGE, f"ts {_show(ts_ms)} is too far in the future")
 

@@ -54,6 +54,10 @@ def fingerprint(settings: Settings) -> dict[str, str]:
         "churn_types": sorted(settings.churn_types),
         "purchase_types": sorted(settings.purchase_types),
         "refund_types": sorted(settings.refund_types),
+        # Stored sums are in this currency, so reporting in another would mislabel them.
+        # The rate table is left out: rates change over time, and a new rate applies to
+        # the events applied from then on.
+        "currency": settings.currency,
     }
     return {name: json.dumps(value) for name, value in shaping.items()}
 

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from core.settings import Settings
 from streams.deadletter import MAX_DETAIL_CHARS, MAX_KEY_BYTES, dead_letter_record
 from streams.events import (
-    MIN_TS_MS,
     SEGMENT_EVENT_NAMES,
     Envelope,
     Event,
@@ -31,8 +30,9 @@ from streams.events import (
 from tests.hostile import TOKENS as HOSTILE_TOKENS
 
 NOW = 1_790_000_000_000  # 2026-09-21, a fixed "now" for range checks
-SETTINGS = Settings(custom_types=frozenset({"level_up"}))
+SETTINGS = Settings(custom_types=frozenset({"level_up"}), currency_rates="EUR=1.08")
 DECODER = EventDecoder(SETTINGS)
+MIN_TS_MS = SETTINGS.earliest_event_ms
 MAX_DLQ_BYTES = SETTINGS.max_event_bytes
 FUZZ = settings(
     deadline=None,
@@ -150,8 +150,10 @@ REVENUE = field(
         st.sampled_from(["NaN", "nan", "inf", "Infinity", "-inf", "1e400", "1e16", " 5", ""]),
     ),
 )
+# any case is accepted; a code without a rate (GBP) is refused
 CURRENCY = field(
-    st.sampled_from(["EUR", "USD"]), st.sampled_from(["eur", "EURO", "\u20ac\u20ac\u20ac"])
+    st.sampled_from(["EUR", "USD", "eur", "Usd"]),
+    st.sampled_from(["GBP", "EURO", "\u20ac\u20ac\u20ac"]),
 )
 LABEL = field(st.text(min_size=1, max_size=8), st.sampled_from(["", "x" * 65, "\ud800"]))
 SCORE = field(st.integers(0, 10), st.sampled_from([-1, 11, 2**70, 5.5, "5", True]))
@@ -244,6 +246,7 @@ def assert_safe(event: Event) -> None:
     if event.amount is not None:
         assert math.isfinite(event.amount)
         assert 0 <= event.amount <= SETTINGS.max_amount
+    assert event.currency in (None, SETTINGS.currency)  # converted on decoding
     if event.score is not None:
         assert 0 <= event.score <= 10
     texts = (event.event_id, event.customer_id, event.currency, event.platform, event.channel)

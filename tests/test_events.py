@@ -15,7 +15,9 @@ NOW = 1_790_000_000_000  # 2026-09-21, a fixed "now" for range checks
 
 @pytest.fixture
 def decoder() -> EventDecoder:
-    return EventDecoder(Settings(custom_types=frozenset({"level_up"})))
+    return EventDecoder(
+        Settings(custom_types=frozenset({"level_up"}), currency_rates="EUR=1.08,JPY=0.0067")
+    )
 
 
 def raw(**fields: object) -> bytes:
@@ -64,14 +66,14 @@ def reason(decoder: EventDecoder, value: bytes | None) -> Reason:
 
 
 def test_valid_native_event(decoder: EventDecoder) -> None:
-    event = decoder.decode(raw(type="purchase", amount=12.5, currency="EUR"), now_ms=NOW)
+    event = decoder.decode(raw(type="purchase", amount=12.5, currency="USD"), now_ms=NOW)
     assert event == Event(
         event_id="e-1",
         customer_id="c-1",
         type="purchase",
         ts_ms=parse_ts("2026-03-01T10:00:00+00:00"),
         amount=12.5,
-        currency="EUR",
+        currency="USD",
     )
 
 
@@ -103,6 +105,8 @@ def test_custom_type_is_accepted_only_when_declared(decoder: EventDecoder) -> No
         (raw(amount=-1), Reason.INVALID_VALUE),
         (raw(score=11), Reason.INVALID_VALUE),
         (raw(currency="euro"), Reason.INVALID_VALUE),
+        (raw(currency="E1R"), Reason.INVALID_VALUE),
+        (raw(type="purchase", amount=1, currency="GBP"), Reason.UNKNOWN_CURRENCY),
         (raw(ts="yesterday"), Reason.BAD_TIMESTAMP),
         (raw(ts="2026-03-01T10:00:00"), Reason.BAD_TIMESTAMP),
         (raw(ts="2099-01-01T00:00:00Z"), Reason.TS_OUT_OF_RANGE),
@@ -365,3 +369,81 @@ def test_segment_billing_period_from_properties(decoder: EventDecoder) -> None:
     assert reason(decoder, json.dumps(start).encode()) is Reason.INVALID_VALUE
     # an order's unrelated `interval` property is no reason to refuse it
     assert not decoder.decode(segment(revenue=5, interval=7), now_ms=NOW).annual
+
+
+# --- one reporting currency ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"amount": 10.0}, 10.0),  # no currency: the reporting currency
+        ({"amount": 10.0, "currency": "USD"}, 10.0),
+        ({"amount": 10.0, "currency": "usd"}, 10.0),
+        ({"amount": 10.0, "currency": "EUR"}, 10.0 * 1.08),
+        ({"amount": 1500, "currency": "jpy"}, 1500 * 0.0067),  # codes in any case
+        ({"amount": 0, "currency": "JPY"}, 0.0),
+    ],
+)
+def test_amounts_are_converted_to_the_reporting_currency(
+    decoder: EventDecoder, fields: dict[str, object], expected: float
+) -> None:
+    event = decoder.decode(raw(type="purchase", **fields), now_ms=NOW)
+    assert event.amount == expected
+    assert event.currency in (None, "USD")
+
+
+def test_segment_revenue_is_converted_too(decoder: EventDecoder) -> None:
+    event = decoder.decode(segment(revenue=20, currency="eur"), now_ms=NOW)
+    assert (event.amount, event.currency) == (20 * 1.08, "USD")
+    assert reason(decoder, segment(revenue=20, currency="CHF")) is Reason.UNKNOWN_CURRENCY
+
+
+def test_a_currency_without_a_rate_is_refused_with_its_own_reason(decoder: EventDecoder) -> None:
+    # Refused with or without an amount: a number in an unknown unit is never summed.
+    for value in (
+        raw(type="purchase", amount=5, currency="GBP"),
+        raw(type="subscription_renew", currency="gbp"),
+    ):
+        problem = rejection(decoder, value)
+        assert problem.reason is Reason.UNKNOWN_CURRENCY
+        assert "'GBP' has no rate to the reporting currency USD" in problem.detail
+
+
+def test_another_reporting_currency_converts_from_its_own_table() -> None:
+    decoder = EventDecoder(Settings(currency="jpy", currency_rates="USD=150"))
+    assert decoder.decode(raw(type="purchase", amount=2, currency="USD"), now_ms=NOW).amount == 300
+    assert decoder.decode(raw(type="purchase", amount=7, currency="JPY"), now_ms=NOW).amount == 7
+    assert decoder.decode(raw(type="purchase", amount=7), now_ms=NOW).amount == 7
+    assert reason(decoder, raw(type="purchase", amount=1, currency="EUR")) is (
+        Reason.UNKNOWN_CURRENCY
+    )
+
+
+def test_the_limit_applies_to_the_converted_amount() -> None:
+    decoder = EventDecoder(Settings(max_amount=1000, currency_rates="JPY=0.0067,XAU=1e306"))
+    # 100,000 JPY is 670 USD: under the limit although the written amount is not
+    assert decoder.decode(
+        raw(type="purchase", amount=100_000, currency="JPY"), now_ms=NOW
+    ).amount == (pytest.approx(670))
+    problem = rejection(decoder, raw(type="purchase", amount=200_000, currency="JPY"))
+    assert problem.reason is Reason.INVALID_VALUE
+    assert problem.detail == "amount 200000 JPY is 1340 USD, over the 1000 limit"
+    # a product that overflows to infinity is refused, not summed
+    huge = rejection(decoder, raw(type="purchase", amount=1e300, currency="XAU"))
+    assert (huge.reason, huge.detail) == (
+        Reason.INVALID_VALUE,
+        "amount 1e+300 XAU is inf USD, over the 1000 limit",
+    )
+
+
+def test_the_earliest_event_time_is_a_setting() -> None:
+    old = raw(ts="1997-01-01T00:00:00Z")
+    default = rejection(EventDecoder(Settings()), old)
+    assert default.reason is Reason.TS_OUT_OF_RANGE
+    assert default.detail == (
+        "ts 852076800000 is before 2000-01-01T00:00:00Z (RETENTION_EARLIEST_EVENT_TIME)"
+    )
+    history = EventDecoder(Settings(earliest_event_time="1997-01-01"))
+    assert history.decode(old, now_ms=NOW).ts_ms == 852_076_800_000
+    assert reason(history, raw(ts="1996-12-31T23:59:59.999Z")) is Reason.TS_OUT_OF_RANGE

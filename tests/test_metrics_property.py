@@ -82,7 +82,7 @@ def event_at(draw: st.DrawFn, n: int, customers: int) -> tuple[int, dict[str, An
                 st.sampled_from([0.0004, 0.0006, 49.9996, 150.0, 19.99, 9.99]),
             )
         )
-        event["currency"] = "EUR"
+        event["currency"] = "USD"
     if kind in ("subscription_start", "subscription_renew") and draw(st.integers(0, 2)) == 0:
         event["billing_period"] = draw(st.sampled_from(["monthly", "year", "Annual"]))
     if kind == "nps":

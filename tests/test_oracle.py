@@ -55,7 +55,7 @@ E: list[dict[str, Any]] = [
         "type": "purchase",
         "ts": "2026-04-01T15:00:00Z",
         "amount": 9.99,
-        "currency": "EUR",
+        "currency": "usd",  # the reporting currency, in any case
     },
     {"event_id": "e11", "customer_id": "C", "type": "session", "ts": "2026-04-06T10:00:00Z"},
     {"event_id": "e8", "customer_id": "B", "type": "nps", "ts": "2026-04-07T12:00:00Z", "score": 9},

@@ -68,7 +68,7 @@ def test_events_are_valid_time_ordered_and_match_their_truth(tmp_path: Path) -> 
         realized["events_by_type"]
     )
     assert all(0 <= e["score"] <= 10 for e in events if e["type"] == "nps")
-    assert all(e["amount"] > 0 and e["currency"] == "EUR" for e in events if "amount" in e)
+    assert all(e["amount"] > 0 and e["currency"] == "USD" for e in events if "amount" in e)
     assert {e["platform"] for e in events} == {"ios", "android", "web"}
     first = min(stamps)[:10]
     last = max(stamps)[:10]

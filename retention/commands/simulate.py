@@ -129,6 +129,7 @@ def simulate(
             zone=settings.zone,
             week_start=settings.week_start_index,
             lateness_ms=settings.allowed_lateness_seconds * 1000,
+            currency=settings.currency,
         )
         result = run_simulation(
             settings, config, output, console, send=send, live=live, duration=duration

@@ -20,7 +20,7 @@ class Profile:
 
     sessions: float  # mean extra sessions on an active day
     buy: float  # chance of a purchase on an active day
-    spend_mu: float  # lognormal spend parameters (EUR)
+    spend_mu: float  # lognormal spend parameters (in the run's currency)
     spend_sigma: float
     subscribe: float  # chance a new customer subscribes in the first days
     price: float  # monthly subscription price
@@ -117,6 +117,7 @@ class SimConfig:
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     week_start: int = 0  # Monday
     lateness_ms: int = 0
+    currency: str = "USD"  # of every amount: the reporting currency, so nothing is converted
 
 
 def parse_spikes(specs: list[str], start: date, days: int) -> dict[int, float]:

@@ -258,7 +258,7 @@ class Simulator:
         lo, hi = self._bounds[day]
         fields: tuple[tuple[str, Any], ...] = ()
         if amount is not None:
-            fields += (("amount", amount), ("currency", "EUR"))
+            fields += (("amount", amount), ("currency", self.c.currency))
         if score is not None:
             fields += (("score", score),)
         ts = self.rng.randrange(max(lo, after or lo), min(hi, before or hi))

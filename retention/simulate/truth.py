@@ -88,7 +88,8 @@ def _realized(
         "events_by_type": dict(sorted(types.items())),
         "customers": len(active),
         "purchases": types["purchase"],
-        "revenue_eur": round(revenue, 2),
+        "revenue": round(revenue, 2),
+        "currency": c.currency,
     }
     if not events:
         return out

@@ -4,8 +4,9 @@ Straight from docs/definitions.md with sets and loops, no incremental tricks. Ou
 is a flat dict {(sample_name, ((label, value), ...sorted)): value} — the same shape
 `flatten()` gives for a scrape, so a comparison is one dict equality.
 
-Money is handled as integer thousandths ("milli"): each event's amount is rounded with
-round(amount * 1000), sums are exact integers, and an exported amount is milli / 1000.
+Money is handled as integer thousandths ("milli") of the reporting currency: each event's
+amount is converted and rounded with round(amount * rate * 1000) (money.py), sums are
+exact integers, and an exported amount is milli / 1000.
 
 The events are read once into a ledger (ledger.py); each metric family derives its
 samples from it: activity.py (customers, cohorts, lifecycle, churn), value.py

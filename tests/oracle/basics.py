@@ -1,5 +1,5 @@
 """The oracle's vocabulary: its settings, the key of a sample, and how it reads an
-event's timestamp and amount."""
+event's timestamp."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ class OracleSettings:
     rfm_monetary: tuple[int, ...] = (50, 150, 500, 1500)  # currency units
     rfm_new_days: int = 14
     dimension_cap: int = 10  # distinct values kept per breakdown dimension
+    currency: str = "USD"  # the reporting currency
+    # (code, reporting-currency units per unit of it); see money.py
+    rates: tuple[tuple[str, float], ...] = ()
 
 
 def pure_activity(s: OracleSettings) -> frozenset[str]:
@@ -75,8 +78,3 @@ def ts_ms(value: str | int | float) -> int:
         assert dt.tzinfo is not None, value
         return (dt - EPOCH) // timedelta(milliseconds=1)
     return int(value)
-
-
-def milli(event: Mapping[str, Any]) -> int:
-    """The event's amount in thousandths, rounded per event (missing = 0)."""
-    return round(float(event.get("amount") or 0) * 1000)

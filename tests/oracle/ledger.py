@@ -1,7 +1,9 @@
 """What the delivered events say, customer by customer, before any metric is derived.
 
-Duplicates (same event_id) count once, and an nps event without a score is left out,
-as the decoder dead-letters it. Every metric family reads this ledger and nothing else.
+Duplicates (same event_id) count once; an nps event without a score, and an event
+naming a currency without a rate, are left out, as the decoder dead-letters them.
+Amounts are filed in thousandths of the reporting currency (money.py). Every metric
+family reads this ledger and nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from functools import cached_property
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from tests.oracle.basics import EventLike, OracleSettings, milli, pure_activity, ts_ms
+from tests.oracle.basics import EventLike, OracleSettings, pure_activity, ts_ms
+from tests.oracle.money import milli, rate
 from tests.oracle.periods import local_day
 
 # Billing periods that make a start or renew annual (anything else valid is monthly).
@@ -127,6 +130,8 @@ def unique_events(events: Sequence[EventLike], s: OracleSettings) -> list[Mappin
         ev: Mapping[str, Any] = json.loads(raw) if isinstance(raw, bytes | bytearray) else raw
         if ev["type"] == s.nps_type and ev.get("score") is None:
             continue  # invalid: the decoder dead-letters an nps event without a score
+        if rate(ev, s) is None:
+            continue  # invalid: a currency without a rate is dead-lettered
         if ev["event_id"] not in unique:
             unique[ev["event_id"]] = ev
     return list(unique.values())
@@ -157,14 +162,14 @@ def read_ledger(events: Sequence[EventLike], s: OracleSettings) -> Ledger:
         if kind in s.churn_types:
             book.churn.setdefault(cid, set()).add(d)
         if kind in s.purchase_types:
-            book.purchases.setdefault(cid, []).append(milli(ev))
+            book.purchases.setdefault(cid, []).append(milli(ev, s))
             book.purchase_days.setdefault(cid, []).append(d)
         if kind in s.refund_types:
-            book.refunds.setdefault(cid, []).append(milli(ev))
+            book.refunds.setdefault(cid, []).append(milli(ev, s))
         if kind == s.install_type:
             book.install_days.append(d)
         if kind in s.subscribe_types or kind == s.cancel_type:
-            amount = milli(ev) if ev.get("amount") is not None else None
+            amount = milli(ev, s) if ev.get("amount") is not None else None
             sub = Subscription(d, kind, ms, ev["event_id"], amount, is_annual(ev))
             book.subs.setdefault(cid, []).append(sub)
         if kind == s.cancel_type:

@@ -49,14 +49,14 @@ def heavy_customers(rng: random.Random, n: int, days: int, start: date) -> list[
         add("install", 0)
         for _ in range(rng.randint(300, 360)):
             amount = round(rng.uniform(1, 99), 2)
-            add("purchase", rng.randrange(days), amount=amount, currency="EUR")
+            add("purchase", rng.randrange(days), amount=amount, currency="USD")
         for _ in range(rng.randint(5, 15)):
             add("refund", rng.randrange(1, days), amount=round(rng.uniform(1, 20), 2))
         for _ in range(rng.randint(300, 400)):
             add(rng.choice(("app_open", "session")), rng.randrange(days))
-        add("subscription_start", 1, amount=9.99, currency="EUR")
+        add("subscription_start", 1, amount=9.99, currency="USD")
         for d in range(31, days, 30):
-            add("subscription_renew", d, amount=9.99, currency="EUR")
+            add("subscription_renew", d, amount=9.99, currency="USD")
         for _ in range(3):
             add("nps", rng.randrange(days), score=rng.randint(0, 10))
     out.sort(key=lambda t: t[0])
