@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,6 +83,7 @@ def run_feed(
     dry_run: bool = False,
 ) -> FeedSummary:
     """Feed one source; returns the summary (the caller turns it into an exit code)."""
+    mapping = with_layout_type(mapping, source)
     columns = resolve_columns(mapping, source.columns) if source.columns is not None else None
     mapper = RowMapper(settings, mapping, columns)
     summary = FeedSummary()
@@ -111,6 +112,14 @@ def run_feed(
     finally:
         rejects.close()
     return summary
+
+
+def with_layout_type(mapping: Mapping, source: Source) -> Mapping:
+    """Rows of a known layout (CDNOW: one purchase a line) have the layout's type, unless
+    the type is given (--type, --type-col or the mapping file)."""
+    if source.event_type is None or mapping.type_constant or "type" in mapping.columns:
+        return mapping
+    return replace(mapping, type_constant=source.event_type)
 
 
 def _records(

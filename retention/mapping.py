@@ -72,7 +72,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
         "date",
         "originalTimestamp",
     ),
-    "amount": ("amount", "revenue", "price", "value", "total"),
+    "amount": ("amount", "revenue", "price", "value", "total", "dollar_value"),
     "currency": ("currency", "currency_code"),
     "score": ("score", "nps", "nps_score", "rating"),
     "platform": ("platform", "os"),
@@ -92,6 +92,9 @@ SEGMENT_PATHS: dict[str, tuple[str, ...]] = {
 EPOCH_UNITS = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
 SLASH_DATE = re.compile(r"^(\d{4})/(\d{2})/(\d{2})(.*)$")
+# ISO 8601's basic date, YYYYMMDD: read as a date, never as epoch seconds (19970101 would
+# be 1970-08-20 as seconds, and no real history has 8-digit epoch times)
+BASIC_DATE = re.compile(r"^\d{8}$")
 
 
 @dataclass(frozen=True)
@@ -368,11 +371,24 @@ def parse_time(value: Any, fmt: str | None, zone: tzinfo) -> int:
                 Reason.BAD_TIMESTAMP, f"time {value!r} does not match --time-format {fmt!r}"
             ) from None
         return _ms(parsed, zone)
+    if isinstance(value, int | str) and BASIC_DATE.match(str(value).strip()):
+        return _ms(_basic_date(str(value).strip()), zone)
     if isinstance(value, int | float) or (isinstance(value, str) and NUMBER.match(value.strip())):
         if fmt == "iso":
             raise Rejected(Reason.BAD_TIMESTAMP, f"time {value!r} is a number, not ISO 8601")
         return _epoch(value, _epoch_unit(float(value)))
     return _ms(_parse_text(str(value).strip(), value), zone)
+
+
+def _basic_date(text: str) -> datetime:
+    """YYYYMMDD at local midnight; an impossible day (19970231) is a rejected row."""
+    try:
+        return datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        raise Rejected(
+            Reason.BAD_TIMESTAMP,
+            f"time {text!r} reads as a YYYYMMDD date, but there is no such day",
+        ) from None
 
 
 def _parse_text(text: str, original: Any) -> datetime:
@@ -389,13 +405,14 @@ def _parse_text(text: str, original: Any) -> datetime:
         pass
     raise Rejected(
         Reason.BAD_TIMESTAMP,
-        f"time {original!r} is not a format we recognise (ISO 8601, RFC 2822 or epoch "
-        "seconds/ms); name its format with --time-format, e.g. '%d/%m/%Y %H:%M'",
+        f"time {original!r} is not a format we recognise (ISO 8601, YYYYMMDD, RFC 2822 or "
+        "epoch seconds/ms); name its format with --time-format, e.g. '%d/%m/%Y %H:%M'",
     )
 
 
 def _epoch_unit(number: float) -> float:
-    """Milliseconds per unit, guessed from the magnitude (pre-2000 times are rejected anyway)."""
+    """Milliseconds per unit, guessed from the magnitude (a time before 1973 in seconds has
+    at most 8 digits, read as YYYYMMDD instead)."""
     size = abs(number)
     if size < 1e11:
         return 1000.0  # seconds

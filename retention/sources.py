@@ -1,7 +1,10 @@
-"""Read rows from CSV, JSON Lines, JSON arrays or Segment/RudderStack exports, file or stdin.
+"""Read rows from CSV/TSV, space-separated columns, JSON Lines, JSON arrays or
+Segment/RudderStack exports, file or stdin.
 
 Each row keeps its line number and original text so a rejected row can be written out
-exactly as it came in.
+exactly as it came in. Column files have a header line, or are headerless: then the
+columns are named with --columns, or recognised as a known layout (CDNOW's purchase
+history, `customer_id date number_of_cds dollar_value`).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import csv
 import gzip
 import io
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,6 +25,31 @@ from core.errors import EXIT_USAGE, CommandError
 FORMATS = ("auto", "csv", "json")
 CSV_SUFFIXES = (".csv", ".tsv")
 JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+# Columns separated by runs of spaces (and tabs): `--delimiter space`, or detected when
+# the first line has no comma, tab, semicolon or bar but several words.
+SPACES = "space"
+SPACE_NAMES = frozenset({SPACES, "spaces", "whitespace", " "})
+LETTER = re.compile(r"[^\W\d_]")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A headerless file's known column layout, and the type its rows imply."""
+
+    name: str
+    columns: tuple[str, ...]
+    event_type: str
+    shape: tuple[re.Pattern[str], ...]  # what each cell of a data line looks like
+
+
+# CDNOW's purchase history: `00001 19970101 1 11.77`, one purchase a line
+CDNOW = Layout(
+    "CDNOW",
+    ("customer_id", "date", "number_of_cds", "dollar_value"),
+    "purchase",
+    tuple(re.compile(p) for p in (r"^\d+$", r"^\d{8}$", r"^\d+$", r"^\d+(\.\d+)?$")),
+)
+LAYOUTS = (CDNOW,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +69,18 @@ class Source:
     columns: list[str] | None  # CSV header
     rows: Iterator[Row]
     lines: int | None  # rough total for the progress bar; None for stdin
+    event_type: str | None = None  # the type a known layout implies for every row
+    layout: str | None = None  # the known layout's name, for the summary
 
 
-def open_source(path: str, fmt: str = "auto", delimiter: str | None = None) -> Source:
-    """Open a file (optionally .gz) or `-` for stdin and pick the reader; errors exit 2."""
+def open_source(
+    path: str,
+    fmt: str = "auto",
+    delimiter: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> Source:
+    """Open a file (optionally .gz) or `-` for stdin and pick the reader; errors exit 2.
+    `columns` names the columns of a headerless file (its first line is data)."""
     if fmt not in FORMATS:
         raise CommandError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     text, name, lines = _open_text(path)
@@ -55,7 +92,10 @@ def open_source(path: str, fmt: str = "auto", delimiter: str | None = None) -> S
         fmt = _detect(suffix, head)
     if fmt == "csv":
         sep = delimiter or ("\t" if suffix == ".tsv" else _sniff_delimiter(head))
-        return _csv_source(stream, name, sep, lines)
+        sep = SPACES if sep in SPACE_NAMES else sep
+        return _column_source(stream, name, sep, lines, list(columns) if columns else None)
+    if columns:
+        raise CommandError("--columns names the columns of a CSV or space-separated file")
     return Source(name, "json", None, _json_rows(stream, head), lines)
 
 
@@ -122,45 +162,113 @@ def _detect(suffix: str, head: str) -> str:
 
 
 def _sniff_delimiter(head: str) -> str:
-    first = head.splitlines()[0] if head else ""
+    first = next((line for line in head.splitlines() if line.strip()), "")
     counts = {sep: first.count(sep) for sep in (",", "\t", ";", "|")}
     best = max(counts, key=lambda sep: counts[sep])
-    return best if counts[best] else ","
+    if counts[best]:
+        return best
+    return SPACES if len(first.split()) > 1 else ","
 
 
-def _csv_source(stream: _Chain, name: str, sep: str, lines: int | None) -> Source:
-    reader = csv.reader(stream, delimiter=sep)
+def _column_source(
+    stream: _Chain, name: str, sep: str, lines: int | None, named: list[str] | None
+) -> Source:
+    """A header line names the columns, unless --columns does or the first line is data
+    (no cell holds a letter), as in a headerless export of a known layout."""
+    reader: Iterator[list[str]] = _SpaceReader(stream) if sep == SPACES else _CsvReader(stream, sep)
+    first = _first_cells(reader, name)
+    if named is None and any(LETTER.search(cell) for cell in first):
+        header, data = [c.strip() for c in first], []
+    else:
+        header, data = named or _layout_columns(first, name), [first]
+    if not any(header):
+        raise CommandError(f"{name}: the first line is not a header")
+    layout = next((x for x in LAYOUTS if [c.lower() for c in header] == list(x.columns)), None)
+    rows = _csv_rows(reader, header, sep, data)
+    count = None if lines is None else max(lines - (0 if data else 1), 0)
+    event_type = layout.event_type if layout else None
+    return Source(name, "csv", header, rows, count, event_type, layout.name if layout else None)
+
+
+def _first_cells(reader: Iterator[list[str]], name: str) -> list[str]:
     try:
-        header = next(reader)
+        return next(cells for cells in reader if any(c.strip() for c in cells))
     except (StopIteration, csv.Error) as exc:
-        raise CommandError(f"{name}: cannot read a CSV header ({exc})", EXIT_USAGE) from None
-    columns = [c.strip() for c in header]
-    if not any(columns):
-        raise CommandError(f"{name}: the first line is not a CSV header")
-    rows = _csv_rows(reader, columns, sep)
-    return Source(name, "csv", columns, rows, None if lines is None else max(lines - 1, 0))
+        raise CommandError(f"{name}: cannot read a first line ({exc})", EXIT_USAGE) from None
 
 
-def _csv_rows(reader: Any, columns: list[str], sep: str) -> Iterator[Row]:
+def _layout_columns(first: list[str], name: str) -> list[str]:
+    """The columns of a headerless file whose first line fits a known layout."""
+    for layout in LAYOUTS:
+        shape = layout.shape
+        if len(first) == len(shape) and all(
+            p.match(c.strip()) for p, c in zip(shape, first, strict=True)
+        ):
+            return list(layout.columns)
+    raise CommandError(
+        f"{name}: the first line ({' '.join(first)!r}) is data, not a header, and fits no "
+        "known layout; name the columns with --columns, e.g. "
+        "--columns customer_id,ts,type,amount"
+    )
+
+
+class _CsvReader:
+    """csv.reader that also says on which line its last row started."""
+
+    def __init__(self, stream: _Chain, sep: str) -> None:
+        self.reader = csv.reader(stream, delimiter=sep)
+        self.line = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self
+
+    def __next__(self) -> list[str]:
+        self.line = self.reader.line_num + 1
+        return next(self.reader)
+
+
+class _SpaceReader:
+    """Lines split on runs of spaces and tabs; a line is a row (no quoting)."""
+
+    def __init__(self, stream: _Chain) -> None:
+        self.lines = iter(stream)
+        self.line = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self
+
+    def __next__(self) -> list[str]:
+        self.line += 1
+        return next(self.lines).split()
+
+
+def _csv_rows(reader: Any, columns: list[str], sep: str, data: list[list[str]]) -> Iterator[Row]:
+    """Rows of cells; `data` holds a first line already read that is a row, not a header."""
+    for cells in data:
+        yield _row(reader.line, cells, columns, sep)
     while True:
-        start = reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Row(start, None, "", f"unreadable CSV row: {exc}")
+            yield Row(reader.line, None, "", f"unreadable CSV row: {exc}")
             continue
         if not cells or not any(c.strip() for c in cells):
             continue  # blank line
-        if len(cells) != len(columns):
-            problem = f"row has {len(cells)} fields, the header has {len(columns)}"
-            yield Row(start, None, _csv_line(cells, sep), problem)
-            continue
-        yield Row(start, dict(zip(columns, cells, strict=True)), "")
+        yield _row(reader.line, cells, columns, sep)
+
+
+def _row(line: int, cells: list[str], columns: list[str], sep: str) -> Row:
+    if len(cells) != len(columns):
+        problem = f"row has {len(cells)} fields, the header has {len(columns)}"
+        return Row(line, None, _csv_line(cells, sep), problem)
+    return Row(line, dict(zip(columns, cells, strict=True)), "")
 
 
 def _csv_line(cells: list[str], sep: str) -> str:
+    if sep == SPACES:
+        return " ".join(cells)
     out = io.StringIO()
     csv.writer(out, delimiter=sep, lineterminator="").writerow(cells)
     return out.getvalue()

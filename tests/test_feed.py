@@ -10,19 +10,22 @@ import json
 import random
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.errors import CommandError
 from core.settings import Settings
-from retention.mapping import Mapping, RowMapper, parse_time
+from retention.feed import with_layout_type
+from retention.mapping import Mapping, RowMapper, parse_time, resolve_columns
 from retention.produce import Pacer
+from retention.sources import Source, open_source
 from streams.events import Reason, Rejected
 from tests.cli_fixtures import cli_env, closed_port, run_cli
 from tests.history import generate_history, unique_events
-from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten
+from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten, key
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -56,6 +59,14 @@ def said(done: object) -> str:
         ("02/03/2026 10:00", "%d/%m/%Y %H:%M", datetime(2026, 3, 2, 9, tzinfo=UTC)),
         ("1772445600", "epoch_s", datetime(2026, 3, 2, 10, tzinfo=UTC)),
         ("1772445600000", "epoch_ms", datetime(2026, 3, 2, 10, tzinfo=UTC)),
+        # ISO 8601's basic date YYYYMMDD (local midnight), not epoch seconds
+        ("19970101", None, datetime(1996, 12, 31, 23, tzinfo=UTC)),
+        (" 20260302 ", None, datetime(2026, 3, 1, 23, tzinfo=UTC)),
+        (19970101, None, datetime(1996, 12, 31, 23, tzinfo=UTC)),
+        ("19970101", "iso", datetime(1996, 12, 31, 23, tzinfo=UTC)),
+        ("19960229", None, datetime(1996, 2, 28, 23, tzinfo=UTC)),  # a leap day
+        ("19970101", "epoch_s", datetime(1970, 8, 20, 3, 15, 1, tzinfo=UTC)),  # when told so
+        ("19970101", "%Y%m%d", datetime(1996, 12, 31, 23, tzinfo=UTC)),
     ],
 )
 def test_times_in_common_notations(value: object, fmt: str | None, expected: datetime) -> None:
@@ -72,12 +83,106 @@ def test_times_in_common_notations(value: object, fmt: str | None, expected: dat
         ("1772445600", "iso"),
         ("2026-13-02 10:00", "%Y-%m-%d %H:%M"),
         (True, None),
+        ("19970231", None),  # a YYYYMMDD date with no such day
+        ("19971301", None),
+        ("19970100", "iso"),
+        (19970231, None),
     ],
 )
 def test_unparsable_times_are_rejected_with_a_hint(value: object, fmt: str | None) -> None:
     with pytest.raises(Rejected) as caught:
         parse_time(value, fmt, UTC)
     assert caught.value.reason == Reason.BAD_TIMESTAMP
+
+
+def test_an_impossible_yyyymmdd_date_says_so() -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_time("19970231", None, UTC)
+    assert (
+        caught.value.detail == "time '19970231' reads as a YYYYMMDD date, but there is no such day"
+    )
+
+
+# --- column formats --------------------------------------------------------------------------
+
+
+def cells(source: Source) -> list[tuple[int, dict[str, str] | None, str | None]]:
+    return [(row.line, row.data, row.error) for row in source.rows]
+
+
+def test_space_separated_columns_with_a_header(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "events.txt",
+        "user   when        action\nann 2026-03-02T10:00:00Z  install\n\n  bob\t20260303 session\n"
+        "cy 20260303\n",
+    )
+    source = open_source(str(path))
+    assert (source.format, source.columns, source.event_type) == (
+        "csv",
+        ["user", "when", "action"],
+        None,
+    )
+    assert cells(source) == [
+        (2, {"user": "ann", "when": "2026-03-02T10:00:00Z", "action": "install"}, None),
+        (4, {"user": "bob", "when": "20260303", "action": "session"}, None),
+        (5, None, "row has 2 fields, the header has 3"),
+    ]
+
+
+def test_a_headerless_cdnow_file_is_recognised(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "CDNOW_master.txt", "00001  19970101  1  11.77\n00002 19970112 2 20.0\n"
+    )
+    source = open_source(str(path))
+    assert source.columns == ["customer_id", "date", "number_of_cds", "dollar_value"]
+    assert (source.event_type, source.layout, source.lines) == ("purchase", "CDNOW", 2)
+    assert [line for line, _, _ in cells(source)] == [1, 2]  # the first line is data
+    header = write(
+        tmp_path / "cd.txt", "customer_id date number_of_cds dollar_value\n1 19970101 1 2\n"
+    )
+    named = open_source(str(header))
+    assert (named.event_type, cells(named)[0][0]) == ("purchase", 2)
+    as_csv = write(tmp_path / "cd.csv", "00001,19970101,1,11.77\n")
+    assert open_source(str(as_csv)).event_type == "purchase"
+
+
+def test_headerless_files_need_their_columns_named(tmp_path: Path) -> None:
+    path = write(tmp_path / "plain.txt", "17 20260302 3\n18 20260303 4\n")
+    with pytest.raises(CommandError) as caught:
+        open_source(str(path))
+    assert "is data, not a header" in caught.value.message
+    assert "--columns" in caught.value.message
+    source = open_source(str(path), columns=["customer_id", "ts", "score"])
+    assert source.event_type is None
+    assert cells(source)[0] == (1, {"customer_id": "17", "ts": "20260302", "score": "3"}, None)
+    # --columns also makes a first line with letters data, and works with --delimiter
+    lettered = write(tmp_path / "l.txt", "ann;20260302;install\n")
+    named = open_source(str(lettered), delimiter=";", columns=["customer_id", "ts", "type"])
+    assert cells(named) == [(1, {"customer_id": "ann", "ts": "20260302", "type": "install"}, None)]
+    with pytest.raises(CommandError):
+        open_source(str(write(tmp_path / "x.jsonl", "{}\n")), columns=["a"])
+
+
+def test_cdnow_rows_map_to_purchases_with_stable_ids(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "cd.txt",
+        "00001 19970101 1 11.77\n00001 19970101 1 11.77\n00001 19970101 2 11.77\n",
+    )
+    settings = Settings(earliest_event_time="1997-01-01")  # type: ignore[arg-type]
+
+    def mapped() -> list[dict[str, object]]:
+        source = open_source(str(path))
+        mapping = with_layout_type(Mapping(), source)
+        rows = RowMapper(settings, mapping, resolve_columns(mapping, source.columns or []))
+        return [json.loads(rows.map(row.data or {})[2]) for row in source.rows]
+
+    first = mapped()
+    assert [(e["customer_id"], e["type"], e["ts"], e["amount"]) for e in first] == [
+        ("00001", "purchase", 852076800000, 11.77)
+    ] * 3
+    ids = [e["event_id"] for e in first]
+    assert len(set(ids)) == 3  # identical rows stay distinct purchases
+    assert [e["event_id"] for e in mapped()] == ids  # and keep their ids when fed again
 
 
 # --- mapping and ids -----------------------------------------------------------------------
@@ -445,3 +550,100 @@ def test_csv_round_trip_matches_the_oracle_and_feeding_twice_changes_nothing(
     assert time.monotonic() - started >= 0.55  # 60 rows at 100/s take at least 0.59 s
     p.wait_until_consumed()
     assert not diff(expected, flatten(p.scrape_text(), COMPARED))
+
+
+# --- a 1997 purchase history through the real stack ------------------------------------------
+
+HISTORY_FROM = "1996-12-01"  # RETENTION_EARLIEST_EVENT_TIME for replaying 1997 on purpose
+
+
+def cdnow_lines(rng: random.Random, customers: int = 60) -> list[str]:
+    """CDNOW's layout, `customer_id date number_of_cds dollar_value`, space separated with
+    uneven spacing: a few purchases per customer across 1997 and early 1998, identical
+    lines now and then (two equal purchases on one day) and some zero-value rows."""
+    lines = []
+    for n in range(1, customers + 1):
+        day = datetime(1997, 1, 1) + timedelta(days=rng.randrange(90))
+        for _ in range(rng.randint(1, 9)):
+            cds = rng.randint(1, 6)
+            value = 0.0 if rng.random() < 0.03 else round(cds * rng.uniform(8, 16), 2)
+            gap = " " * rng.randint(1, 3)
+            lines.append(f"{n:05d}{gap}{day:%Y%m%d}{gap}{cds}{gap}{value:.2f}")
+            if rng.random() < 0.05:
+                lines.append(lines[-1])
+            day += timedelta(days=rng.choice([0, 3, 20, 45, 120]))
+            if day.year > 1998 or (day.year == 1998 and day.month > 6):
+                break
+    rng.shuffle(lines)  # delivery order is not time order
+    return lines
+
+
+def cdnow_events(lines: list[str]) -> list[dict[str, object]]:
+    """The oracle's reading of the file, from CDNOW's layout: one purchase per line of
+    dollar_value, on the date's UTC midnight, by the customer id as written."""
+    events: list[dict[str, object]] = []
+    for i, line in enumerate(lines):
+        customer, day, _cds, value = line.split()
+        when = datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
+        events.append(
+            {
+                "event_id": f"line-{i}",
+                "customer_id": customer,
+                "type": "purchase",
+                "ts": when.isoformat(),
+                "amount": float(value),
+            }
+        )
+    return events
+
+
+@pytest.mark.integration
+def test_a_cdnow_history_feeds_as_purchases_and_again_changes_nothing(
+    pipeline,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    lines = cdnow_lines(random.Random(1997))
+    assert 250 <= len(lines) <= 500 and len(set(lines)) < len(lines)
+    path = tmp_path / "CDNOW_sample.txt"
+    path.write_text("\n".join(lines) + "\n")
+    p = pipeline(extra_env={"RETENTION_EARLIEST_EVENT_TIME": HISTORY_FROM})
+    env = cli_env(p)
+    first = run_cli(["feed", str(path)], env)
+    assert first.returncode == 0, first.stderr
+    assert "CDNOW layout" in said(first) and f"sent (confirmed by Kafka) │ {len(lines)}" in said(
+        first
+    )
+    p.wait_until_consumed()
+    expected = compute(cdnow_events(lines), OracleSettings())
+    customers = {line.split()[0] for line in lines}
+    assert expected[key("retention_customers")] == len(customers)  # leading zeros kept
+    assert expected[key("retention_purchases_total")] == len(lines)
+    got = flatten(p.scrape_text(), COMPARED)
+    assert not diff(expected, got), diff(expected, got)
+    assert {"00001", "00060"} <= customers
+
+    again = run_cli(["feed", str(path)], env)
+    assert again.returncode == 0, again.stderr
+    p.wait_until_consumed()
+    assert not diff(expected, flatten(p.scrape_text(), COMPARED))
+
+    # A worker left at the default earliest time dead-letters every row, with the reason
+    # (the feed itself, told the history is wanted, sends them).
+    strict = pipeline()
+    sent = run_cli(["feed", str(path)], cli_env(strict, RETENTION_EARLIEST_EVENT_TIME=HISTORY_FROM))
+    assert sent.returncode == 0, sent.stderr
+    strict.wait_until_consumed()
+    dead = [json.loads(r.value) for r in strict.consume_dlq(len(lines))]
+    assert len(dead) == len(lines)
+    assert {d["reason"] for d in dead} == {"ts_out_of_range"}
+    assert "before 2000-01-01T00:00:00Z (RETENTION_EARLIEST_EVENT_TIME)" in dead[0]["detail"]
+    scraped = strict.scrape(
+        frozenset({"retention_events_invalid_total", "retention_revenue_total"})
+    )
+    assert scraped == {key("retention_events_invalid_total", reason="ts_out_of_range"): len(lines)}
+    # and the feed at the default refuses them up front, into the rejects file
+    refused = run_cli(["feed", str(path), "--dry-run"], cli_env())
+    assert refused.returncode == 1
+    rejects = (tmp_path / "CDNOW_sample.txt.rejects.jsonl").read_text().splitlines()
+    assert {json.loads(r)["reason"] for r in rejects} == {"ts_out_of_range"}
+    assert len(rejects) == len(lines)

@@ -42,7 +42,15 @@ HELP = (
     "Every row is mapped to an event and checked exactly as the worker will check it; good "
     "rows are sent (key = customer id), bad ones are written to the rejects file with the "
     "reason. Feeding the same file twice changes nothing: rows without an id get one derived "
-    "from their content, and identical rows in one file get distinct ids."
+    "from their content, and identical rows in one file get distinct ids.\n\n"
+    "Formats: CSV/TSV, columns separated by runs of spaces, JSON Lines, a JSON array, "
+    "Segment/RudderStack exports. A column file's first line is its header, unless "
+    "--columns names the columns or the line holds no letter at all (data): a headerless "
+    "CDNOW purchase history (`00001 19970101 1 11.77`: customer_id date number_of_cds "
+    "dollar_value) is recognised and fed as purchases of dollar_value; so is the same "
+    "file with that header. Times: ISO 8601 (also the basic date 19970101), RFC 2822 and "
+    "epoch s/ms/us; events before RETENTION_EARLIEST_EVENT_TIME (default 2000-01-01) are "
+    "rejected, so set it earlier to replay older history."
 )
 
 
@@ -50,15 +58,30 @@ def feed(
     source: Annotated[
         str,
         typer.Argument(
-            help="CSV/TSV, JSON Lines or a JSON array, or a Segment/RudderStack export "
-            "(track/identify calls); .gz is read too; - reads stdin."
+            help="CSV/TSV or space-separated columns, JSON Lines or a JSON array, or a "
+            "Segment/RudderStack export (track/identify calls); .gz is read too; - reads stdin."
         ),
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="auto (by extension, then content), csv or json.")
+        str,
+        typer.Option(
+            "--format",
+            help="auto (by extension, then content), csv (any delimiter, spaces too) or json.",
+        ),
     ] = "auto",
     delimiter: Annotated[
-        str | None, typer.Option(help="CSV delimiter; default from .csv/.tsv or the header.")
+        str | None,
+        typer.Option(
+            help="Column delimiter, or 'space' for runs of spaces/tabs; default from "
+            ".csv/.tsv or the first line."
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Names of the columns of a file without a header, comma-separated, e.g. "
+            "customer_id,ts,type,amount (the first line is then data)."
+        ),
     ] = None,
     mapping: Annotated[
         Path | None,
@@ -150,7 +173,14 @@ def feed(
             "channel": channel_col,
         }
         the_mapping = _mapping(settings, file, flags, event_type, map_type, time_format, tz)
-        opened = open_source(source, fmt, delimiter)
+        names = [c.strip() for c in columns.split(",")] if columns else None
+        opened = open_source(source, fmt, delimiter, names)
+        if opened.layout:
+            console.print(
+                f"{opened.layout} layout: columns {' '.join(opened.columns or [])}; "
+                f"each row is a {opened.event_type} unless --type says otherwise",
+                soft_wrap=True,
+            )
         path = rejects or default_rejects_path(source)
         summary = run_feed(settings, opened, the_mapping, path, console, pacer, dry_run)
     if summary.read == 0:
