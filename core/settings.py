@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     @field_validator("earliest_event_time")
     @classmethod
     def _after_floor(cls, value: datetime) -> datetime:
-        value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
         if value < FLOOR_EARLIEST_EVENT_TIME:
             raise ValueError(f"must be {FLOOR_EARLIEST_EVENT_TIME:%Y-%m-%d} or later")
         return value

@@ -1,8 +1,9 @@
 """Decode raw Kafka values into validated events, or say precisely why not.
 
 msgspec does the parsing and the type checks in C; the rules that msgspec cannot
-express (which type names exist, timestamp and amount range, Segment field names)
-follow. Any input at all ends as an Event or a Rejected, never another exception.
+express (which type names exist, timestamp and amount range, Segment field names) and
+the conversion of amounts to the reporting currency follow. Any input at all ends as
+an Event or a Rejected, never another exception.
 """
 
 from __future__ import annotations
