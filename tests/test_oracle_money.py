@@ -102,3 +102,41 @@ def test_mixed_currencies_through_the_pipeline(pipeline) -> None:  # type: ignor
     for name in ("retention_average_order_value", "retention_mrr", "retention_clv"):
         assert helps[name].endswith(", in EUR."), (name, helps[name])
     assert "EUR" not in helps["retention_purchases"]
+
+
+@pytest.mark.integration
+def test_a_new_rate_applies_from_ingest_on_a_new_currency_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline(extra_env=RATES_ENV)
+    p.produce(MIXED)
+    p.wait_until_consumed()
+    before = p.scrape(COMPARED)
+    assert not diff(compute(MIXED, EUR), before)
+    for proc in p.processes:
+        proc.stop()
+
+    # Rates are not part of the state's settings: the worker continues under a new table,
+    # converting the events it applies from now on with it, and revalues nothing.
+    p.settings["RETENTION_CURRENCY_RATES"] = "USD=0.95,JPY=0.0060"
+    p.start_worker()
+    p.start_exporter()
+    late = ev("p6", "b", "purchase", "2026-03-04", "13:00:00", amount=1000, currency="JPY")
+    p.produce([late, MIXED[1]])  # MIXED[1] again: a duplicate, not revalued
+    p.wait_until_consumed()
+    after = p.scrape(COMPARED)
+    # 45.065 EUR as before, plus 1000 JPY at the new rate: 6.000 EUR
+    assert after[key("retention_revenue_total")] == pytest.approx(45.065 + 6.0)
+    new_rates = OracleSettings(currency="EUR", rates=(("USD", 0.95), ("JPY", 0.006)))
+    assert compute([late], new_rates)[key("retention_revenue_total")] == pytest.approx(6.0)
+    assert after[key("retention_purchases_total")] == before[key("retention_purchases_total")] + 1
+    for proc in p.processes:
+        proc.stop()
+
+    # The reporting currency is: stored sums are in EUR, so a USD worker refuses them.
+    p.settings["RETENTION_CURRENCY"] = "USD"
+    p.settings["RETENTION_CURRENCY_RATES"] = "EUR=1.08"
+    worker = p.start_worker()
+    assert worker.popen.wait(60) == 2
+    worker.stopped = True
+    log = worker.log.read_text()
+    assert 'RETENTION_CURRENCY: stored "EUR", now "USD"' in log, log
+    assert "retention rebuild" in log
