@@ -52,7 +52,7 @@ def test_amounts_are_converted_before_summing() -> None:
     assert got[key("retention_revenue_total")] == pytest.approx(45.065)
     assert got[key("retention_refunded_revenue_total")] == pytest.approx(2.3)
     assert got[key("retention_net_revenue")] == pytest.approx(42.765)
-    assert got[key("retention_average_order_value")] == pytest.approx(42.765 / 5)
+    assert got[key("retention_average_order_value")] == pytest.approx(45.065 / 5)  # gross
     assert got[key("retention_mrr")] == pytest.approx(9.191)  # 9.99 * 0.92 = 9.1908
     # The same events summed as written would give 10 + 1500 + 20 + 4.5 + 333 = 1867.5.
     assert compute(MIXED, OracleSettings(rates=(("JPY", 1), ("EUR", 1))))[
