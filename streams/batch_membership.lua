@@ -10,6 +10,20 @@
 local WINDOW_PREFIX = {} -- window length -> its day-field prefix
 for _, n in ipairs(WINS) do WINDOW_PREFIX[n] = active_window(n) end
 
+-- Weeks and months whose first or last day lies in the changed days [from, to]: count
+-- with `add` (incr or incr_scoped) the change in "in the runs at the end of the day
+-- before the period and at the end of its last day" under field prefix `field`.
+local function stayed_in_periods(old, new, from, to, field, add)
+  for i = 2, #PERIODS do
+    local P = PERIODS[i]
+    for p = period(from, P), period(to, P) do
+      local s, e = period_start(p, P) - 1, period_start(p + 1, P) - 1
+      local was, is = stayed(old, s, e), stayed(new, s, e)
+      if was ~= is then add(PER, field .. P .. ':' .. p, is and 1 or -1) end
+    end
+  end
+end
+
 -- Carry the difference between two states of one customer, changed at day d, into
 -- the base, active-window and stayed-in-base aggregates.
 local function update_membership(old, new, d)
@@ -39,17 +53,7 @@ local function update_membership(old, new, d)
   run_edges(Bo, Bn, d, 1, scoped_edges(PER, stayed_days))
   -- weeks and months: only those with a first or last day inside the changed days
   table.sort(at)
-  local from, to = at[1], at[#at]
-  for i = 2, #PERIODS do
-    local P = PERIODS[i]
-    for p = period(from, P), period(to, P) do
-      local s, e = period_start(p, P) - 1, period_start(p + 1, P) - 1
-      local was, is = stayed(Bo, s, e), stayed(Bn, s, e)
-      if was ~= is then
-        incr_scoped(PER, PeriodsField.STAYED_IN_BASE .. P .. ':' .. p, is and 1 or -1)
-      end
-    end
-  end
+  stayed_in_periods(Bo, Bn, at[1], at[#at], PeriodsField.STAYED_IN_BASE, incr_scoped)
 end
 
 -- The changed days (sorted) between two run lists from day d on, or nil when none.
@@ -74,15 +78,5 @@ local function update_subscribed(old, new, d)
   local edges = ranges[PER][day_prefix]
   if edges == nil then edges = {}; ranges[PER][day_prefix] = edges end
   run_edges(So, Sn, d, 1, edges)
-  local from, to = at[1], at[#at]
-  for i = 2, #PERIODS do
-    local P = PERIODS[i]
-    for p = period(from, P), period(to, P) do
-      local s, e = period_start(p, P) - 1, period_start(p + 1, P) - 1
-      local was, is = stayed(So, s, e), stayed(Sn, s, e)
-      if was ~= is then
-        incr(PER, PeriodsField.STAYED_SUBSCRIBED .. P .. ':' .. p, is and 1 or -1)
-      end
-    end
-  end
+  stayed_in_periods(So, Sn, at[1], at[#at], PeriodsField.STAYED_SUBSCRIBED, incr)
 end
