@@ -47,6 +47,8 @@ install_apt_packages() {
     # Toolchain needed for the Kafka jars; the project machine has them, a bare Debian doesn't.
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     command -v mvn  >/dev/null 2>&1 || missing+=(maven)
+    # The stack's CA and TLS certificates (retention/stack/certs.py) are made by openssl.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ((${#missing[@]} == 0)); then
         say "apt packages present (${APT_PACKAGES[*]})"
         return 0

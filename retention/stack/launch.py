@@ -145,5 +145,5 @@ def prepare(stack: StackSettings, name: str) -> list[str]:
 
 def missing_programs() -> list[str]:
     """The servers and tools the stack runs that this machine lacks."""
-    programs = ["java", REDIS_SERVER, PROMETHEUS, ALERTMANAGER]
+    programs = ["java", "openssl", REDIS_SERVER, PROMETHEUS, ALERTMANAGER]
     return [p for p in programs if shutil.which(p) is None]
