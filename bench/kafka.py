@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,8 +22,21 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from core.kafka import security_options
+from core.settings import Settings
+
 MAX_BATCH_BYTES = 512 * 1024
 IN_FLIGHT_BATCHES = 64
+
+
+@functools.cache
+def _security() -> dict[str, Any]:
+    return security_options(Settings())
+
+
+def connect(bootstrap: str) -> dict[str, Any]:
+    """A client's address and the RETENTION_KAFKA_* security, as the tracker's own clients."""
+    return {"bootstrap_servers": bootstrap, **_security()}
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -41,7 +56,7 @@ class Produced:
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connect(bootstrap))
     await admin.start()
     try:
         await admin.create_topics(
@@ -53,7 +68,7 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
 
 async def delete_topics_containing(bootstrap: str, tag: str) -> list[str]:
     """Delete every topic whose name contains `tag` (ours, and what Faust made for our apps)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connect(bootstrap))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if tag in t]
@@ -66,7 +81,7 @@ async def delete_topics_containing(bootstrap: str, tag: str) -> list[str]:
 
 async def delete_groups_containing(bootstrap: str, tag: str) -> list[str]:
     """Delete the (empty) consumer groups whose id contains `tag`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connect(bootstrap))
     await admin.start()
     deleted: list[str] = []
     try:
@@ -98,7 +113,7 @@ class BulkProducer:
 
     async def produce(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> Produced:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **connect(self.bootstrap),
             acks=1,
             linger_ms=5,
             max_batch_size=MAX_BATCH_BYTES,
@@ -141,7 +156,7 @@ class BulkProducer:
 
 
 async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**connect(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -155,7 +170,7 @@ class CommitWatcher:
     """Reads a consumer group's committed offsets of one topic (one admin connection)."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.admin = AIOKafkaAdminClient(**connect(bootstrap))
         self.parts = [TopicPartition(topic, p) for p in range(partitions)]
 
     async def __aenter__(self) -> CommitWatcher:

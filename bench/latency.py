@@ -25,6 +25,7 @@ from typing import cast
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis as AsyncRedis
 
+from bench.kafka import connect
 from bench.mix import live_value
 from bench.worker import Target, Worker, wait_idle
 from core.schema import Keys
@@ -108,7 +109,7 @@ async def run_latency(
     redis = AsyncRedis.from_url(target.redis_url)
     source = await marker_source(redis, keys, target.topic)
     poller = OffsetPoller(redis, keys, target.partitions, source)
-    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks=1, linger_ms=5)
+    producer = AIOKafkaProducer(**connect(target.bootstrap), acks=1, linger_ms=5)
     await producer.start()
     sent: list[tuple[float, int, asyncio.Future[object]]] = []
     stop = asyncio.Event()

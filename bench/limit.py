@@ -16,13 +16,15 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.kafka import connect
+
 BATCH = 5000  # = RETENTION_BATCH_MAX_EVENTS default
 TIMEOUT_MS = 200
 
 
 async def consume(bootstrap: str, topic: str, partitions: int) -> dict[str, float]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connect(bootstrap),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=BATCH,

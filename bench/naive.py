@@ -25,6 +25,9 @@ from pathlib import Path
 import faust
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from streams.app import broker_credentials
+
 ENV = os.environ
 NS = ENV.get("BENCH_NS", "naive")
 WARMUP = int(ENV.get("BENCH_WARMUP", "2000"))
@@ -46,6 +49,7 @@ BITMAP_BASE_DAY = 19_723  # 2024-01-01
 app = faust.App(
     ENV.get("BENCH_GROUP", "bench-naive"),
     broker=f"kafka://{ENV.get('BENCH_BOOTSTRAP', '127.0.0.1:19092')}",
+    broker_credentials=broker_credentials(Settings()),
     store="memory://",
     datadir=ENV.get("BENCH_DATADIR", "/tmp/bench-naive-data"),
     topic_replication_factor=1,

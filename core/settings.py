@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.currency import (
@@ -53,6 +53,9 @@ DEFAULT_EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 # The earliest the setting may go: day numbers (days since 1970-01-01) stay positive.
 FLOOR_EARLIEST_EVENT_TIME = datetime(1971, 1, 1, tzinfo=UTC)
 
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
 TypeSet = Annotated[frozenset[str], NoDecode]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Thresholds = Annotated[tuple[int, int, int, int], NoDecode]
@@ -65,15 +68,71 @@ def _split(value: object) -> object:
     return value
 
 
+TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+
+
+def kafka_security_problem(settings: Settings) -> str | None:
+    """What is wrong with the combination of Kafka security settings, naming the
+    variables to change (None when it is consistent)."""
+    protocol = f"RETENTION_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    mechanism = settings.kafka_sasl_mechanism
+    if settings.kafka_security_protocol in SASL_PROTOCOLS:
+        if mechanism is None:
+            return f"RETENTION_KAFKA_SASL_MECHANISM is required with {protocol}"
+        if mechanism == "OAUTHBEARER":
+            token = settings.kafka_sasl_oauth_token_file
+            if token is None:
+                return "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE is required with OAUTHBEARER"
+            if not token.is_file():
+                return f"RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE: no file {token}"
+        elif not settings.kafka_sasl_username:
+            return f"RETENTION_KAFKA_SASL_USERNAME is required with {mechanism}"
+        elif not settings.kafka_sasl_password.get_secret_value():
+            return f"RETENTION_KAFKA_SASL_PASSWORD is required with {mechanism}"
+    else:
+        sasl = {
+            "RETENTION_KAFKA_SASL_MECHANISM": mechanism,
+            "RETENTION_KAFKA_SASL_USERNAME": settings.kafka_sasl_username or None,
+            "RETENTION_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.get_secret_value()
+            or None,
+            "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE": settings.kafka_sasl_oauth_token_file,
+        }
+        given = [name for name, value in sasl.items() if value is not None]
+        if given:
+            return f"{given[0]} is ignored with {protocol}: use SASL_SSL or SASL_PLAINTEXT"
+    tls_files = {
+        "RETENTION_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "RETENTION_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "RETENTION_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "RETENTION_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
+    }
+    if settings.kafka_security_protocol not in TLS_PROTOCOLS:
+        given = [name for name, value in tls_files.items() if value is not None]
+        if given:
+            return f"{given[0]} is ignored with {protocol}: use SSL or SASL_SSL"
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        missing = "KEYFILE" if settings.kafka_ssl_keyfile is None else "CERTFILE"
+        return f"RETENTION_KAFKA_SSL_{missing} is required with a client certificate"
+    if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_keyfile is None:
+        return "RETENTION_KAFKA_SSL_KEY_PASSWORD is set without RETENTION_KAFKA_SSL_KEYFILE"
+    return None
+
+
 class Settings(BaseSettings):
     """Everything tunable about the tracker; defaults match the local stack."""
 
-    model_config = SettingsConfigDict(env_prefix="RETENTION_", frozen=True)
+    # errors never echo the input: it holds passwords
+    model_config = SettingsConfigDict(
+        env_prefix="RETENTION_", frozen=True, hide_input_in_errors=True
+    )
 
     # The local stack's ports (retention/stack), all on 127.0.0.1 and away from the
     # services' usual ports so that a system Redis or Prometheus never collides with them.
     kafka_port: Port = 19092
     kafka_controller_port: Port = 19093
+    # the stack broker's second listener: TLS with SCRAM users (README "Security")
+    kafka_sasl_ssl_port: Port = 19097
     redis_port: Port = 16379
     prometheus_port: Port = 19090
     # 9093 and 9094 are Alertmanager's usual web and cluster ports; 19093 is Kafka's
@@ -89,6 +148,23 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = ""
     redis_url: str = ""
     alertmanager_webhook_url: str = ""
+
+    # How every Kafka client of the project connects (core/kafka.py turns these into
+    # aiokafka options). SASL_* protocols authenticate with a mechanism; SSL and
+    # SASL_SSL encrypt and verify the broker against the CA file (or the system's CAs).
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaMechanism | None = None
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # OAUTHBEARER: a file holding the current token, read again at every authentication
+    # so that whatever renews it (a sidecar, a cron job) is picked up without a restart
+    kafka_sasl_oauth_token_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    # a client certificate for brokers that require one (mutual TLS); PEM, with its key
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
 
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "rt"
     events_topic: str = "events"
@@ -183,6 +259,22 @@ class Settings(BaseSettings):
         }
         unset = {name: value for name, value in defaults.items() if not data.get(name)}
         return {**data, **unset}
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """Refuse Kafka security settings that contradict each other or would be silently
+        ignored; then load the TLS files once, so a bad file stops the start here."""
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        if self.kafka_security_protocol in TLS_PROTOCOLS:
+            from core.kafka import KafkaSettingError, tls_context
+
+            try:
+                tls_context(self)
+            except KafkaSettingError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @field_validator(
         "rfm_recency_days", "rfm_frequency", "rfm_monetary", "at_risk_days", mode="before"

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.text import Text
 
 from core.errors import EXIT_UNREACHABLE, CommandError
+from core.kafka import client_options, explain_failure
 from core.settings import Settings
 
 MAX_IN_FLIGHT = 20_000  # unconfirmed sends kept before waiting for the oldest
@@ -113,13 +114,16 @@ def quiet_kafka_logs() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def unreachable(settings: Settings, exc: BaseException) -> CommandError:
-    return CommandError(
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc or type(exc).__name__}). "
-        "Is the stack running? `retention stack up` starts it; "
-        "RETENTION_KAFKA_BOOTSTRAP points elsewhere.",
-        EXIT_UNREACHABLE,
+async def unreachable(settings: Settings, exc: BaseException) -> CommandError:
+    """Exit 3 with why: the broker refused us (credentials, certificate), or is not there."""
+    failure = await explain_failure(settings, exc)
+    hint = (
+        ""
+        if failure.refused
+        else ". Is the stack running? `retention stack up` starts it; "
+        "RETENTION_KAFKA_BOOTSTRAP points elsewhere."
     )
+    return CommandError(failure.message + hint, EXIT_UNREACHABLE)
 
 
 async def ensure_topic(settings: Settings, topic: str) -> None:
@@ -127,7 +131,7 @@ async def ensure_topic(settings: Settings, topic: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
         if topic not in await admin.list_topics():
@@ -140,7 +144,7 @@ async def ensure_topic(settings: Settings, topic: str) -> None:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new])
     except Exception as exc:
-        raise unreachable(settings, exc) from None
+        raise await unreachable(settings, exc) from None
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -149,7 +153,7 @@ async def ensure_topic(settings: Settings, topic: str) -> None:
 async def start_producer(settings: Settings) -> AIOKafkaProducer:
     """An idempotent producer that waits for all replicas, or a clear 'unreachable' error."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -161,7 +165,7 @@ async def start_producer(settings: Settings) -> AIOKafkaProducer:
     except Exception as exc:
         with contextlib.suppress(Exception):
             await producer.stop()
-        raise unreachable(settings, exc) from None
+        raise await unreachable(settings, exc) from None
     return producer
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
+from core.kafka import client_options, explain_failure
 from core.settings import Settings
 from streams.guard import eviction_problem, read_eviction_policy, record_fingerprint
 from streams.pipeline.stages import BatchPipeline
@@ -60,12 +61,13 @@ async def clear_namespace(redis: Redis, namespace: str) -> int:
 
 async def _refuse_running_workers(settings: Settings) -> None:
     """Two consumers of the group would split the partitions between them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await admin.start()
         described = await admin.describe_consumer_groups([settings.group_id])
     except KafkaError as exc:
-        raise CommandError(f"Kafka unreachable: {exc}", EXIT_UNREACHABLE) from None
+        failure = await explain_failure(settings, exc)
+        raise CommandError(failure.message, EXIT_UNREACHABLE) from None
     finally:
         await admin.close()
     members = sum(len(group[5]) for response in described for group in response.groups)

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from core.calendar import Calendar, day_to_date, evaluation_day
 from core.errors import CommandError
+from core.kafka import client_options, explain_failure
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from retention.produce import quiet_kafka_logs
@@ -60,14 +61,15 @@ def collect(settings: Settings, exporter: str | None, prometheus: str, sample: f
     return Status(checks)
 
 
-async def kafka_check(bootstrap: str) -> Check:
+async def kafka_check(settings: Settings) -> Check:
     """Can clients use the broker: it lists itself as a live broker (it is unfenced), a
     controller is elected, and a consumer group's coordinator answers (until then groups
     fail with GroupCoordinatorNotAvailable)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     quiet_kafka_logs()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    bootstrap = settings.kafka_bootstrap
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT)
         cluster = await asyncio.wait_for(admin.describe_cluster(), TIMEOUT)
@@ -76,26 +78,26 @@ async def kafka_check(bootstrap: str) -> Check:
         await asyncio.wait_for(admin.find_coordinator(COORDINATOR_PROBE), TIMEOUT)
         topics = await asyncio.wait_for(admin.list_topics(), TIMEOUT)
     except Exception as exc:
-        down = f"unreachable at {bootstrap} ({exc or type(exc).__name__}); `retention stack up`"
-        return Check("kafka", False, down)
+        failure = await explain_failure(settings, exc)
+        hint = "" if failure.refused else "; `retention stack up`"
+        return Check("kafka", False, failure.message + hint, {"refused": failure.refused})
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    data = {"bootstrap": bootstrap, "topics": len(topics)}
-    return Check("kafka", True, f"{bootstrap}, {len(topics)} topics", data)
+    protocol = settings.kafka_security_protocol
+    data = {"bootstrap": bootstrap, "security_protocol": protocol, "topics": len(topics)}
+    return Check("kafka", True, f"{bootstrap} ({protocol}), {len(topics)} topics", data)
 
 
 async def _kafka_checks(settings: Settings, sample: float) -> list[Check]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
-    kafka = await kafka_check(settings.kafka_bootstrap)
+    kafka = await kafka_check(settings)
     if not kafka.ok:
         return [kafka, Check("worker", False, "no broker, no consumer group")]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT)
         await asyncio.wait_for(consumer.start(), TIMEOUT)

@@ -16,10 +16,12 @@ import sys
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from faust.types.auth import CredentialsT
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.errors import EXIT_USAGE
+from core.errors import EXIT_UNREACHABLE, EXIT_USAGE
+from core.kafka import KafkaFailure, client_options, explain_failure, security_options
 from core.schema import Keys
 from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
@@ -30,11 +32,34 @@ from streams.topic_identity import source_name
 log = logging.getLogger(__name__)
 
 
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """The Faust app's view of core/kafka.py's security options (its own consumer,
+    producer and topic creation use them)."""
+    options = security_options(settings)
+    protocol, context = options["security_protocol"], options.get("ssl_context")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if "sasl_oauth_token_provider" in options:
+        return faust.OAuthCredentials(
+            oauth_cb=options["sasl_oauth_token_provider"], ssl_context=context
+        )
+    # SASL_SSL when a context is given, SASL_PLAINTEXT otherwise
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        ssl_context=context,
+        mechanism=options["sasl_mechanism"],
+    )
+
+
 def make_app(settings: Settings) -> faust.App:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.group_id}-host",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(settings.state_dir),
         web_host="127.0.0.1",
@@ -89,14 +114,25 @@ def make_app(settings: Settings) -> faust.App:
     return app
 
 
+class KafkaRefused(Exception):
+    """The broker answered but would not accept the worker (credentials, certificate)."""
+
+    def __init__(self, failure: KafkaFailure) -> None:
+        super().__init__(failure.message)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Check the state can be continued, then run the Faust worker in the foreground until
-    SIGINT/SIGTERM; a refusal exits with code 2 and says why."""
+    SIGINT/SIGTERM; a refusal exits with code 2 and says why, a broker that refuses the
+    worker's credentials or certificate with code 3."""
     try:
         asyncio.run(preflight(settings))
     except StateRefused as exc:
         print(f"retention worker: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    except KafkaRefused as exc:
+        print(f"retention worker: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_UNREACHABLE) from None
     app = make_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()
@@ -104,28 +140,31 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
 async def preflight(settings: Settings) -> None:
     """Run the start-up checks, waiting with backoff while Redis or Kafka is unreachable:
-    a worker started before its servers (or during a restart) waits instead of exiting."""
+    a worker started before its servers (or during a restart) waits instead of exiting.
+    A broker that refuses the credentials or the certificate is a settings mistake no
+    wait mends: that raises KafkaRefused."""
     delay = 0.5
     while True:
         try:
             await check_before_consuming(settings)
             return
-        except (RedisError, KafkaError, OSError) as exc:
-            print(
-                f"retention worker: Redis or Kafka not reachable ({type(exc).__name__}: "
-                f"{exc}); retrying in {delay:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        except KafkaError as exc:
+            failure = await explain_failure(settings, exc)
+            if failure.refused:
+                raise KafkaRefused(failure) from None
+            reason = failure.message
+        except (RedisError, OSError) as exc:
+            reason = f"Redis or Kafka not reachable ({type(exc).__name__}: {exc})"
+        print(f"retention worker: {reason}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 async def check_before_consuming(settings: Settings) -> None:
     """Refuse an evicting Redis, state built under other settings, and partitions whose
     applied offsets Kafka can no longer continue (history deleted, topic recreated)."""
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     try:
         await check_state(redis, settings, record=True)
         await consumer.start()

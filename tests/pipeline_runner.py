@@ -22,10 +22,19 @@ from typing import Any
 
 import pytest
 
+from core.kafka import client_options
+from core.settings import Settings
 from tests.broker import delete_marked, scratch_name
 from tests.oracle import flatten
 from tests.services import KAFKA, PARTITIONS, REDIS_URL, RETENTION_BIN, ROOT, free_port, tail
 from tests.waiting import WaitTimedOut, wait_until
+
+
+def settings_arguments(env: dict[str, str], prefix: str = "") -> dict[str, str]:
+    """RETENTION_<PREFIX>* variables as Settings arguments (the rest stay as the
+    environment says)."""
+    start = f"RETENTION_{prefix}"
+    return {k.removeprefix("RETENTION_").lower(): v for k, v in env.items() if k.startswith(start)}
 
 
 class Process:
@@ -92,6 +101,8 @@ class Pipeline:
             **(extra_env or {}),
         }
         self.processes: list[Process] = []
+        # this side's clients connect as the worker does (RETENTION_KAFKA_* of extra_env)
+        self.kafka = client_options(Settings(**settings_arguments(self.settings, "KAFKA_")))
         asyncio.run(self._create_topics())
 
     # --- processes ---------------------------------------------------------------------
@@ -178,7 +189,7 @@ class Pipeline:
     async def _create_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        admin = AIOKafkaAdminClient(**self.kafka)
         await admin.start()
         try:
             await admin.create_topics(
@@ -212,7 +223,7 @@ class Pipeline:
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(
-            bootstrap_servers=KAFKA,
+            **self.kafka,
             acks="all",
             max_request_size=2 * 1024 * 1024,
             linger_ms=10,
@@ -229,8 +240,8 @@ class Pipeline:
         from aiokafka.admin import AIOKafkaAdminClient
 
         parts = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        consumer = AIOKafkaConsumer(**self.kafka, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(**self.kafka)
         await consumer.start()
         await admin.start()
         try:
@@ -271,7 +282,7 @@ class Pipeline:
     async def _group_state(self, group: str) -> tuple[str, int]:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        admin = AIOKafkaAdminClient(**self.kafka)
         await admin.start()
         try:
             (resp,) = await admin.describe_consumer_groups([group])
@@ -308,7 +319,7 @@ class Pipeline:
 
         consumer = AIOKafkaConsumer(
             self.dlq_topic,
-            bootstrap_servers=KAFKA,
+            **self.kafka,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             fetch_max_bytes=8 * 1024 * 1024,

@@ -29,8 +29,9 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = "RETENTION_" + str(error["loc"][0]).upper()
-            console.print(f"[red]configuration error[/red] {name}: {error['msg']}")
+            # a check across settings (no location) names its variables in the message
+            where = [f"RETENTION_{str(error['loc'][0]).upper()}:"] if error["loc"] else []
+            console.print("[red]configuration error[/red]", *where, escape(error["msg"]))
         raise typer.Exit(2) from None
 
 

@@ -39,7 +39,8 @@ def load() -> StackSettings:
         return StackSettings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"RETENTION_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+            f"RETENTION_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
         )
         raise StackError(f"bad setting: {problems}") from None
 

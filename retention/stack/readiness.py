@@ -21,7 +21,10 @@ def check(stack: StackSettings, name: str) -> Check:
     """One look at the stack's own `name`, on its ports (not wherever RETENTION_*_URL
     may point the tracker)."""
     if name == "kafka":
-        return asyncio.run(kafka_check(f"127.0.0.1:{stack.kafka_port}"))
+        # the PLAINTEXT listener, whatever security RETENTION_KAFKA_* give the clients
+        plain = {"kafka_bootstrap": f"127.0.0.1:{stack.kafka_port}"}
+        plain["kafka_security_protocol"] = "PLAINTEXT"
+        return asyncio.run(kafka_check(stack.model_copy(update=plain)))
     if name == "redis":
         local = stack.model_copy(update={"redis_url": f"redis://127.0.0.1:{stack.redis_port}/0"})
         return redis_check(local)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from core.kafka import client_options
 from core.settings import Settings
 
 PRODUCER_BATCH_BYTES = 1024 * 1024
@@ -16,7 +17,7 @@ PRODUCER_BATCH_BYTES = 1024 * 1024
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """The events consumer; it must be made inside the running event loop."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=settings.group_id,
         enable_auto_commit=False,
         # positions always come from Redis (Repositioner); never jump silently
@@ -30,7 +31,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """The producer for dead letters and lifecycle changes; made inside the event loop."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         # a batch's lifecycle changes go out together: with idempotence only one
