@@ -7,6 +7,7 @@ start from the repo's own files, so that the local stack runs what docker-compos
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from retention.stack.settings import REPO_ROOT, StackError, StackSettings
@@ -19,27 +20,42 @@ COMPOSE_WEBHOOK_URL = "http://alert-log:5001/alerts"
 PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
-def kafka_properties(stack: StackSettings) -> str:
+@dataclass(frozen=True)
+class SecureListener:
+    """What the SASL_SSL listener needs: the server's PKCS12 keystore, the CA that signs
+    client certificates, and the stack user's password (for PLAIN; SCRAM users live in
+    the metadata log, see retention/stack/scram.py)."""
+
+    keystore: Path
+    keystore_password: str
+    ca: Path
+    user: str
+    password: str
+
+
+def kafka_properties(stack: StackSettings, secure: SecureListener) -> str:
     """A single node that is broker and controller at once (KRaft, no ZooKeeper).
 
     Every replication factor and min ISR is 1: otherwise the internal topics
     (__consumer_offsets, transactions, share groups) can never be created and consumer
-    groups hang in FindCoordinator.
+    groups hang in FindCoordinator. Clients use the PLAINTEXT listener, or the SASL_SSL
+    one to connect as production clients do.
     """
     controller = f"127.0.0.1:{stack.kafka_controller_port}"
     broker = f"127.0.0.1:{stack.kafka_port}"
+    sasl_ssl = f"127.0.0.1:{stack.kafka_sasl_ssl_port}"
     return f"""\
 # written by retention/stack on every start: edits are overwritten
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{controller}
-listeners=PLAINTEXT://{broker},CONTROLLER://{controller}
-advertised.listeners=PLAINTEXT://{broker}
+listeners=PLAINTEXT://{broker},CONTROLLER://{controller},SASL_SSL://{sasl_ssl}
+advertised.listeners=PLAINTEXT://{broker},SASL_SSL://{sasl_ssl}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs={stack.service_dir("kafka") / "data"}
-
+{_sasl_ssl_listener(secure)}
 num.partitions=4
 default.replication.factor=1
 auto.create.topics.enable=true
@@ -59,6 +75,31 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=67108864
+"""
+
+
+def _sasl_ssl_listener(secure: SecureListener) -> str:
+    """TLS with the stack's certificate; a client certificate is checked against the CA
+    when one is sent. SCRAM users are kept by the broker; PLAIN checks the one user
+    listed here; OAUTHBEARER takes unsigned tokens (Kafka's unsecured validator: a local
+    stand-in for an identity provider, so clients' token handling can be tested)."""
+    name = "listener.name.sasl_ssl"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+    oauth = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required"
+    return f"""\
+{name}.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN,OAUTHBEARER
+{name}.scram-sha-512.sasl.jaas.config={scram}
+{name}.scram-sha-256.sasl.jaas.config={scram}
+{name}.plain.sasl.jaas.config={plain} user_{secure.user}="{secure.password}";
+{name}.oauthbearer.sasl.jaas.config={oauth} unsecuredLoginStringClaim_sub="broker";
+{name}.ssl.keystore.type=PKCS12
+{name}.ssl.keystore.location={secure.keystore}
+{name}.ssl.keystore.password={secure.keystore_password}
+{name}.ssl.key.password={secure.keystore_password}
+{name}.ssl.truststore.type=PEM
+{name}.ssl.truststore.location={secure.ca}
+{name}.ssl.client.auth=requested
 """
 
 

@@ -6,7 +6,7 @@ import shlex
 import shutil
 import time
 
-from retention.stack import launch, process, readiness
+from retention.stack import launch, process, readiness, scram
 from retention.stack.process import say
 from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
 from retention.status import Check
@@ -37,6 +37,8 @@ def start(stack: StackSettings, name: str) -> None:
     process.check_ports_free(stack, name)
     child = process.spawn(stack, name, launch.prepare(stack, name))
     readiness.wait_ready(stack, name, child)
+    if name == "kafka":
+        scram.create_users(stack)
     pid, port = process.running_pid(stack, name), stack.service(name).port
     say(f"{name} ready (pid {pid}, port {port}, {time.monotonic() - began:.0f} s)")
 
@@ -53,6 +55,8 @@ def up(stack: StackSettings) -> None:
                 start(stack, name)
                 continue
             readiness.wait_ready(stack, name)
+            if name == "kafka":
+                scram.create_users(stack)  # a broker started by an older stack has none
             say(f"{name} already running (pid {pid}, port {stack.service(name).port})")
 
 

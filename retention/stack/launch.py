@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from retention.stack import config
+from retention.stack import certs, config, scram
 from retention.stack.process import say, tail
 from retention.stack.settings import REPO_ROOT, StackError, StackSettings
 
@@ -49,6 +49,18 @@ def cluster_id() -> str:
             return text
 
 
+def secure_listener(stack: StackSettings) -> config.SecureListener:
+    """The SASL_SSL listener's certificate (made on first use) and user."""
+    tls = certs.ensure(stack)
+    return config.SecureListener(
+        keystore=tls.server_keystore,
+        keystore_password=tls.keystore_password(),
+        ca=tls.ca,
+        user=scram.USER,
+        password=scram.password(stack),
+    )
+
+
 def prepare_kafka(stack: StackSettings) -> list[str]:
     """Configs, and storage formatted once per fresh data directory; the cluster id is kept
     beside it because formatting an existing directory with another id fails."""
@@ -60,7 +72,9 @@ def prepare_kafka(stack: StackSettings) -> list[str]:
     where = stack.service_dir("kafka")
     (where / "data").mkdir(parents=True, exist_ok=True)
     properties = where / "server.properties"
-    properties.write_text(config.kafka_properties(stack))
+    properties.touch(mode=0o600)  # it holds the keystore's and the PLAIN user's passwords
+    properties.chmod(0o600)
+    properties.write_text(config.kafka_properties(stack, secure_listener(stack)))
     (where / "log4j2.properties").write_text(config.kafka_log4j2(stack))
     (where / "log4j.properties").write_text(config.kafka_log4j(stack))
     if not (where / "data" / "meta.properties").exists():

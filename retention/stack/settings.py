@@ -62,7 +62,7 @@ class StackSettings(Settings):
 
     def services(self) -> list[Service]:
         ports = {
-            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "kafka": (self.kafka_port, self.kafka_controller_port, self.kafka_sasl_ssl_port),
             "redis": (self.redis_port,),
             "alertmanager": (self.alertmanager_port,),
             "prometheus": (self.prometheus_port,),
