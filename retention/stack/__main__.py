@@ -109,10 +109,19 @@ def status() -> None:
 
 
 @app.command()
-def env() -> None:
+def env(
+    sasl_ssl: Annotated[
+        bool,
+        typer.Option(
+            "--sasl-ssl",
+            help="Point the clients at the SASL_SSL listener as the stack's SCRAM user "
+            "(the password is read from its file when evaluated, never printed).",
+        ),
+    ] = False,
+) -> None:
     """Print `export RETENTION_...` lines: eval "$(bash scripts/stack.sh env)"."""
     with reported():
-        print(control.env(load()))
+        print(control.env(load(), sasl_ssl))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import shlex
 import shutil
 import time
 
-from retention.stack import launch, process, readiness, scram
+from retention.stack import certs, launch, process, readiness, scram
 from retention.stack.process import say
 from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
 from retention.status import Check
@@ -102,7 +102,14 @@ def status(stack: StackSettings) -> list[tuple[str, int | None, Check | None]]:
     return rows
 
 
-def env(stack: StackSettings) -> str:
-    """`export` lines for a shell: eval "$(bash scripts/stack.sh env)"."""
-    lines = [f"export {name}={shlex.quote(value)}" for name, value in stack.exports().items()]
+def env(stack: StackSettings, sasl_ssl: bool = False) -> str:
+    """`export` lines for a shell: eval "$(bash scripts/stack.sh env)"; with `sasl_ssl`,
+    the clients' settings for the SASL_SSL listener, the password as `$(cat FILE)`."""
+    exports = stack.exports()
+    if sasl_ssl:
+        exports |= scram.client_env(stack, certs.Certificates(certs.certs_dir(stack)).ca)
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+    if sasl_ssl:
+        read = f'"$(cat {shlex.quote(str(scram.password_file(stack)))})"'
+        lines.append(f"export RETENTION_KAFKA_SASL_PASSWORD={read}")
     return "\n".join(lines)
