@@ -26,6 +26,8 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 
+from core.settings import SASL_PROTOCOLS, TLS_PROTOCOLS
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -87,10 +89,10 @@ def security_options(settings: Settings) -> dict[str, Any]:
     """The aiokafka keyword arguments for the security protocol, TLS and SASL."""
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
+    if protocol in TLS_PROTOCOLS:
         options["ssl_context"] = tls_context(settings)
     mechanism = settings.kafka_sasl_mechanism
-    if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and mechanism is not None:
+    if protocol in SASL_PROTOCOLS and mechanism is not None:
         options["sasl_mechanism"] = mechanism
         if mechanism == "OAUTHBEARER" and settings.kafka_sasl_oauth_token_file is not None:
             options["sasl_oauth_token_provider"] = TokenFile(settings.kafka_sasl_oauth_token_file)

@@ -75,42 +75,49 @@ SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 def kafka_security_problem(settings: Settings) -> str | None:
     """What is wrong with the combination of Kafka security settings, naming the
     variables to change (None when it is consistent)."""
+    return _sasl_problem(settings) or _tls_problem(settings)
+
+
+def _sasl_problem(settings: Settings) -> str | None:
+    """A SASL protocol needs a mechanism and its credentials; any other protocol would
+    silently ignore SASL settings, so they are refused there."""
     protocol = f"RETENTION_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
     mechanism = settings.kafka_sasl_mechanism
-    if settings.kafka_security_protocol in SASL_PROTOCOLS:
-        if mechanism is None:
-            return f"RETENTION_KAFKA_SASL_MECHANISM is required with {protocol}"
-        if mechanism == "OAUTHBEARER":
-            token = settings.kafka_sasl_oauth_token_file
-            if token is None:
-                return "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE is required with OAUTHBEARER"
-            if not token.is_file():
-                return f"RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE: no file {token}"
-        elif not settings.kafka_sasl_username:
-            return f"RETENTION_KAFKA_SASL_USERNAME is required with {mechanism}"
-        elif not settings.kafka_sasl_password.get_secret_value():
-            return f"RETENTION_KAFKA_SASL_PASSWORD is required with {mechanism}"
-    else:
-        sasl = {
+    token = settings.kafka_sasl_oauth_token_file
+    password = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_security_protocol not in SASL_PROTOCOLS:
+        given = {
             "RETENTION_KAFKA_SASL_MECHANISM": mechanism,
-            "RETENTION_KAFKA_SASL_USERNAME": settings.kafka_sasl_username or None,
-            "RETENTION_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.get_secret_value()
-            or None,
-            "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE": settings.kafka_sasl_oauth_token_file,
+            "RETENTION_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+            "RETENTION_KAFKA_SASL_PASSWORD": password,
+            "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE": token,
         }
-        given = [name for name, value in sasl.items() if value is not None]
-        if given:
-            return f"{given[0]} is ignored with {protocol}: use SASL_SSL or SASL_PLAINTEXT"
-    tls_files = {
-        "RETENTION_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
-        "RETENTION_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
-        "RETENTION_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
-        "RETENTION_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
-    }
+        named = [name for name, value in given.items() if value]
+        return f"{named[0]} is ignored with {protocol}: use SASL_SSL" if named else None
+    if mechanism is None:
+        return f"RETENTION_KAFKA_SASL_MECHANISM is required with {protocol}"
+    if mechanism == "OAUTHBEARER":
+        if token is None:
+            return "RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE is required with OAUTHBEARER"
+        missing = not token.is_file()
+        return f"RETENTION_KAFKA_SASL_OAUTH_TOKEN_FILE: no file {token}" if missing else None
+    if not settings.kafka_sasl_username:
+        return f"RETENTION_KAFKA_SASL_USERNAME is required with {mechanism}"
+    return None if password else f"RETENTION_KAFKA_SASL_PASSWORD is required with {mechanism}"
+
+
+def _tls_problem(settings: Settings) -> str | None:
+    """TLS files only with a TLS protocol, and a client certificate with its key."""
+    protocol = f"RETENTION_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
     if settings.kafka_security_protocol not in TLS_PROTOCOLS:
-        given = [name for name, value in tls_files.items() if value is not None]
-        if given:
-            return f"{given[0]} is ignored with {protocol}: use SSL or SASL_SSL"
+        given = {
+            "RETENTION_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+            "RETENTION_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+            "RETENTION_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+            "RETENTION_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
+        }
+        named = [name for name, value in given.items() if value is not None]
+        return f"{named[0]} is ignored with {protocol}: use SSL or SASL_SSL" if named else None
     if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
         missing = "KEYFILE" if settings.kafka_ssl_keyfile is None else "CERTFILE"
         return f"RETENTION_KAFKA_SSL_{missing} is required with a client certificate"
