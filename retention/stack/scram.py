@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,8 +28,11 @@ from aiokafka.protocol.types import (
     Schema,
     TaggedFields,
 )
+from pydantic import SecretStr
 
+from retention.stack import certs
 from retention.stack.settings import StackError, StackSettings
+from retention.status import kafka_check
 
 USER = "retention"
 ITERATIONS = 8192  # Kafka accepts 4096 to 16384
@@ -147,8 +151,30 @@ async def _upsert(bootstrap: str, name: str, secret: str) -> None:
 
 def create_users(stack: StackSettings) -> None:
     """Give the stack user SCRAM-SHA-256 and SCRAM-SHA-512 credentials for its password
-    (again on each start: the same password under a new salt)."""
+    (again on each start: the same password under a new salt), then wait until the
+    SASL_SSL listener lets it in: the broker applies the credentials a moment after the
+    controller accepts them, and a listener that does not work should fail `up`."""
     asyncio.run(_upsert(f"127.0.0.1:{stack.kafka_port}", USER, password(stack)))
+    deadline = time.monotonic() + stack.stack_start_timeout
+    while not (found := asyncio.run(kafka_check(_as_client(stack)))).ok:
+        if time.monotonic() > deadline:
+            raise StackError(f"kafka: SASL_SSL does not admit {USER!r}: {found.detail}")
+        time.sleep(0.3)
+
+
+def _as_client(stack: StackSettings) -> StackSettings:
+    """The stack's settings as a client of the SASL_SSL listener logging in as USER."""
+    client = client_env(stack, certs.Certificates(certs.certs_dir(stack)).ca)
+    as_client = {k.removeprefix("RETENTION_").lower(): v for k, v in client.items()}
+    return stack.model_copy(
+        update={
+            **as_client,
+            "kafka_sasl_password": SecretStr(password(stack)),
+            "kafka_ssl_cafile": Path(client["RETENTION_KAFKA_SSL_CAFILE"]),
+            "kafka_ssl_certfile": None,
+            "kafka_ssl_keyfile": None,
+        }
+    )
 
 
 def client_env(stack: StackSettings, certs_ca: Path) -> dict[str, str]:
