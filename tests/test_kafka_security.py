@@ -285,3 +285,26 @@ def test_env_for_the_sasl_ssl_listener_never_prints_the_password(tmp_path: Path)
     )
     assert done.stdout.split() == [secret, f"127.0.0.1:{stack.kafka_sasl_ssl_port}"]
     assert (tmp_path / "kafka" / "sasl.password").stat().st_mode & 0o077 == 0
+
+
+def test_the_stack_starts_from_a_shell_pointed_at_its_sasl_ssl_listener(tmp_path: Path) -> None:
+    """The CA the client settings name does not exist before `up` makes it."""
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "RETENTION_STATE": str(tmp_path),
+        "RETENTION_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "RETENTION_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "RETENTION_KAFKA_SASL_USERNAME": "retention",
+        "RETENTION_KAFKA_SASL_PASSWORD": CANARY,
+        "RETENTION_KAFKA_SSL_CAFILE": str(tmp_path / "certs" / "ca.pem"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "retention.stack", "env"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert CANARY not in done.stdout + done.stderr
+    refused = run_cli(["status"], {**cli_env(), **env}, timeout=60)
+    assert refused.returncode == 2 and "RETENTION_KAFKA_SSL_CAFILE" in refused.stderr
