@@ -308,3 +308,18 @@ def test_the_stack_starts_from_a_shell_pointed_at_its_sasl_ssl_listener(tmp_path
     assert CANARY not in done.stdout + done.stderr
     refused = run_cli(["status"], {**cli_env(), **env}, timeout=60)
     assert refused.returncode == 2 and "RETENTION_KAFKA_SSL_CAFILE" in refused.stderr
+
+
+def test_a_broker_from_an_older_stack_is_told_to_restart_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`up` against a running broker without the SASL_SSL listener (started before it
+    existed) keeps the PLAINTEXT users going and says how to add the listener."""
+    from retention.stack import control
+    from tests.cli_fixtures import closed_port
+
+    control._users_of_running_broker(
+        StackSettings(state=tmp_path, kafka_sasl_ssl_port=closed_port())
+    )
+    said = capsys.readouterr()
+    assert "stack.sh restart kafka" in said.out + said.err

@@ -56,8 +56,21 @@ def up(stack: StackSettings) -> None:
                 continue
             readiness.wait_ready(stack, name)
             if name == "kafka":
-                scram.create_users(stack)  # a broker started by an older stack has none
+                _users_of_running_broker(stack)
             say(f"{name} already running (pid {pid}, port {stack.service(name).port})")
+
+
+def _users_of_running_broker(stack: StackSettings) -> None:
+    """A running broker gets its SASL user too (its data directory may predate it); one
+    started by an older stack has no SASL_SSL listener yet, which is said, not fatal:
+    everything on the PLAINTEXT port goes on working."""
+    if not process.port_in_use(stack.kafka_sasl_ssl_port):
+        say(
+            f"kafka: no SASL_SSL listener on port {stack.kafka_sasl_ssl_port} (started by an "
+            "older stack); `bash scripts/stack.sh restart kafka` adds it"
+        )
+        return
+    scram.create_users(stack)
 
 
 def restart(stack: StackSettings, name: str) -> None:
