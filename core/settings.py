@@ -235,6 +235,10 @@ class Settings(BaseSettings):
     # lifecycle sweeps run at most this often while the worker has batches queued
     # (catching up); an idle worker sweeps at once
     lifecycle_interval_ms: Annotated[int, Field(ge=0)] = 1000
+    # one worker at a time publishes a shard's lifecycle changes; a worker that stalls
+    # (or dies) holding a shard longer than this loses it to the next, which publishes
+    # the same changes again (streams/lifecycle.py)
+    lifecycle_lock_ms: Annotated[int, Field(ge=1000)] = 60000
 
     exporter_host: str = "127.0.0.1"
     state_dir: Path = Path(".stack/worker")

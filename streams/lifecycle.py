@@ -4,6 +4,11 @@ After every batch the worker sweeps the shards up to the watermark: a Redis scri
 queues the changes of the customers that are due into a per-shard outbox in the
 same step that records them as published, and this module produces the outbox to
 `customer-lifecycle` and trims it once Kafka has acknowledged.
+
+With several workers each shard has one publisher at a time: a round takes the shards'
+lifecycle locks (a random token, expiring after RETENTION_LIFECYCLE_LOCK_MS), and the
+sweep and the trim only act while the token is still the lock's. A shard another worker
+holds is left to it and tried again by the caller later.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import asyncio
 import functools
 import json
 import struct
+import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -20,13 +27,14 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from core.calendar import Calendar, day_to_date
-from core.schema import Keys, SweepArgs, TotalsField
+from core.schema import Keys, ReleaseArgs, SweepArgs, TotalsField
 from core.segments import RfmKey, RfmThresholds, customer_segment, threshold_score
 from core.settings import Settings
 from core.totals import positions
 from streams.scripts import load_script
 
 SCRIPT = load_script("customer.lua", "civil.lua", "base_rule.lua", "sweep_lifecycle.lua")
+RELEASE_SCRIPT = load_script("release_outbox.lua")
 DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 ENCODE = msgspec.json.Encoder().encode
 
@@ -60,6 +68,24 @@ YIELD_EVERY = 500  # changes formatted between turns of the event loop
 SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
 
 
+@dataclass
+class Hold:
+    """The shards whose lifecycle lock one publishing round holds, under its token."""
+
+    token: str
+    shards: list[int]  # held, in order
+    busy: int = 0  # shards another worker held, or whose lock this round lost
+    published: dict[int, int] = field(default_factory=dict)  # shard -> entries Kafka has
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a round did: changes produced, and whether shards were left to try again."""
+
+    changes: int
+    busy: int
+
+
 class LifecyclePublisher:
     """Sweeps due customers and produces their changes, at least once and normally once."""
 
@@ -69,16 +95,45 @@ class LifecyclePublisher:
         self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
         self.script = redis.register_script(SCRIPT)
+        self.release_script = redis.register_script(RELEASE_SCRIPT)
 
-    async def run_once(self, producer: AIOKafkaProducer, source: str) -> int:
-        """Sweep up to the current watermark of the events topic `source` and publish;
-        returns changes published."""
+    async def run_once(self, producer: AIOKafkaProducer, source: str) -> Published:
+        """Sweep the shards no other worker is publishing up to the current watermark of
+        the events topic `source`, and publish their outboxes."""
         today = await self.watermark_day(source)
         if today is None:
-            return 0
-        while await self._sweep(today):
-            pass
-        return await self._drain(producer)
+            return Published(0, 0)
+        hold = await self.acquire()
+        try:
+            await self.sweep(today, hold)
+            changes = await self._drain(producer, hold)
+        finally:
+            await self.release(hold)  # trims only what Kafka acknowledged
+        return Published(changes, hold.busy)
+
+    async def acquire(self) -> Hold:
+        """Take every shard's lifecycle lock that no other worker holds, with a new token."""
+        hold = Hold(uuid.uuid4().hex, [])
+        ttl = self.settings.lifecycle_lock_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.set(self.keys.lifecycle_lock(shard), hold.token, nx=True, px=ttl)
+            taken = await pipe.execute()
+        hold.shards = [shard for shard, ok in enumerate(taken) if ok]
+        hold.busy = self.keys.shards - len(hold.shards)
+        return hold
+
+    async def release(self, hold: Hold) -> None:
+        """Trim what Kafka acknowledged and give the locks back, where still held."""
+        if not hold.shards:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in hold.shards:
+                args = ReleaseArgs(hold.token, hold.published.get(shard, 0))
+                keys = self.keys.release_keys(shard)
+                await self.release_script(keys=keys, args=list(args), client=pipe)
+            held = await pipe.execute()
+        hold.busy += held.count(0)
 
     async def watermark_day(self, source: str) -> int | None:
         """Local day of the slowest partition's newest event time, less the lateness.
@@ -100,8 +155,15 @@ class LifecyclePublisher:
         lateness_ms = self.settings.allowed_lateness_seconds * 1000
         return self.calendar.day(min(newest.values()) - lateness_ms)
 
-    async def _sweep(self, today: int) -> bool:
-        """One pass over every shard; True when some shard has due customers left."""
+    async def sweep(self, today: int, hold: Hold) -> None:
+        """Sweep the held shards until none has due customers left; a shard whose lock
+        expired meanwhile is dropped from the hold (its new holder sweeps it)."""
+        shards = list(hold.shards)
+        while shards:
+            shards = await self._sweep(today, hold, shards)
+
+    async def _sweep(self, today: int, hold: Hold, shards: list[int]) -> list[int]:
+        """One pass over the shards; returns those with due customers left."""
         config = json.dumps(
             {
                 "T": today,
@@ -109,19 +171,28 @@ class LifecyclePublisher:
                 "grace": self.settings.subscription_grace_days,
                 "risk": list(self.settings.at_risk_days),
                 "limit": SWEEP_LIMIT,
+                "lock_ms": self.settings.lifecycle_lock_ms,
             }
         )
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in range(self.keys.shards):
+            for shard in shards:
                 keys = self.keys.sweep_keys(shard)
-                args = SweepArgs(config, self.keys.bucket_prefix(shard))
+                args = SweepArgs(config, self.keys.bucket_prefix(shard), hold.token)
                 await self.script(keys=keys, args=list(args), client=pipe)
             results = await pipe.execute()
-        return any(more for _, _, more in results)
+        more = []
+        for shard, (_, _, due_left, held) in zip(shards, results, strict=True):
+            if not held:
+                hold.shards.remove(shard)
+                hold.busy += 1
+            elif due_left:
+                more.append(shard)
+        return more
 
-    async def _drain(self, producer: AIOKafkaProducer) -> int:
-        """Produce every shard's outbox, wait for Kafka's acks, then trim what was sent."""
-        outboxes = [self.keys.outbox(shard) for shard in range(self.keys.shards)]
+    async def _drain(self, producer: AIOKafkaProducer, hold: Hold) -> int:
+        """Produce the held shards' outboxes and wait for Kafka's acks; the counts sent
+        are recorded in the hold for release() to trim."""
+        outboxes = [self.keys.outbox(shard) for shard in hold.shards]
         async with self.redis.pipeline(transaction=False) as pipe:
             for outbox in outboxes:
                 pipe.lrange(outbox, 0, -1)
@@ -135,11 +206,8 @@ class LifecyclePublisher:
         if not messages:
             return 0
         await self._produce(producer, messages)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for outbox, entries in zip(outboxes, pending, strict=True):
-                if entries:
-                    pipe.ltrim(outbox, len(entries), -1)
-            await pipe.execute()
+        for shard, entries in zip(hold.shards, pending, strict=True):
+            hold.published[shard] = len(entries)
         return len(messages)
 
     async def _produce(

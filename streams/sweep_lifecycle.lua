@@ -1,10 +1,14 @@
 -- Find one shard's lifecycle changes for complete days up to T - 1 and queue them.
 --
 -- KEYS (slots in SweepKey, core/schema.py SWEEP_KEYS): the shard's due set (bucket
---   number -> earliest day one of its customers is due) and outbox (JSON changes
---   waiting to be produced to Kafka)
--- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace}; the shard's bucket
---   key prefix
+--   number -> earliest day one of its customers is due), outbox (JSON changes
+--   waiting to be produced to Kafka) and lifecycle lock
+-- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace, lock_ms}; the
+--   shard's bucket key prefix; the caller's lock token
+--
+-- Returns {customers looked at, changes queued, 1 if due customers are left, 1 if the
+-- caller holds the lock}. Only the holder of the shard's lifecycle lock sweeps (it alone
+-- appends to and trims the outbox, streams/lifecycle.py), and each call extends its hold.
 --
 -- Per customer (customer.lua): pt = last published day, ls = last published state,
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
@@ -162,6 +166,11 @@ local function sweep_bucket(b)
   return #entries / 2, changes
 end
 
+if redis.call('GET', KEYS[SweepKey.LIFECYCLE_LOCK]) ~= ARGV[SweepArg.TOKEN] then
+  return { 0, 0, 0, 0 }
+end
+redis.call('PEXPIRE', KEYS[SweepKey.LIFECYCLE_LOCK], cfg.lock_ms)
+
 -- Whole buckets until about LIMIT customers have been looked at, so one call stays short.
 local looked, changes = 0, 0
 for _, b in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, LIMIT)) do
@@ -170,4 +179,4 @@ for _, b in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, L
   if looked >= LIMIT then break end
 end
 local more = redis.call('ZCOUNT', DUE, '-inf', T - 1) > 0 and 1 or 0
-return { looked, changes, more }
+return { looked, changes, more, 1 }
