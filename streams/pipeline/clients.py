@@ -12,6 +12,10 @@ from core.kafka import client_options
 from core.settings import Settings
 
 PRODUCER_BATCH_BYTES = 1024 * 1024
+# How long the group waits for members to rejoin a rebalance: long enough for a worker
+# to finish the batch it is sending before it gives partitions up (stages.py), and below
+# the JoinGroup request's timeout (aiokafka's request_timeout_ms, 40 s).
+REBALANCE_TIMEOUT_MS = 30_000
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -23,6 +27,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # positions always come from Redis (Repositioner); never jump silently
         auto_offset_reset="none",
         max_poll_records=settings.batch_max_events,
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )

@@ -7,6 +7,7 @@ which backend is down; errors that are not an outage of the backend are bugs and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -34,6 +35,13 @@ class Retrying:
 
     def __init__(self, health: WorkerHealth) -> None:
         self.health = health
+        self.woken = asyncio.Event()  # set to end every current backoff wait at once
+
+    def wake(self) -> None:
+        """Retry every failed operation now instead of after its backoff: a rebalance
+        wants each waiting operation to look again at whether it is still wanted."""
+        self.woken.set()
+        self.woken = asyncio.Event()
 
     async def __call__(self, backend: str, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run op until it succeeds, waiting longer after each failure: an outage holds
@@ -51,13 +59,18 @@ class Retrying:
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             if delay > FIRST_BACKOFF:
                 log.info("%s succeeded again", what)
             self.health.backend_ok(backend)
             return result
+
+    async def _backoff(self, seconds: float) -> None:
+        """Wait before the next attempt, or until wake() is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.woken.wait(), seconds)
 
 
 async def watch_kafka(consumer: AIOKafkaConsumer, health: WorkerHealth) -> None:

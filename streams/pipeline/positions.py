@@ -9,6 +9,7 @@ for lag monitoring only.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -36,6 +37,9 @@ class Positions:
         self.source = settings.events_topic  # with the topic id once known
         self.next: dict[int, int] = {}  # partition -> offset the next batch continues from
         self.refused: StateRefused | None = None  # set on assignment; stops the worker
+        # bumped when partitions are revoked or sought to the markers: a batch polled
+        # before is not sent (BatchPipeline.send), as it may no longer continue them
+        self.generation = 0
 
     async def identify_source(self, consumer: AIOKafkaConsumer) -> None:
         """Offset markers name the topic and its id, so a recreated topic of the same name
@@ -70,6 +74,7 @@ class Positions:
             consumer.seek(tp, positions[tp])
             where = "the beginning" if at == BEGINNING else f"offset {at}"
             log.info("partition %d resumes from %s (as applied in Redis)", tp.partition, where)
+        self.generation += 1  # in the same step as the seeks: nothing polled before is sent
         await commit_positions(consumer, positions)
 
     async def on_holes(self, consumer: AIOKafkaConsumer, holes: dict[int, int]) -> None:
@@ -92,22 +97,48 @@ class Positions:
 
 async def commit_positions(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     """Commit for lag monitoring only: positions come from Redis, so a failed commit
-    (a rebalance, the broker restarting) loses nothing."""
+    (a rebalance, the broker restarting) loses nothing. Partitions the group has taken
+    away meanwhile are left to their new owner."""
+    assigned = consumer.assignment()
+    held = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if len(held) < len(offsets):
+        gone = sorted(tp.partition for tp in offsets.keys() - held.keys())
+        log.info("not committing partitions %s: no longer assigned to this worker", gone)
+    if not held:
+        return
     try:
-        await consumer.commit(offsets)
+        await consumer.commit(held)
     except KafkaError as exc:
-        log.warning("offset commit failed (%s); positions are kept in Redis", exc)
+        # IllegalStateError: revoked since the check above; CommitFailedError: the group
+        # rebalanced (RebalanceInProgress and unknown member end up as this one)
+        log.warning(
+            "offset commit failed (%s: %s); positions are kept in Redis", type(exc).__name__, exc
+        )
+
+
+class Rebalancing(Protocol):
+    """What the batch loop does around a rebalance (streams/pipeline/stages.py)."""
+
+    async def before_revocation(self) -> None: ...
+
+    def after_assignment(self) -> None: ...
 
 
 class Repositioner(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Seeks newly assigned partitions to the offsets stored with the state."""
+    """Settles the batches of partitions being revoked, and seeks newly assigned
+    partitions to the offsets stored with the state."""
 
-    def __init__(self, positions: Positions, consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self, positions: Positions, consumer: AIOKafkaConsumer, batches: Rebalancing
+    ) -> None:
         self.positions = positions
         self.consumer = consumer
+        self.batches = batches
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        await self.batches.before_revocation()
+        for tp in revoked:
+            self.positions.next.pop(tp.partition, None)  # the next owner continues
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         try:
@@ -115,3 +146,4 @@ class Repositioner(ConsumerRebalanceListener):  # type: ignore[misc]
         except StateRefused as exc:
             self.positions.refused = exc
             self.consumer.pause(*assigned)
+        self.batches.after_assignment()

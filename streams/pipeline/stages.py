@@ -3,6 +3,10 @@
 Batch N+1 is polled, decoded and turned into script arguments while Redis applies batch
 N, and N's tail (offset commit, lifecycle sweep and publishing) runs after it. Each
 stage handles one batch at a time, in order, so applies and commits never go backwards.
+
+When the group moves partitions, batches polled before are never sent to Redis after
+the revocation: each remembers the assignment it was polled under (a generation
+number), checked right before its send, and the revocation waits for a send under way.
 """
 
 from __future__ import annotations
@@ -23,13 +27,24 @@ from streams.events import EventDecoder, Rejected
 from streams.guard import StateRefused
 from streams.health import WorkerHealth
 from streams.lifecycle import LifecyclePublisher
-from streams.pipeline.clients import make_consumer, make_producer, partitions_of
+from streams.pipeline.clients import (
+    REBALANCE_TIMEOUT_MS,
+    make_consumer,
+    make_producer,
+    partitions_of,
+)
 from streams.pipeline.outages import Retrying, watch_kafka
 from streams.pipeline.positions import Positions, Repositioner, commit_positions
 from streams.state import BEGINNING, ApplyResult, Record, ShardBatch, Span, StateWriter
 
 log = logging.getLogger(__name__)
 MAX_TAILS = 2  # batches applied but not yet committed, before the apply stage waits
+# How long a revocation or a shutdown waits for the send under way and the commits and
+# lifecycle round behind it; within the group's rebalance timeout (REBALANCE_TIMEOUT_MS),
+# so the member is not dropped meanwhile. A Redis that hangs longer cannot hold the group:
+# the partitions are given up, and a send still under way then counts its records once
+# (the offset markers), whichever worker's copy of them Redis runs first.
+SETTLE_SECONDS = REBALANCE_TIMEOUT_MS / 1000 - 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +57,7 @@ class Batch:
     size: int
     rejected: int
     started: float
+    generation: int  # Positions.generation when it was polled
 
 
 @dataclass(slots=True)
@@ -82,6 +98,7 @@ class BatchPipeline:
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
+        self.sending = asyncio.Lock()  # held while a batch is sent to Redis
         self.tails: deque[asyncio.Task[None]] = deque()  # applied batches' commits, in order
         # a batch was applied since the last lifecycle sweep; true at the start, so that
         # changes a stopped worker left in the outbox are published
@@ -99,7 +116,7 @@ class BatchPipeline:
         watcher = asyncio.create_task(watch_kafka(self.consumer, self.health))
         try:
             await self.positions.identify_source(self.consumer)
-            listener = Repositioner(self.positions, self.consumer)
+            listener = Repositioner(self.positions, self.consumer, self)
             self.consumer.subscribe([self.settings.events_topic], listener=listener)
             targets = await self._end_offsets() if until_caught_up else None
             while not (targets is not None and self._reached(targets)):
@@ -108,6 +125,10 @@ class BatchPipeline:
             await self.sweep_lifecycle()
         finally:
             watcher.cancel()
+            # leaving the group gives every partition up: nothing polled is sent any more,
+            # and the send under way, its commit and the lifecycle round finish (a cut
+            # round would be published again by the next worker)
+            await self.before_revocation()
             for task in (self.inflight, *self.tails):
                 if task is not None:
                     task.cancel()  # an uncommitted batch is replayed harmlessly
@@ -184,6 +205,7 @@ class BatchPipeline:
         records: list[Record] = []
         dead: list[tuple[ConsumerRecord, Rejected]] = []
         spans: dict[int, Span] = {}
+        generation = self.positions.generation  # what the records were polled under
         for tp, messages in polled.items():
             if not messages:
                 continue
@@ -203,18 +225,21 @@ class BatchPipeline:
             "redis", "preparing a batch", lambda: self.writer.prepare(records)
         )
         await self.finish(self.inflight)
-        batch = Batch(polled, spans, shards, len(records), len(dead), started)
+        batch = Batch(polled, spans, shards, len(records), len(dead), started, generation)
         self.inflight = asyncio.create_task(self.apply(batch))
 
     async def apply(self, batch: Batch) -> None:
         """Apply in Redis, then queue the commit behind the previous batch's."""
         applying = time.perf_counter()
-        result = await self.retrying(
-            "redis",
-            "applying a batch",
-            lambda: self.writer.send(batch.shards, self.positions.source, batch.spans),
-        )
+        result = await self.retrying("redis", "applying a batch", lambda: self.send(batch))
         applied = time.perf_counter()
+        if result is None:
+            log.info(
+                "a batch of %d records polled before a rebalance was not applied; "
+                "its partitions resume from the offsets in Redis",
+                batch.size,
+            )
+            return
         if result.holes:
             await self.positions.on_holes(self.consumer, result.holes)
             return
@@ -226,6 +251,47 @@ class BatchPipeline:
             await self.tails[0]  # errors surface here; and back-pressure
             self.tails.popleft()
         self.health.batch_done(batch.size, applied - batch.started, applied - applying)
+
+    async def send(self, batch: Batch) -> ApplyResult | None:
+        """Send the batch to Redis, unless the group moved partitions since it was polled
+        (then None): the partitions resume from Redis's offset markers, wherever they went."""
+        async with self.sending:
+            if batch.generation != self.positions.generation:
+                return None
+            return await self.writer.send(batch.shards, self.positions.source, batch.spans)
+
+    async def before_revocation(self) -> None:
+        """The group is taking partitions away: no batch polled so far is sent from now
+        on, and the send under way, its commit and lifecycle round finish first."""
+        self.positions.generation += 1
+        self.retrying.wake()  # a batch waiting to retry its send drops out now
+        await self.settle()
+
+    def after_assignment(self) -> None:
+        """Partitions were assigned (and sought to Redis's markers): sweep the lifecycle,
+        as their previous owner may have left changes unpublished."""
+        self.sweep_due = True
+
+    async def settle(self) -> None:
+        """Wait, up to SETTLE_SECONDS, for the batch being sent and for the applied
+        batches' commits and lifecycle rounds."""
+        waiting = asyncio.ensure_future(self._settled())
+        done, _ = await asyncio.wait([waiting], timeout=SETTLE_SECONDS)
+        if not done:
+            waiting.cancel()
+            log.warning(
+                "the batch sent to Redis or its commit did not finish within %.0f s; "
+                "going on without it (its records count once whenever Redis runs it)",
+                SETTLE_SECONDS,
+            )
+
+    async def _settled(self) -> None:
+        async with self.sending:
+            pass
+        if self.inflight is not None:
+            await asyncio.wait([self.inflight])  # its errors surface in the batch loop
+        while pending := [task for task in self.tails if not task.done()]:
+            await asyncio.wait(pending)
 
     async def after_apply(
         self,
@@ -257,12 +323,16 @@ class BatchPipeline:
 
     async def publish_lifecycle(self) -> None:
         """Lifecycle changes stay in the outbox until Kafka has them; a failure is retried
-        after the next batch and never stops ingestion."""
+        after the next batch and never stops ingestion. Shards another worker is
+        publishing are tried again at the next batch or idle poll."""
         try:
-            await self.lifecycle.run_once(self.producer, self.positions.source)
+            published = await self.lifecycle.run_once(self.producer, self.positions.source)
         except Exception:
             self.sweep_due = True
             log.exception("lifecycle sweep failed; metrics are unaffected, retrying next batch")
+            return
+        if published.busy:
+            self.sweep_due = True
 
     async def dead_letter(self, dead: list[tuple[ConsumerRecord, Rejected]]) -> None:
         """Write rejected records with their reason and original bytes, and wait for the
