@@ -239,6 +239,10 @@ class Settings(BaseSettings):
     # (or dies) holding a shard longer than this loses it to the next, which publishes
     # the same changes again (streams/lifecycle.py)
     lifecycle_lock_ms: Annotated[int, Field(ge=1000)] = 60000
+    # replication of the topics the project creates (events, dead letters, lifecycle,
+    # Faust's own); min.insync.replicas is left to the broker's default when unset
+    topic_replication_factor: Annotated[int, Field(ge=1, le=32767)] = 1
+    topic_min_insync_replicas: Annotated[int | None, Field(ge=1, le=32767)] = None
 
     exporter_host: str = "127.0.0.1"
     state_dir: Path = Path(".stack/worker")
@@ -286,6 +290,26 @@ class Settings(BaseSettings):
             except KafkaSettingError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        """A topic cannot require more in-sync replicas than it has: every write to it
+        would be refused."""
+        needed, replicas = self.topic_min_insync_replicas, self.topic_replication_factor
+        if needed is not None and needed > replicas:
+            raise ValueError(
+                f"RETENTION_TOPIC_MIN_INSYNC_REPLICAS={needed} exceeds "
+                f"RETENTION_TOPIC_REPLICATION_FACTOR={replicas}: every write to the topics "
+                "would be refused; use at most the replication factor (commonly RF 3, min 2)"
+            )
+        return self
+
+    @property
+    def topic_configs(self) -> dict[str, str]:
+        """Configs every topic the project creates gets, beside its own."""
+        if self.topic_min_insync_replicas is None:
+            return {}
+        return {"min.insync.replicas": str(self.topic_min_insync_replicas)}
 
     @field_validator(
         "rfm_recency_days", "rfm_frequency", "rfm_monetary", "at_risk_days", mode="before"

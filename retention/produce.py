@@ -30,9 +30,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from core.errors import EXIT_UNREACHABLE, CommandError
+from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
 from core.kafka import client_options, explain_failure
 from core.settings import Settings
+from streams.topics import ALREADY_EXISTS, REFUSAL_CODES, topic_refused
 
 MAX_IN_FLIGHT = 20_000  # unconfirmed sends kept before waiting for the oldest
 CONNECT_TIMEOUT = 15.0
@@ -129,25 +130,32 @@ async def unreachable(settings: Settings, exc: BaseException) -> CommandError:
 async def ensure_topic(settings: Settings, topic: str) -> None:
     """Create the events topic with the configured partitions, as the worker would."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(**client_options(settings))
+    code = 0
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
         if topic not in await admin.list_topics():
             new = NewTopic(
                 topic,
                 num_partitions=settings.events_partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": str(settings.events_retention_ms)},
+                replication_factor=settings.topic_replication_factor,
+                topic_configs={
+                    **settings.topic_configs,
+                    "retention.ms": str(settings.events_retention_ms),
+                },
             )
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([new])
+            response = await admin.create_topics([new])
+            (_, code, *_) = response.topic_errors[0]
     except Exception as exc:
         raise await unreachable(settings, exc) from None
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+    if code in REFUSAL_CODES:
+        raise CommandError(topic_refused(settings), EXIT_USAGE)
+    if code not in (0, ALREADY_EXISTS):
+        raise CommandError(f"Kafka refused to create {topic} (error code {code})", EXIT_USAGE)
 
 
 async def start_producer(settings: Settings) -> AIOKafkaProducer:

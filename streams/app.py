@@ -28,6 +28,7 @@ from streams.guard import StateRefused, check_state, start_position, stored_posi
 from streams.pipeline.clients import partitions_of
 from streams.pipeline.stages import BatchPipeline
 from streams.topic_identity import source_name
+from streams.topics import REFUSALS, topic_refused
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +67,48 @@ def make_app(settings: Settings) -> faust.App:
         web_port=settings.worker_web_port,
         web_bind="127.0.0.1",
         topic_partitions=settings.events_partitions,
-        topic_replication_factor=1,
+        # Faust's own topics too (its assignor's); ours below also get min.insync.replicas
+        topic_replication_factor=settings.topic_replication_factor,
         # Faust's own (idle) consumer group would otherwise hold a restarted worker
         # back for its default 60 s session timeout after a crash.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
+    replicas, common = settings.topic_replication_factor, settings.topic_configs
     topics = [
         app.topic(
             settings.events_topic,
             partitions=settings.events_partitions,
+            replicas=replicas,
             # the state is rebuilt from this history after a loss or a settings change
-            config={"retention.ms": str(settings.events_retention_ms)},
+            config={**common, "retention.ms": str(settings.events_retention_ms)},
         ),
-        app.topic(settings.dlq_topic, partitions=1),
-        app.topic(settings.lifecycle_topic, partitions=settings.events_partitions),
+        app.topic(settings.dlq_topic, partitions=1, replicas=replicas, config=common),
+        app.topic(
+            settings.lifecycle_topic,
+            partitions=settings.events_partitions,
+            replicas=replicas,
+            config=common,
+        ),
     ]
     pipeline = BatchPipeline(settings)
 
     @app.task
     async def consume() -> None:
-        for topic in topics:
-            await topic.maybe_declare()
+        try:
+            for topic in topics:
+                await topic.maybe_declare()
+        except REFUSALS:
+            log.exception("the broker refused to create a topic")
+            refuse(topic_refused(settings))
         log.info("consuming %s as group %s", settings.events_topic, settings.group_id)
         pipeline.health.serve(settings.exporter_host, settings.worker_metrics_port)
         try:
             await pipeline.run()
         except StateRefused as exc:
             # The state cannot be continued exactly; stopping is the only safe answer,
-            # and a restart would refuse again, so exit without Faust's restart dance.
-            log.critical("%s", exc)
-            logging.shutdown()
-            os._exit(EXIT_USAGE)
+            # and a restart would refuse again.
+            refuse(str(exc))
 
     @app.timer(interval=10.0)
     async def report_progress() -> None:
@@ -119,6 +130,14 @@ class KafkaRefused(Exception):
 
     def __init__(self, failure: KafkaFailure) -> None:
         super().__init__(failure.message)
+
+
+def refuse(message: str) -> None:
+    """Exit with code 2 and say why, without Faust's restart dance: a restart with the
+    same settings would fail the same way."""
+    log.critical("%s", message)
+    logging.shutdown()
+    os._exit(EXIT_USAGE)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
