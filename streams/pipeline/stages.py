@@ -26,7 +26,7 @@ from streams.deadletter import dead_letter_record
 from streams.events import EventDecoder, Rejected
 from streams.guard import StateRefused
 from streams.health import WorkerHealth
-from streams.lifecycle import LifecyclePublisher
+from streams.lifecycle import LifecyclePublisher, Published
 from streams.pipeline.clients import (
     REBALANCE_TIMEOUT_MS,
     make_consumer,
@@ -99,6 +99,7 @@ class BatchPipeline:
         self.producer: AIOKafkaProducer
         self.inflight: asyncio.Task[None] | None = None  # the batch Redis is applying
         self.sending = asyncio.Lock()  # held while a batch is sent to Redis
+        self.publishing: asyncio.Future[Published] | None = None  # the lifecycle round
         self.tails: deque[asyncio.Task[None]] = deque()  # applied batches' commits, in order
         # a batch was applied since the last lifecycle sweep; true at the start, so that
         # changes a stopped worker left in the outbox are published
@@ -292,6 +293,8 @@ class BatchPipeline:
             await asyncio.wait([self.inflight])  # its errors surface in the batch loop
         while pending := [task for task in self.tails if not task.done()]:
             await asyncio.wait(pending)
+        if self.publishing is not None:
+            await asyncio.wait([self.publishing])
 
     async def after_apply(
         self,
@@ -325,8 +328,13 @@ class BatchPipeline:
         """Lifecycle changes stay in the outbox until Kafka has them; a failure is retried
         after the next batch and never stops ingestion. Shards another worker is
         publishing are tried again at the next batch or idle poll."""
+        # a round cut between Kafka's acks and the trim would be published again: a stop
+        # cancels the caller, not the round, and settle() waits for it
+        self.publishing = asyncio.ensure_future(
+            self.lifecycle.run_once(self.producer, self.positions.source)
+        )
         try:
-            published = await self.lifecycle.run_once(self.producer, self.positions.source)
+            published = await asyncio.shield(self.publishing)
         except Exception:
             self.sweep_due = True
             log.exception("lifecycle sweep failed; metrics are unaffected, retrying next batch")
