@@ -1,0 +1,215 @@
+"""Several workers publishing lifecycle changes at once: one publisher per shard at a time,
+every change on the topic once, and a publisher whose lock expired trims nothing.
+
+Real Redis and Kafka; the publishers are two LifecyclePublisher instances with their own
+producers, as two workers would run them, over state applied by the real batch script.
+The expected changes come from the oracle of tests/test_lifecycle_topic.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+from redis.asyncio import Redis
+
+from core.settings import Settings
+from streams.events import EventDecoder
+from streams.lifecycle import LifecyclePublisher
+from streams.state import Record, StateWriter
+from tests.broker import delete_marked, scratch_name
+from tests.services import KAFKA, REDIS_URL
+from tests.test_lifecycle_topic import (
+    LATENESS_S,
+    PARTITIONS,
+    RISK,
+    WINDOW,
+    Change,
+    as_changes,
+    expected_changes,
+    history,
+    read_topic,
+)
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "events-under-test"
+CHUNK = 400  # events applied between publishing rounds
+
+
+@dataclass
+class World:
+    """A namespace and lifecycle topic of this test, the state writer and two workers'
+    publishers, each with its own producer."""
+
+    settings: Settings
+    redis: Redis
+    writer: StateWriter
+    publishers: list[LifecyclePublisher]
+    producers: list[AIOKafkaProducer]
+    offsets: dict[int, int]
+
+    async def apply(self, events: list[dict[str, object]]) -> None:
+        """Apply events as the worker would, each on its customer's Kafka partition."""
+        decoder, records = EventDecoder(self.settings), []
+        for e in events:
+            key = str(e["customer_id"]).encode()
+            partition = DefaultPartitioner()(key, list(range(PARTITIONS)), [])
+            offset = self.offsets.get(partition, 0)
+            self.offsets[partition] = offset + 1
+            records.append(Record(partition, offset, event=decoder.decode(json.dumps(e).encode())))
+        await self.writer.apply(records, SOURCE)
+
+    async def outbox(self) -> list[bytes]:
+        keys = self.publishers[0].keys
+        out: list[bytes] = []
+        for shard in range(keys.shards):
+            out += await self.redis.lrange(keys.outbox(shard), 0, -1)
+        return out
+
+
+@asynccontextmanager
+async def world(lock_ms: int = 60_000) -> AsyncIterator[World]:
+    mark = scratch_name("lo")
+    settings = Settings(
+        namespace=mark,
+        redis_url=REDIS_URL,
+        kafka_bootstrap=KAFKA,
+        lifecycle_topic=f"customer-lifecycle-{mark}",
+        churn_window_days=WINDOW,
+        at_risk_days=RISK,
+        allowed_lateness_seconds=LATENESS_S,
+        lifecycle_lock_ms=lock_ms,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.lifecycle_topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    redis = Redis.from_url(REDIS_URL)
+    producers = [AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all") for _ in range(2)]
+    for producer in producers:
+        await producer.start()
+    publishers = [LifecyclePublisher(redis, settings) for _ in producers]
+    try:
+        yield World(settings, redis, StateWriter(redis, settings), publishers, producers, {})
+    finally:
+        for producer in producers:
+            await producer.stop()
+        found = [k async for k in redis.scan_iter(f"{mark}:*", count=1000)]
+        if found:
+            await redis.delete(*found)
+        await redis.aclose()
+        await delete_marked(KAFKA, mark)
+
+
+def test_two_workers_publishing_at_once_put_every_change_on_the_topic_once() -> None:
+    """Both workers run a round after every chunk of events, at the same moment; each
+    shard is published by one of them, and nothing is published twice or lost."""
+    events = history(seed=11, customers=240)
+    expected = expected_changes(events)
+
+    async def run() -> tuple[list[Change], int]:
+        async with world() as w:
+            busy = 0
+            for start in range(0, len(events), CHUNK):
+                await w.apply(events[start : start + CHUNK])
+                rounds = await asyncio.gather(
+                    *(
+                        p.run_once(pr, SOURCE)
+                        for p, pr in zip(w.publishers, w.producers, strict=True)
+                    )
+                )
+                busy += sum(r.busy for r in rounds)
+            # the shards a worker found busy are tried again (as the worker does later)
+            for p, pr in zip(w.publishers, w.producers, strict=True):
+                assert (await p.run_once(pr, SOURCE)).busy == 0
+            assert await w.outbox() == []
+            messages = await read_topic(w.settings.lifecycle_topic, len(expected))
+            return as_changes(messages), busy
+
+    got, busy = asyncio.run(run())
+    assert busy > 0, "the two workers never met at a shard: the test proves nothing"
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} changes published twice"
+    assert got == expected
+
+
+def test_a_worker_whose_lock_expired_trims_nothing_and_the_next_publishes_all() -> None:
+    """Worker A stalls past its lock after Kafka took its changes; B takes the shards
+    over and queues more. A's trim must not drop B's entries: A's changes are published
+    again (the stall window), and none is lost."""
+    events = history(seed=12, customers=120)
+    half = len(events) // 2
+
+    async def run() -> tuple[list[Change], int, int]:
+        async with world(lock_ms=1000) as w:
+            a, b = w.publishers
+            await w.apply(events[:half])
+            today = await a.watermark_day(SOURCE)
+            assert today is not None
+            hold = await a.acquire()
+            assert len(hold.shards) == w.settings.shards
+            await a.sweep(today, hold)
+            first = len(await w.outbox())
+            assert first > 0
+            await a._drain(w.producers[0], hold)  # Kafka has A's changes
+            time.sleep(1.2)  # A stalls: its locks expire
+            taken = await b.acquire()
+            assert len(taken.shards) == w.settings.shards
+            await b.release(taken)
+            await w.apply(events[half:])
+            assert (await b.run_once(w.producers[1], SOURCE)).busy == 0
+            # meanwhile B published everything; now A wakes up: it sweeps nothing and
+            # trims nothing
+            await a.sweep(await a.watermark_day(SOURCE) or today, hold)
+            assert hold.shards == [] and hold.busy == w.settings.shards
+            await a.release(hold)
+            assert await w.outbox() == []
+            messages = await read_topic(w.settings.lifecycle_topic, first)
+            return as_changes(messages), first, len(expected_changes(events))
+
+    got, first, total = asyncio.run(run())
+    assert sorted(set(got)) == expected_changes(events), "a change was lost"
+    assert len(got) == total + first, "only the stalled round's changes may repeat"
+
+
+def test_a_trim_after_the_lock_moved_on_keeps_the_new_holders_entries() -> None:
+    """A stalls between reading its outbox and trimming it while B holds the shard and
+    appends more: A's release trims nothing, B's trims exactly what B published."""
+    events = history(seed=13, customers=120)
+    half = len(events) // 2
+
+    async def run() -> None:
+        async with world(lock_ms=1000) as w:
+            a, b = w.publishers
+            await w.apply(events[:half])
+            today = await a.watermark_day(SOURCE)
+            assert today is not None
+            hold = await a.acquire()
+            await a.sweep(today, hold)
+            await a._drain(w.producers[0], hold)
+            read_by_a = len(await w.outbox())
+            time.sleep(1.2)
+            await w.apply(events[half:])
+            later = await b.watermark_day(SOURCE)
+            assert later is not None
+            b_hold = await b.acquire()
+            await b.sweep(later, b_hold)
+            queued = await w.outbox()
+            assert len(queued) > read_by_a, "B queued nothing new: the test proves nothing"
+            await a.release(hold)  # A's late trim
+            assert await w.outbox() == queued, "a trim without the lock removed entries"
+            await b._drain(w.producers[1], b_hold)
+            await b.release(b_hold)
+            assert await w.outbox() == []
+
+    asyncio.run(run())
