@@ -187,6 +187,7 @@ async def check_before_consuming(settings: Settings) -> None:
     try:
         await check_state(redis, settings, record=True)
         await consumer.start()
+        await check_replication(consumer, settings)
         topic = settings.events_topic
         partitions = await partitions_of(consumer, topic)
         if not partitions:
@@ -202,3 +203,12 @@ async def check_before_consuming(settings: Settings) -> None:
     finally:
         await consumer.stop()
         await redis.aclose()
+
+
+async def check_replication(consumer: AIOKafkaConsumer, settings: Settings) -> None:
+    """Refuse a replication factor the cluster cannot give before Faust, whose own topics
+    take it too, fails on it with a trace."""
+    metadata = await consumer._client.fetch_all_metadata()
+    brokers = len(metadata.brokers())
+    if settings.topic_replication_factor > brokers:
+        raise StateRefused(f"{topic_refused(settings)}; the cluster has {brokers} broker(s)")
