@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     # one worker at a time publishes a shard's lifecycle changes; a worker that stalls
     # (or dies) holding a shard longer than this loses it to the next, which publishes
     # the same changes again (streams/lifecycle.py)
-    lifecycle_lock_ms: Annotated[int, Field(ge=1000)] = 60000
+    lifecycle_lock_ms: Annotated[int, Field(ge=1000)] = 30000
     # replication of the topics the project creates (events, dead letters, lifecycle,
     # Faust's own); min.insync.replicas is left to the broker's default when unset
     topic_replication_factor: Annotated[int, Field(ge=1, le=32767)] = 1

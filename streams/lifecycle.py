@@ -66,6 +66,9 @@ def murmur2(data: bytes) -> int:
 
 YIELD_EVERY = 500  # changes formatted between turns of the event loop
 SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
+# outbox entries produced per shard and round: a round stays far inside the lock's time
+# (each sweep call extends it, the produce does not) however large a catch-up's backlog
+DRAIN_LIMIT = 20_000
 
 
 @dataclass
@@ -76,14 +79,21 @@ class Hold:
     shards: list[int]  # held, in order
     busy: int = 0  # shards another worker held, or whose lock this round lost
     published: dict[int, int] = field(default_factory=dict)  # shard -> entries Kafka has
+    left: bool = False  # an outbox held more than DRAIN_LIMIT entries
 
 
 @dataclass(frozen=True)
 class Published:
-    """What a round did: changes produced, and whether shards were left to try again."""
+    """What a round did: changes produced, and what is left for another round: shards
+    another worker held, or entries beyond DRAIN_LIMIT."""
 
     changes: int
     busy: int
+    left: bool = False
+
+    @property
+    def again(self) -> bool:
+        return self.busy > 0 or self.left
 
 
 class LifecyclePublisher:
@@ -109,7 +119,7 @@ class LifecyclePublisher:
             changes = await self._drain(producer, hold)
         finally:
             await self.release(hold)  # trims only what Kafka acknowledged
-        return Published(changes, hold.busy)
+        return Published(changes, hold.busy, hold.left)
 
     async def acquire(self) -> Hold:
         """Take every shard's lifecycle lock that no other worker holds, with a new token."""
@@ -190,13 +200,14 @@ class LifecyclePublisher:
         return more
 
     async def _drain(self, producer: AIOKafkaProducer, hold: Hold) -> int:
-        """Produce the held shards' outboxes and wait for Kafka's acks; the counts sent
-        are recorded in the hold for release() to trim."""
+        """Produce the held shards' outboxes (up to DRAIN_LIMIT entries each) and wait for
+        Kafka's acks; the counts sent are recorded in the hold for release() to trim."""
         outboxes = [self.keys.outbox(shard) for shard in hold.shards]
         async with self.redis.pipeline(transaction=False) as pipe:
             for outbox in outboxes:
-                pipe.lrange(outbox, 0, -1)
+                pipe.lrange(outbox, 0, DRAIN_LIMIT - 1)
             pending: list[list[bytes]] = await pipe.execute()
+        hold.left = any(len(entries) == DRAIN_LIMIT for entries in pending)
         messages = []
         for entries in pending:
             for raw in entries:

@@ -22,6 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from core.settings import Settings
+from streams import lifecycle
 from streams.events import EventDecoder
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record, StateWriter
@@ -213,3 +214,27 @@ def test_a_trim_after_the_lock_moved_on_keeps_the_new_holders_entries() -> None:
             assert await w.outbox() == []
 
     asyncio.run(run())
+
+
+def test_a_backlog_beyond_one_round_is_published_over_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round produces at most DRAIN_LIMIT entries per shard (so it stays inside the
+    lock's time) and says more is left; the next rounds publish the rest, once each."""
+    monkeypatch.setattr(lifecycle, "DRAIN_LIMIT", 50)
+    events = history(seed=14, customers=120)
+    expected = expected_changes(events)
+
+    async def run() -> tuple[list[Change], int]:
+        async with world() as w:
+            await w.apply(events)
+            publisher, producer = w.publishers[0], w.producers[0]
+            rounds = 1
+            while (await publisher.run_once(producer, SOURCE)).again:
+                rounds += 1
+            assert await w.outbox() == []
+            return as_changes(await read_topic(w.settings.lifecycle_topic, len(expected))), rounds
+
+    got, rounds = asyncio.run(run())
+    assert rounds > len(expected) // (50 * 4), f"{len(expected)} changes in {rounds} rounds"
+    assert got == expected

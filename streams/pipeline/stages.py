@@ -327,7 +327,8 @@ class BatchPipeline:
     async def publish_lifecycle(self) -> None:
         """Lifecycle changes stay in the outbox until Kafka has them; a failure is retried
         after the next batch and never stops ingestion. Shards another worker is
-        publishing are tried again at the next batch or idle poll."""
+        publishing, or a backlog beyond one round, are tried again at the next batch or
+        idle poll."""
         # a round cut between Kafka's acks and the trim would be published again: a stop
         # cancels the caller, not the round, and settle() waits for it
         self.publishing = asyncio.ensure_future(
@@ -339,7 +340,7 @@ class BatchPipeline:
             self.sweep_due = True
             log.exception("lifecycle sweep failed; metrics are unaffected, retrying next batch")
             return
-        if published.busy:
+        if published.again:
             self.sweep_due = True
 
     async def dead_letter(self, dead: list[tuple[ConsumerRecord, Rejected]]) -> None:
