@@ -110,9 +110,9 @@ class LifecyclePublisher:
     async def run_once(self, producer: AIOKafkaProducer, source: str) -> Published:
         """Sweep the shards no other worker is publishing up to the current watermark of
         the events topic `source`, and publish their outboxes."""
-        today = await self.watermark_day(source)
+        today, agreed = await self._watermark(source)
         if today is None:
-            return Published(0, 0)
+            return Published(0, 0, left=not agreed)  # disagreeing shards: try again later
         hold = await self.acquire()
         try:
             await self.sweep(today, hold)
@@ -151,19 +151,35 @@ class LifecyclePublisher:
         Unlike the metrics' watermark this waits for every partition seen so far, so a
         partition that is consumed behind the others never has its days published early.
         """
+        day, _ = await self._watermark(source)
+        return day
+
+    async def _watermark(self, source: str) -> tuple[int | None, bool]:
+        """The watermark day (None: none yet), and whether the shards agree on where each
+        partition's applied records end. A batch that reached only some shards (a worker
+        died while sending it) leaves them disagreeing until the partition is read again
+        from the lowest marker; meanwhile the newest event time of a shard ahead would
+        publish the other shards' customers early, so there is no watermark."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.hgetall(self.keys.totals(shard))
         newest: dict[int, int] = {}
+        applied: dict[int, list[int]] = {}
         for totals in await pipe.execute():
             marks = positions(totals, TotalsField.PARTITION_MARK)
             for (mark_source, partition), ts in marks.items():
                 if mark_source == source:
                     newest[partition] = max(newest.get(partition, 0), ts)
+            for (mark_source, partition), offset in positions(totals).items():
+                if mark_source == source:
+                    applied.setdefault(partition, []).append(offset)
+        shards = self.keys.shards
+        if any(len(ends) < shards or len(set(ends)) > 1 for ends in applied.values()):
+            return None, False
         if not newest:
-            return None
+            return None, True
         lateness_ms = self.settings.allowed_lateness_seconds * 1000
-        return self.calendar.day(min(newest.values()) - lateness_ms)
+        return self.calendar.day(min(newest.values()) - lateness_ms), True
 
     async def sweep(self, today: int, hold: Hold) -> None:
         """Sweep the held shards until none has due customers left; a shard whose lock

@@ -25,7 +25,7 @@ from core.settings import Settings
 from streams import lifecycle
 from streams.events import EventDecoder
 from streams.lifecycle import LifecyclePublisher
-from streams.state import Record, StateWriter
+from streams.state import BEGINNING, Record, Span, StateWriter
 from tests.broker import delete_marked, scratch_name
 from tests.services import KAFKA, REDIS_URL
 from tests.test_lifecycle_topic import (
@@ -60,6 +60,10 @@ class World:
 
     async def apply(self, events: list[dict[str, object]]) -> None:
         """Apply events as the worker would, each on its customer's Kafka partition."""
+        await self.writer.apply(self.records(events), SOURCE)
+
+    def records(self, events: list[dict[str, object]]) -> list[Record]:
+        """The events as the next records of their customers' Kafka partitions."""
         decoder, records = EventDecoder(self.settings), []
         for e in events:
             key = str(e["customer_id"]).encode()
@@ -67,7 +71,18 @@ class World:
             offset = self.offsets.get(partition, 0)
             self.offsets[partition] = offset + 1
             records.append(Record(partition, offset, event=decoder.decode(json.dumps(e).encode())))
-        await self.writer.apply(records, SOURCE)
+        return records
+
+    async def send_to_first_shards(self, records: list[Record], shards: int) -> None:
+        """Send a batch's scripts for the first `shards` shards only: what Redis runs when
+        the worker dies while writing the batch's pipeline."""
+        prepared = await self.writer.prepare(records)
+        everything = self.writer.keys.shards
+        self.writer.keys.shards = shards
+        try:
+            await self.writer.send(prepared, SOURCE, spans_of(records))
+        finally:
+            self.writer.keys.shards = everything
 
     async def outbox(self) -> list[bytes]:
         keys = self.publishers[0].keys
@@ -238,3 +253,41 @@ def test_a_backlog_beyond_one_round_is_published_over_several(
     got, rounds = asyncio.run(run())
     assert rounds > len(expected) // (50 * 4), f"{len(expected)} changes in {rounds} rounds"
     assert got == expected
+
+
+def test_no_sweep_while_a_batch_reached_only_some_shards() -> None:
+    """A worker dies while writing a batch: Redis ran it for two of the four shards. Until
+    the batch is applied everywhere there is no watermark (the newest event time of the
+    shards ahead would publish the other shards' customers early); then every change
+    comes out as the oracle says."""
+    events = history(seed=15, customers=240)
+    expected = expected_changes(events)
+    cut = [0, len(events) // 4, len(events) // 2, len(events)]
+
+    async def run() -> list[Change]:
+        async with world() as w:
+            publisher, producer = w.publishers[0], w.producers[0]
+            await w.apply(events[cut[0] : cut[1]])
+            assert (await publisher.run_once(producer, SOURCE)).again is False
+            torn = w.records(events[cut[1] : cut[2]])
+            await w.send_to_first_shards(torn, 2)
+            assert await publisher.watermark_day(SOURCE) is None
+            published = await publisher.run_once(producer, SOURCE)
+            assert published.changes == 0 and published.again
+            # the next worker reads the partitions again: the batch reaches every shard
+            await w.writer.send(await w.writer.prepare(torn), SOURCE, spans_of(torn))
+            await publisher.run_once(producer, SOURCE)
+            await w.apply(events[cut[2] : cut[3]])
+            await publisher.run_once(producer, SOURCE)
+            return as_changes(await read_topic(w.settings.lifecycle_topic, len(expected)))
+
+    assert asyncio.run(run()) == expected
+
+
+def spans_of(records: list[Record]) -> dict[int, Span]:
+    """Each partition's span of a batch, as the worker sends it (offset 0: BEGINNING)."""
+    spans: dict[int, Span] = {}
+    for r in records:
+        start = spans[r.partition].start if r.partition in spans else r.offset
+        spans[r.partition] = Span(BEGINNING if start == 0 else start, r.offset + 1)
+    return spans
