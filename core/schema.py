@@ -184,7 +184,7 @@ class Flag(IntFlag):
 # EventArgs once per record. The sweep script's are SWEEP_KEYS and SweepArgs, the outbox
 # release script's RELEASE_KEYS and ReleaseArgs.
 BATCH_KEYS = ("totals", "days", "periods", "timeline", "due")
-SWEEP_KEYS = ("due", "outbox", "lifecycle_lock")
+SWEEP_KEYS = ("due", "outbox", "lifecycle_lock", "totals")
 RELEASE_KEYS = ("outbox", "lifecycle_lock")
 
 

@@ -79,7 +79,20 @@ class Hold:
     shards: list[int]  # held, in order
     busy: int = 0  # shards another worker held, or whose lock this round lost
     published: dict[int, int] = field(default_factory=dict)  # shard -> entries Kafka has
-    left: bool = False  # an outbox held more than DRAIN_LIMIT entries
+    # more to do in another round: an outbox held more than DRAIN_LIMIT entries, or a
+    # partition was applied after the watermark was read
+    left: bool = False
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The day up to which changes are complete, from the partitions of `source` applied
+    when it was read (None: none applied, or the shards disagree)."""
+
+    source: str
+    day: int | None
+    partitions: list[int]
+    agreed: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,12 +123,12 @@ class LifecyclePublisher:
     async def run_once(self, producer: AIOKafkaProducer, source: str) -> Published:
         """Sweep the shards no other worker is publishing up to the current watermark of
         the events topic `source`, and publish their outboxes."""
-        today, agreed = await self._watermark(source)
-        if today is None:
-            return Published(0, 0, left=not agreed)  # disagreeing shards: try again later
+        mark = await self.watermark(source)
+        if mark.day is None:
+            return Published(0, 0, left=not mark.agreed)  # disagreeing shards: try later
         hold = await self.acquire()
         try:
-            await self.sweep(today, hold)
+            await self.sweep(mark, hold)
             changes = await self._drain(producer, hold)
         finally:
             await self.release(hold)  # trims only what Kafka acknowledged
@@ -151,15 +164,15 @@ class LifecyclePublisher:
         Unlike the metrics' watermark this waits for every partition seen so far, so a
         partition that is consumed behind the others never has its days published early.
         """
-        day, _ = await self._watermark(source)
-        return day
+        return (await self.watermark(source)).day
 
-    async def _watermark(self, source: str) -> tuple[int | None, bool]:
-        """The watermark day (None: none yet), and whether the shards agree on where each
-        partition's applied records end. A batch that reached only some shards (a worker
-        died while sending it) leaves them disagreeing until the partition is read again
-        from the lowest marker; meanwhile the newest event time of a shard ahead would
-        publish the other shards' customers early, so there is no watermark."""
+    async def watermark(self, source: str) -> Watermark:
+        """The watermark day, the partitions it was taken from, and whether the shards
+        agree on where each partition's applied records end. A batch that reached only
+        some shards (a worker died while sending it) leaves them disagreeing until the
+        partition is read again from the lowest marker; meanwhile the newest event time
+        of a shard ahead would publish the other shards' customers early, so there is no
+        watermark."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
             pipe.hgetall(self.keys.totals(shard))
@@ -175,24 +188,30 @@ class LifecyclePublisher:
                     applied.setdefault(partition, []).append(offset)
         shards = self.keys.shards
         if any(len(ends) < shards or len(set(ends)) > 1 for ends in applied.values()):
-            return None, False
+            return Watermark(source, None, [], agreed=False)
         if not newest:
-            return None, True
+            return Watermark(source, None, [])
         lateness_ms = self.settings.allowed_lateness_seconds * 1000
-        return self.calendar.day(min(newest.values()) - lateness_ms), True
+        day = self.calendar.day(min(newest.values()) - lateness_ms)
+        return Watermark(source, day, sorted(applied))
 
-    async def sweep(self, today: int, hold: Hold) -> None:
+    async def sweep(self, mark: Watermark, hold: Hold) -> None:
         """Sweep the held shards until none has due customers left; a shard whose lock
-        expired meanwhile is dropped from the hold (its new holder sweeps it)."""
+        expired meanwhile is dropped from the hold (its new holder sweeps it). A shard that
+        has meanwhile applied a partition the watermark did not know stops the sweep: that
+        partition's first events can be older than the watermark, so the next round
+        takes it from a fresh one."""
         shards = list(hold.shards)
-        while shards:
-            shards = await self._sweep(today, hold, shards)
+        while shards and not hold.left:
+            shards = await self._sweep(mark, hold, shards)
 
-    async def _sweep(self, today: int, hold: Hold, shards: list[int]) -> list[int]:
+    async def _sweep(self, mark: Watermark, hold: Hold, shards: list[int]) -> list[int]:
         """One pass over the shards; returns those with due customers left."""
         config = json.dumps(
             {
-                "T": today,
+                "T": mark.day,
+                "source": mark.source,
+                "parts": mark.partitions,
                 "W": self.settings.churn_window_days,
                 "grace": self.settings.subscription_grace_days,
                 "risk": list(self.settings.at_risk_days),
@@ -207,10 +226,12 @@ class LifecyclePublisher:
                 await self.script(keys=keys, args=list(args), client=pipe)
             results = await pipe.execute()
         more = []
-        for shard, (_, _, due_left, held) in zip(shards, results, strict=True):
+        for shard, (_, _, due_left, held, newer) in zip(shards, results, strict=True):
             if not held:
                 hold.shards.remove(shard)
                 hold.busy += 1
+            elif newer:
+                hold.left = True  # sweep again from a fresh watermark
             elif due_left:
                 more.append(shard)
         return more
@@ -223,7 +244,7 @@ class LifecyclePublisher:
             for outbox in outboxes:
                 pipe.lrange(outbox, 0, DRAIN_LIMIT - 1)
             pending: list[list[bytes]] = await pipe.execute()
-        hold.left = any(len(entries) == DRAIN_LIMIT for entries in pending)
+        hold.left |= any(len(entries) == DRAIN_LIMIT for entries in pending)
         messages = []
         for entries in pending:
             for raw in entries:

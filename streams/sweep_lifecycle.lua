@@ -2,13 +2,16 @@
 --
 -- KEYS (slots in SweepKey, core/schema.py SWEEP_KEYS): the shard's due set (bucket
 --   number -> earliest day one of its customers is due), outbox (JSON changes
---   waiting to be produced to Kafka) and lifecycle lock
--- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace, lock_ms}; the
---   shard's bucket key prefix; the caller's lock token
+--   waiting to be produced to Kafka), lifecycle lock and totals (offset markers)
+-- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace, lock_ms, source,
+--   parts = the partitions of the events topic `source` T was taken from}; the shard's
+--   bucket key prefix; the caller's lock token
 --
 -- Returns {customers looked at, changes queued, 1 if due customers are left, 1 if the
--- caller holds the lock}. Only the holder of the shard's lifecycle lock sweeps (it alone
--- appends to and trims the outbox, streams/lifecycle.py), and each call extends its hold.
+-- caller holds the lock, 1 if the shard has applied a partition not in parts}. Only the
+-- holder of the shard's lifecycle lock sweeps (it alone appends to and trims the
+-- outbox, streams/lifecycle.py), and each call extends its hold. A partition applied
+-- since T was taken can bring customers events older than T, so then nothing is swept.
 --
 -- Per customer (customer.lua): pt = last published day, ls = last published state,
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
@@ -167,9 +170,17 @@ local function sweep_bucket(b)
 end
 
 if redis.call('GET', KEYS[SweepKey.LIFECYCLE_LOCK]) ~= ARGV[SweepArg.TOKEN] then
-  return { 0, 0, 0, 0 }
+  return { 0, 0, 0, 0, 0 }
 end
 redis.call('PEXPIRE', KEYS[SweepKey.LIFECYCLE_LOCK], cfg.lock_ms)
+local known = {}
+for _, p in ipairs(cfg.parts) do known[offset_marker(cfg.source, p)] = true end
+local prefix = offset_marker(cfg.source, '')
+for _, field in ipairs(redis.call('HKEYS', KEYS[SweepKey.TOTALS])) do
+  if string.sub(field, 1, #prefix) == prefix and not known[field] then
+    return { 0, 0, 0, 1, 1 }
+  end
+end
 
 -- Whole buckets until about LIMIT customers have been looked at, so one call stays short.
 local looked, changes = 0, 0
@@ -179,4 +190,4 @@ for _, b in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, L
   if looked >= LIMIT then break end
 end
 local more = redis.call('ZCOUNT', DUE, '-inf', T - 1) > 0 and 1 or 0
-return { looked, changes, more, 1 }
+return { looked, changes, more, 1, 0 }

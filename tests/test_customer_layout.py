@@ -159,10 +159,10 @@ def test_one_bucket_holds_many_customers_and_the_sweep_names_them() -> None:
                 event(999, customers[0], "session", 3),
             ]
             await writer.apply([Record(0, i, event=e) for i, e in enumerate(batch)])
-            today = await publisher.watermark_day("test")
-            assert today is not None
+            mark = await publisher.watermark("test")
+            assert mark.day is not None
             hold = await publisher.acquire()
-            await publisher.sweep(today, hold)
+            await publisher.sweep(mark, hold)
             await publisher.release(hold)  # nothing published: the outbox stays
             bucket = keys.customer(customers[0])[0]
             stored = await redis.hgetall(bucket)

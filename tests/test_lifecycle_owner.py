@@ -170,11 +170,11 @@ def test_a_worker_whose_lock_expired_trims_nothing_and_the_next_publishes_all() 
         async with world(lock_ms=1000) as w:
             a, b = w.publishers
             await w.apply(events[:half])
-            today = await a.watermark_day(SOURCE)
-            assert today is not None
+            mark = await a.watermark(SOURCE)
+            assert mark.day is not None
             hold = await a.acquire()
             assert len(hold.shards) == w.settings.shards
-            await a.sweep(today, hold)
+            await a.sweep(mark, hold)
             first = len(await w.outbox())
             assert first > 0
             await a._drain(w.producers[0], hold)  # Kafka has A's changes
@@ -186,7 +186,7 @@ def test_a_worker_whose_lock_expired_trims_nothing_and_the_next_publishes_all() 
             assert (await b.run_once(w.producers[1], SOURCE)).busy == 0
             # meanwhile B published everything; now A wakes up: it sweeps nothing and
             # trims nothing
-            await a.sweep(await a.watermark_day(SOURCE) or today, hold)
+            await a.sweep(await a.watermark(SOURCE), hold)
             assert hold.shards == [] and hold.busy == w.settings.shards
             await a.release(hold)
             assert await w.outbox() == []
@@ -208,16 +208,16 @@ def test_a_trim_after_the_lock_moved_on_keeps_the_new_holders_entries() -> None:
         async with world(lock_ms=1000) as w:
             a, b = w.publishers
             await w.apply(events[:half])
-            today = await a.watermark_day(SOURCE)
-            assert today is not None
+            mark = await a.watermark(SOURCE)
+            assert mark.day is not None
             hold = await a.acquire()
-            await a.sweep(today, hold)
+            await a.sweep(mark, hold)
             await a._drain(w.producers[0], hold)
             read_by_a = len(await w.outbox())
             time.sleep(1.2)
             await w.apply(events[half:])
-            later = await b.watermark_day(SOURCE)
-            assert later is not None
+            later = await b.watermark(SOURCE)
+            assert later.day is not None
             b_hold = await b.acquire()
             await b.sweep(later, b_hold)
             queued = await w.outbox()
@@ -291,3 +291,39 @@ def spans_of(records: list[Record]) -> dict[int, Span]:
         start = spans[r.partition].start if r.partition in spans else r.offset
         spans[r.partition] = Span(BEGINNING if start == 0 else start, r.offset + 1)
     return spans
+
+
+def test_a_partition_applied_after_the_watermark_was_read_stops_the_sweep() -> None:
+    """The watermark is read from the partitions applied so far; before the sweep runs,
+    another batch brings a partition's first records, whose events are older than the
+    watermark. Sweeping with it would publish that partition's customers from their
+    first few days only; the sweep stops instead and the next round, from a fresh
+    watermark, publishes what the oracle says."""
+    events = history(seed=16, customers=240)
+    expected = expected_changes(events)
+
+    def partition(e: dict[str, object]) -> int:
+        key = str(e["customer_id"]).encode()
+        return int(DefaultPartitioner()(key, list(range(PARTITIONS)), []))
+
+    early = [e for e in events if partition(e) != 3]
+    late = [e for e in events if partition(e) == 3]
+
+    async def run() -> list[Change]:
+        async with world() as w:
+            publisher, producer = w.publishers[0], w.producers[0]
+            await w.apply(early)  # partitions 0-2 to the end; 3 not started
+            mark = await publisher.watermark(SOURCE)
+            assert mark.partitions == [0, 1, 2]
+            first = len(late) // 5
+            await w.apply(late[:first])  # meanwhile partition 3's first records
+            hold = await publisher.acquire()
+            await publisher.sweep(mark, hold)
+            assert hold.left and await w.outbox() == []
+            await publisher.release(hold)
+            await w.apply(late[first:])
+            while (await publisher.run_once(producer, SOURCE)).again:
+                pass
+            return as_changes(await read_topic(w.settings.lifecycle_topic, len(expected)))
+
+    assert asyncio.run(run()) == expected

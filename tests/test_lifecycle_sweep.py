@@ -47,10 +47,10 @@ async def run(batches: list[list[Event]], settings: Settings) -> list[tuple[str,
             records = [Record(0, offset + i, event=e) for i, e in enumerate(batch)]
             offset += len(batch)
             await writer.apply(records)
-            today = await publisher.watermark_day("test")
-            assert today is not None
+            mark = await publisher.watermark("test")
+            assert mark.day is not None
             hold = await publisher.acquire()
-            await publisher.sweep(today, hold)
+            await publisher.sweep(mark, hold)
             await publisher.release(hold)  # nothing published: the outbox stays
         for shard in range(settings.shards):
             outbox = publisher.keys.outbox(shard)
