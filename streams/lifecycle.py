@@ -97,8 +97,9 @@ class Watermark:
 
 @dataclass(frozen=True)
 class Published:
-    """What a round did: changes produced, and what is left for another round: shards
-    another worker held, or entries beyond DRAIN_LIMIT."""
+    """What a round did: changes produced, and whether another round is due: shards
+    another worker held, entries beyond DRAIN_LIMIT, or a watermark the shards disagree
+    on or that a partition applied meanwhile made stale."""
 
     changes: int
     busy: int
