@@ -19,6 +19,7 @@ from core.currency import (
     parse_rates_text,
     read_rates_file,
 )
+from core.redis_url import RedisDeployment, parse_redis_url
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -153,6 +154,9 @@ class Settings(BaseSettings):
 
     # Addresses left unset point at the local stack's ports (see _local_addresses).
     kafka_bootstrap: str = ""
+    # a standalone server (redis://, rediss://, unix://), a cluster by seed nodes
+    # (redis+cluster://h1:p1,h2:p2) or a Sentinel service (redis+sentinel://h1:p1/name/db):
+    # core/redis_url.py
     redis_url: str = ""
     alertmanager_webhook_url: str = ""
 
@@ -311,6 +315,12 @@ class Settings(BaseSettings):
             return {}
         return {"min.insync.replicas": str(self.topic_min_insync_replicas)}
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)  # a ValueError names what is wrong with it
+        return value
+
     @field_validator(
         "rfm_recency_days", "rfm_frequency", "rfm_monetary", "at_risk_days", mode="before"
     )
@@ -392,6 +402,11 @@ class Settings(BaseSettings):
     @cached_property
     def earliest_event_ms(self) -> int:
         return int(self.earliest_event_time.timestamp() * 1000)
+
+    @cached_property
+    def redis_deployment(self) -> RedisDeployment:
+        """The standalone server, cluster or Sentinel service RETENTION_REDIS_URL names."""
+        return parse_redis_url(self.redis_url)
 
     @cached_property
     def known_types(self) -> frozenset[str]:
