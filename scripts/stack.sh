@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# stack.sh — the bootstrap of the local service stack (Kafka in KRaft mode, Redis,
-# Prometheus, Alertmanager): what has to happen before Python can run it.
+# stack.sh — the bootstrap of the local service stack (Kafka in KRaft mode, Redis, a
+# Redis Sentinel, a 3-master Redis Cluster, Prometheus, Alertmanager): what has to happen
+# before Python can run it.
 #
 #   bash scripts/stack.sh install          install missing packages / Kafka jars (idempotent)
 #   bash scripts/stack.sh up               install, then start everything and wait until READY
 #   bash scripts/stack.sh down [--purge]   stop what we started; --purge also deletes the state dir
-#   bash scripts/stack.sh restart SERVICE  stop and start one service (kafka, redis, ...) on its data
+#   bash scripts/stack.sh restart SERVICE  stop and start one service (kafka, redis-cluster-1, ...)
 #   bash scripts/stack.sh status           one line per service; exit 0 if all running, 3 otherwise
 #   bash scripts/stack.sh env              print `export ...` lines (eval "$(bash scripts/stack.sh env)")
 #
@@ -195,7 +196,7 @@ ensure_venv() {
 }
 
 usage() {
-    sed -n '4,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '6,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

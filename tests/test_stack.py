@@ -4,6 +4,7 @@ are rendered from the repo's files, and it starts, restarts and purges a real se
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +13,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from core.redis_client import sync_client
 from core.settings import Settings
-from retention.stack.config import directives, prometheus_yml, redis_conf, render
-from retention.stack.settings import StackError, StackSettings
+from retention.stack.config import (
+    directives,
+    prometheus_yml,
+    redis_cluster_conf,
+    redis_conf,
+    render,
+    sentinel_conf,
+)
+from retention.stack.settings import CLUSTER_NODES, StackError, StackSettings
 from tests.services import ROOT, free_port
 
 
@@ -61,9 +70,11 @@ def test_redis_is_durable_and_keeps_customer_buckets_compact() -> None:
 @pytest.fixture
 def second_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment of a stack on free ports in a temporary state directory; purged after."""
-    ports = ("KAFKA", "KAFKA_CONTROLLER", "REDIS", "PROMETHEUS", "ALERTMANAGER")
+    ports = ("KAFKA", "KAFKA_CONTROLLER", "REDIS", "REDIS_SENTINEL", "PROMETHEUS", "ALERTMANAGER")
     env = {**os.environ, "RETENTION_STATE": str(tmp_path / "stack")}
     env.update({f"RETENTION_{name}_PORT": str(free_port()) for name in ports})
+    for name in ("REDIS_CLUSTER_PORTS", "REDIS_CLUSTER_BUS_PORTS"):
+        env[f"RETENTION_{name}"] = ",".join(str(free_port()) for _ in CLUSTER_NODES)
     yield env
     stack(env, "down", "--purge")
 
@@ -105,3 +116,79 @@ def test_restart_keeps_redis_data_and_purge_removes_it(second_stack: dict[str, s
     purged = stack(env, "down", "--purge")
     assert purged.returncode == 0, purged.stderr
     assert not state.exists()
+
+
+def test_cluster_nodes_and_sentinel_have_their_own_ports_and_configs() -> None:
+    stack = StackSettings(
+        redis_port=2345,
+        redis_cluster_ports="3001,3002,3003",
+        redis_cluster_bus_ports=(4001, 4002, 4003),
+    )
+    node = directives(redis_cluster_conf(stack, 1))
+    assert (node["port"], node["cluster-port"], node["cluster-enabled"]) == ("3002", "4002", "yes")
+    assert node["dir"] == str(stack.state / "redis-cluster-2")
+    assert (node["appendonly"], node["maxmemory-policy"]) == ("yes", "noeviction")
+    sentinel = sentinel_conf(stack)
+    assert "sentinel monitor retention 127.0.0.1 2345 1\n" in sentinel
+    assert stack.redis_cluster_url == "redis+cluster://127.0.0.1:3001,127.0.0.1:3002,127.0.0.1:3003"
+    assert stack.redis_sentinel_url == "redis+sentinel://127.0.0.1:16390/retention/0"
+    assert stack.service("redis-cluster-3").ports == (3003, 4003)
+    exported = stack.exports()
+    assert exported["RETENTION_REDIS_CLUSTER_PORTS"] == "3001,3002,3003"
+    again = StackSettings(redis_cluster_ports=exported["RETENTION_REDIS_CLUSTER_PORTS"])
+    assert again.redis_cluster_ports == (3001, 3002, 3003)
+
+
+def test_a_cluster_needs_three_ports() -> None:
+    with pytest.raises(ValueError, match="redis_cluster_ports"):
+        StackSettings(redis_cluster_ports="3001,3002")
+
+
+def started(env: dict[str, str], name: str) -> str:
+    """`restart` a (stopped) service of the second stack; its output."""
+    done = stack(env, "restart", name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.integration
+def test_cluster_is_created_once_and_rejoins_after_restarts(second_stack: dict[str, str]) -> None:
+    """Three real cluster-mode redis-servers: joined into one cluster when fresh, their
+    keys kept and the cluster whole again after a node's restart and after `down`."""
+    env = second_stack
+    assert "creating it" in "".join(started(env, name) for name in CLUSTER_NODES)
+    seeds = ",".join(f"127.0.0.1:{p}" for p in env["RETENTION_REDIS_CLUSTER_PORTS"].split(","))
+    settings = Settings(redis_url=f"redis+cluster://{seeds}")
+    client = sync_client(settings, timeout=5, decode_responses=True)
+    assert len(client.get_primaries()) == 3
+    for i in range(100):  # keys in slots of every node
+        client.set(f"k{i}", i)
+    assert {client.keyslot(f"k{i}") * 3 // 16384 for i in range(100)} == {0, 1, 2}
+    client.close()
+
+    listed = stack(env, "status")
+    for name in CLUSTER_NODES:
+        assert re.search(rf"{name} +│ ready .*cluster_state:ok", listed.stdout), listed.stdout
+
+    assert "creating" not in started(env, "redis-cluster-2")
+    assert stack(env, "down").returncode == 0
+    assert "stopped" in stack(env, "status").stdout
+    assert "creating" not in "".join(started(env, name) for name in CLUSTER_NODES)
+    client = sync_client(settings, timeout=5, decode_responses=True)
+    assert [client.get(f"k{i}") for i in range(100)] == [str(i) for i in range(100)]
+    client.close()
+
+
+@pytest.mark.integration
+def test_sentinel_names_the_standalone_redis(second_stack: dict[str, str]) -> None:
+    """A client of the Sentinel URL writes to the stack's standalone Redis."""
+    env = second_stack
+    started(env, "redis")
+    assert "ready" in started(env, "redis-sentinel")
+    sentinel = f"127.0.0.1:{env['RETENTION_REDIS_SENTINEL_PORT']}"
+    client = sync_client(Settings(redis_url=f"redis+sentinel://{sentinel}/retention/0"), timeout=5)
+    client.set("through-sentinel", "yes")
+    client.close()
+    direct = redis.Redis(port=int(env["RETENTION_REDIS_PORT"]), decode_responses=True)
+    assert direct.get("through-sentinel") == "yes"
+    direct.close()

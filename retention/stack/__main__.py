@@ -18,8 +18,9 @@ from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
 
 HELP = "\n\n".join(
     [
-        "Run Kafka (KRaft), Redis, Prometheus and Alertmanager on 127.0.0.1 for development, "
-        "tests and CI, each from its own directory under RETENTION_STATE (default <repo>/.stack).",
+        "Run Kafka (KRaft), Redis, a Sentinel watching that Redis, a 3-master Redis Cluster, "
+        "Prometheus and Alertmanager on 127.0.0.1 for development, tests and CI, each from "
+        "its own directory under RETENTION_STATE (default <repo>/.stack).",
         "Ports and places come from the RETENTION_* variables the tracker itself reads "
         "(RETENTION_KAFKA_PORT, RETENTION_REDIS_PORT, RETENTION_PROMETHEUS_PORT, ...; `env` "
         "lists them all), so a second stack is one set of variables away.",

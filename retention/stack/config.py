@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from retention.stack.settings import REPO_ROOT, StackError, StackSettings
+from retention.stack.settings import CLUSTER_NODES, REPO_ROOT, StackError, StackSettings
 
 PROMETHEUS_TEMPLATE = REPO_ROOT / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = REPO_ROOT / "prometheus" / "alertmanager.yml"
@@ -136,10 +136,48 @@ log4j.logger.state.change.logger=WARN
 
 def redis_conf(stack: StackSettings) -> str:
     """Durable and never evicting, as docker-compose.yml's Redis (tests/test_compose.py)."""
-    where = stack.service_dir("redis")
+    return _redis_server_conf(stack.redis_port, stack.service_dir("redis"))
+
+
+def redis_cluster_conf(stack: StackSettings, node: int) -> str:
+    """One master of the stack's Redis Cluster (index into CLUSTER_NODES): the standalone
+    server's durability, plus cluster mode with its state in nodes.conf beside the data."""
+    port, bus = stack.redis_cluster_ports[node], stack.redis_cluster_bus_ports[node]
+    where = stack.service_dir(CLUSTER_NODES[node])
+    return f"""\
+{_redis_server_conf(port, where)}
+cluster-enabled yes
+cluster-port {bus}
+# the node's own view of the cluster, rewritten by Redis itself; a node restarted on it
+# rejoins its cluster without `redis-cli --cluster create`
+cluster-config-file nodes.conf
+cluster-node-timeout 5000
+"""
+
+
+def sentinel_conf(stack: StackSettings) -> str:
+    """A Sentinel watching the standalone Redis as one service. One sentinel is a quorum of
+    one: enough to name the primary to clients, not a high-availability setup."""
+    where = stack.service_dir("redis-sentinel")
+    service = stack.redis_sentinel_service
+    return f"""\
+# written by retention/stack on every start; Sentinel itself appends what it learns
+port {stack.redis_sentinel_port}
+bind 127.0.0.1
+protected-mode yes
+daemonize no
+dir {where}
+logfile ""
+sentinel monitor {service} 127.0.0.1 {stack.redis_port} 1
+sentinel down-after-milliseconds {service} 5000
+sentinel failover-timeout {service} 60000
+"""
+
+
+def _redis_server_conf(port: int, where: Path) -> str:
     return f"""\
 # written by retention/stack on every start
-port {stack.redis_port}
+port {port}
 bind 127.0.0.1
 protected-mode yes
 # in the foreground, so that the pid the stack records is the server's own

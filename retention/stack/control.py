@@ -6,9 +6,9 @@ import shlex
 import shutil
 import time
 
-from retention.stack import certs, launch, process, readiness, scram
+from retention.stack import certs, cluster, launch, process, readiness, scram
 from retention.stack.process import say
-from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
+from retention.stack.settings import CLUSTER_NODES, SERVICE_NAMES, StackError, StackSettings
 from retention.status import Check
 
 
@@ -36,7 +36,7 @@ def start(stack: StackSettings, name: str) -> None:
     stack.pid_file(name).unlink(missing_ok=True)
     process.check_ports_free(stack, name)
     child = process.spawn(stack, name, launch.prepare(stack, name))
-    readiness.wait_ready(stack, name, child)
+    readiness.wait_ready(stack, name, child, readiness.started)
     if name == "kafka":
         scram.create_users(stack)
     pid, port = process.running_pid(stack, name), stack.service(name).port
@@ -53,11 +53,13 @@ def up(stack: StackSettings) -> None:
             pid = process.running_pid(stack, name)
             if pid is None:
                 start(stack, name)
-                continue
-            readiness.wait_ready(stack, name)
-            if name == "kafka":
-                _users_of_running_broker(stack)
-            say(f"{name} already running (pid {pid}, port {stack.service(name).port})")
+            else:
+                readiness.wait_ready(stack, name, probe=readiness.started)
+                if name == "kafka":
+                    _users_of_running_broker(stack)
+                say(f"{name} already running (pid {pid}, port {stack.service(name).port})")
+            if name == CLUSTER_NODES[-1]:
+                cluster.form(stack)
 
 
 def _users_of_running_broker(stack: StackSettings) -> None:
@@ -82,6 +84,8 @@ def restart(stack: StackSettings, name: str) -> None:
     with process.state_lock(stack):
         _stop(stack, name)
         start(stack, name)
+        if name in CLUSTER_NODES:
+            cluster.form(stack)
 
 
 def _stop(stack: StackSettings, name: str) -> None:

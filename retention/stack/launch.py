@@ -11,12 +11,14 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
+from functools import partial
 
 from retention.stack import certs, config, scram
 from retention.stack.process import say, tail
-from retention.stack.settings import REPO_ROOT, StackError, StackSettings
+from retention.stack.settings import CLUSTER_NODES, REPO_ROOT, StackError, StackSettings
 
 REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"  # the Debian redis-server package depends on redis-tools
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
@@ -99,6 +101,19 @@ def prepare_redis(stack: StackSettings) -> list[str]:
     return [REDIS_SERVER, str(conf)]
 
 
+def prepare_redis_sentinel(stack: StackSettings) -> list[str]:
+    """Sentinel rewrites its config file as it learns (it must be writable)."""
+    conf = stack.service_dir("redis-sentinel") / "sentinel.conf"
+    conf.write_text(config.sentinel_conf(stack))
+    return [REDIS_SERVER, str(conf), "--sentinel"]
+
+
+def prepare_cluster_node(stack: StackSettings, node: int) -> list[str]:
+    conf = stack.service_dir(CLUSTER_NODES[node]) / "redis.conf"
+    conf.write_text(config.redis_cluster_conf(stack, node))
+    return [REDIS_SERVER, str(conf)]
+
+
 def prepare_prometheus(stack: StackSettings) -> list[str]:
     """The repo's template rendered; rule_files are relative to it, so rules/ links to the
     repo's rules (`curl -X POST .../-/reload` picks up edits)."""
@@ -147,6 +162,8 @@ def _check_with(command: list[str], name: str) -> None:
 PREPARE: dict[str, Callable[[StackSettings], list[str]]] = {
     "kafka": prepare_kafka,
     "redis": prepare_redis,
+    "redis-sentinel": prepare_redis_sentinel,
+    **{name: partial(prepare_cluster_node, node=i) for i, name in enumerate(CLUSTER_NODES)},
     "prometheus": prepare_prometheus,
     "alertmanager": prepare_alertmanager,
 }
@@ -159,5 +176,5 @@ def prepare(stack: StackSettings, name: str) -> list[str]:
 
 def missing_programs() -> list[str]:
     """The servers and tools the stack runs that this machine lacks."""
-    programs = ["java", "openssl", REDIS_SERVER, PROMETHEUS, ALERTMANAGER]
+    programs = ["java", "openssl", REDIS_SERVER, REDIS_CLI, PROMETHEUS, ALERTMANAGER]
     return [p for p in programs if shutil.which(p) is None]

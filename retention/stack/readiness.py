@@ -1,7 +1,9 @@
 """When is a service usable: the same checks as `retention status`, pointed at the stack.
 
 Kafka is ready once clients can join consumer groups, Redis once it answers, Prometheus
-and Alertmanager once /-/ready says so (retention/status.py has the checks).
+and Alertmanager once /-/ready says so (retention/status.py has the checks); the Sentinel
+once it names the standalone Redis as its service's primary, and a Redis Cluster node
+once its cluster is whole (retention/stack/cluster.py).
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Callable
 
+import redis
+
+from retention.stack import cluster
 from retention.stack.process import running_pid, tail
-from retention.stack.settings import StackError, StackSettings
+from retention.stack.settings import CLUSTER_NODES, StackError, StackSettings
 from retention.status import Check, http_ready_check, kafka_check, redis_check
 
 POLL_SECONDS = 0.3
@@ -28,6 +34,10 @@ def check(stack: StackSettings, name: str) -> Check:
     if name == "redis":
         local = stack.model_copy(update={"redis_url": f"redis://127.0.0.1:{stack.redis_port}/0"})
         return redis_check(local)
+    if name == "redis-sentinel":
+        return sentinel_check(stack)
+    if name in CLUSTER_NODES:
+        return cluster.node_check(stack, name)
     if name == "prometheus":
         return http_ready_check(name, stack.prometheus_url)
     if name == "alertmanager":
@@ -35,14 +45,43 @@ def check(stack: StackSettings, name: str) -> Check:
     raise ValueError(f"no readiness check for {name!r}")
 
 
+def started(stack: StackSettings, name: str) -> Check:
+    """Ready for what `up` does next: a cluster node only has to answer before the
+    cluster is formed (cluster.form); every other service has to be ready."""
+    if name in CLUSTER_NODES:
+        return cluster.node_started(stack, name)
+    return check(stack, name)
+
+
+def sentinel_check(stack: StackSettings) -> Check:
+    """The sentinel answers and names the stack's Redis as its service's primary."""
+    service, port = stack.redis_sentinel_service, stack.redis_sentinel_port
+    client = redis.Redis(
+        port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+    )
+    try:
+        address = client.sentinel_get_master_addr_by_name(service, return_responses=True)
+    except redis.RedisError as exc:
+        return Check("redis-sentinel", False, f"not answering on 127.0.0.1:{port} ({exc})")
+    finally:
+        client.close()
+    expected = ("127.0.0.1", stack.redis_port)
+    if not isinstance(address, tuple) or (str(address[0]), int(address[1])) != expected:
+        return Check("redis-sentinel", False, f"service {service!r}: primary {address}")
+    return Check("redis-sentinel", True, f"service {service!r}: primary 127.0.0.1:{expected[1]}")
+
+
 def wait_ready(
-    stack: StackSettings, name: str, child: subprocess.Popen[bytes] | None = None
+    stack: StackSettings,
+    name: str,
+    child: subprocess.Popen[bytes] | None = None,
+    probe: Callable[[StackSettings, str], Check] = check,
 ) -> None:
-    """Poll until `name` is ready; fail early with its log if the process exits, or
-    after the start timeout. A process this command started (`child`) is watched through
-    its own handle, which cannot mistake a starting JVM for a dead one."""
+    """Poll until `probe` says `name` is ready; fail early with its log if the process
+    exits, or after the start timeout. A process this command started (`child`) is
+    watched through its own handle, which cannot mistake a starting JVM for a dead one."""
     deadline = time.monotonic() + stack.stack_start_timeout
-    while not check(stack, name).ok:
+    while not probe(stack, name).ok:
         exited = child.poll() is not None if child else running_pid(stack, name) is None
         if exited:
             raise StackError(

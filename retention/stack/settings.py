@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
-from core.settings import Settings
+from core.settings import Port, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Start order; `down` stops them in reverse. Prometheus comes last so that its first
-# rule evaluations find Alertmanager up.
-SERVICE_NAMES = ("kafka", "redis", "alertmanager", "prometheus")
+# The three masters of the stack's Redis Cluster (retention/stack/cluster.py).
+CLUSTER_NODES = ("redis-cluster-1", "redis-cluster-2", "redis-cluster-3")
+# Start order; `down` stops them in reverse. The sentinel watches the standalone Redis;
+# Prometheus comes last so that its first rule evaluations find Alertmanager up.
+SERVICE_NAMES = ("kafka", "redis", "redis-sentinel", *CLUSTER_NODES, "alertmanager", "prometheus")
 
 
 class StackError(Exception):
@@ -37,6 +40,9 @@ class Service:
         return self.ports[0]
 
 
+ClusterPorts = Annotated[tuple[Port, Port, Port], NoDecode]
+
+
 class StackSettings(Settings):
     """The tracker's settings and what only the stack needs (RETENTION_STATE, ...)."""
 
@@ -53,6 +59,21 @@ class StackSettings(Settings):
     # seconds to wait for each service to become ready, and from SIGTERM to SIGKILL
     stack_start_timeout: Annotated[float, Field(gt=0)] = 90
     stack_stop_timeout: Annotated[float, Field(gt=0)] = 20
+    # The Redis Cluster's three masters (client ports, and the ports of the cluster bus
+    # they talk to each other on) and the Sentinel that watches the standalone Redis as
+    # service `redis_sentinel_service`; e.g. RETENTION_REDIS_CLUSTER_PORTS=17001,17002,17003
+    redis_cluster_ports: ClusterPorts = (17001, 17002, 17003)
+    redis_cluster_bus_ports: ClusterPorts = (27001, 27002, 27003)
+    redis_sentinel_port: Port = 16390
+    redis_sentinel_service: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "retention"
+
+    @field_validator("redis_cluster_ports", "redis_cluster_bus_ports", mode="before")
+    @classmethod
+    def _port_list(cls, value: object) -> object:
+        """`17001,17002,17003` from the environment; one port per cluster node."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(","))
+        return value
 
     @model_validator(mode="after")
     def _kafka_security(self) -> StackSettings:
@@ -71,14 +92,29 @@ class StackSettings(Settings):
         ports = {
             "kafka": (self.kafka_port, self.kafka_controller_port, self.kafka_sasl_ssl_port),
             "redis": (self.redis_port,),
+            "redis-sentinel": (self.redis_sentinel_port,),
             "alertmanager": (self.alertmanager_port,),
             "prometheus": (self.prometheus_port,),
         }
+        nodes = zip(self.redis_cluster_ports, self.redis_cluster_bus_ports, strict=True)
+        ports.update(zip(CLUSTER_NODES, nodes, strict=True))
         return [Service(name, ports[name]) for name in SERVICE_NAMES]
 
     def service(self, name: str) -> Service:
         (found,) = [s for s in self.services() if s.name == name]
         return found
+
+    @property
+    def redis_cluster_url(self) -> str:
+        """RETENTION_REDIS_URL of the stack's cluster: every node a seed."""
+        seeds = ",".join(f"127.0.0.1:{port}" for port in self.redis_cluster_ports)
+        return f"redis+cluster://{seeds}"
+
+    @property
+    def redis_sentinel_url(self) -> str:
+        """RETENTION_REDIS_URL of the standalone Redis found through the stack's Sentinel."""
+        where = f"127.0.0.1:{self.redis_sentinel_port}"
+        return f"redis+sentinel://{where}/{self.redis_sentinel_service}/0"
 
     @property
     def kafka_libs(self) -> Path:
@@ -115,9 +151,20 @@ class StackSettings(Settings):
             "kafka_bootstrap",
             "redis_url",
             "alertmanager_webhook_url",
+            "redis_cluster_ports",
+            "redis_cluster_bus_ports",
+            "redis_sentinel_port",
+            "redis_sentinel_service",
             "kafka_version",
             "scrape_interval",
             "state",
             "cache",
         ]
-        return {f"RETENTION_{name.upper()}": str(getattr(self, name)) for name in names}
+        return {f"RETENTION_{name.upper()}": _text(getattr(self, name)) for name in names}
+
+
+def _text(value: object) -> str:
+    """A setting's value as its environment variable holds it (lists comma-separated)."""
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return str(value)
