@@ -10,7 +10,7 @@ the settings through `_options`, so adding one changes no caller.
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -20,11 +20,9 @@ import redis.cluster
 import redis.sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
+from core.redis_types import AsyncRedis, SyncRedis
 from core.redis_url import RedisDeployment, Topology
 from core.settings import Settings
-
-AsyncRedis: TypeAlias = redis.asyncio.Redis | redis.asyncio.RedisCluster
-SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
 
 # What a client raises when the deployment is down, unreachable or refusing: a cluster
 # client that reaches none of its nodes raises RedisClusterException, not a RedisError.

@@ -54,13 +54,16 @@ class RedisDeployment:
     def describe(self) -> str:
         """Where the deployment is, for messages and `retention status`; never a password."""
         if self.topology is Topology.CLUSTER:
-            return f"cluster via seeds {_addresses(self.nodes)}"
+            return f"cluster via seeds {self.addresses()}"
         if self.topology is Topology.SENTINEL:
-            return f"sentinel service {self.service!r} via {_addresses(self.nodes)}, db {self.db}"
+            return f"sentinel service {self.service!r} via {self.addresses()}, db {self.db}"
         if not self.nodes:
             return f"standalone unix socket {_redis_py_options(self.url)['path']}"
-        scheme = urlsplit(self.url).scheme
-        return f"standalone {scheme}://{_addresses(self.nodes)}/{self.db}"
+        return f"standalone {urlsplit(self.url).scheme}://{self.addresses()}/{self.db}"
+
+    def addresses(self) -> str:
+        """`host:port,...` of the nodes (IPv6 hosts in brackets)."""
+        return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.nodes)
 
 
 def parse_redis_url(url: str) -> RedisDeployment:
@@ -165,7 +168,3 @@ def _without_login(url: str) -> str:
     """A URL as it may be printed: the part before the addresses (a password) cut out."""
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
-
-
-def _addresses(nodes: tuple[Address, ...]) -> str:
-    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)

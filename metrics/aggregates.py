@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from redis import Redis
-
 from core.calendar import Calendar, Period, evaluation_day
+from core.redis_types import SyncRedis
 from core.rules import ACTIVITY_WINDOWS
 from core.schema import (
     BUCKET_LABELS,
@@ -35,7 +34,7 @@ from metrics.snapshot import Core, PeriodChurn, Purchases, Snapshot
 class AggregateReader:
     """Builds a Snapshot from one namespace's shard aggregates."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: SyncRedis, settings: Settings) -> None:
         self.redis = redis
         self.keys = Keys(settings.namespace, settings.shards)
         self.calendar = Calendar(settings.zone, settings.week_start_index)

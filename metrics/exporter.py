@@ -10,8 +10,10 @@ is still answered, with the same bytes.
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,21 +21,39 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
-from redis import Redis
 
+from core.redis_client import REDIS_ERRORS, sync_client
+from core.redis_types import SyncRedis
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from metrics.collector import RetentionCollector
 from metrics.exposition import render
 
+log = logging.getLogger(__name__)
 # A fast level: at level 9 (prometheus-client's) gzip took ~50 ms of a 2 MB scrape.
 GZIP_LEVEL = 1
+# seconds a scrape waits for each Redis reply
+REDIS_TIMEOUT = 10.0
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def build_collector(settings: Settings) -> RetentionCollector:
-    reader = AggregateReader(Redis.from_url(settings.redis_url), settings)
+    reader = AggregateReader(connect(settings), settings)
     return RetentionCollector(reader, settings)
+
+
+def connect(settings: Settings) -> SyncRedis:
+    """The scrapes' Redis client. A cluster client reads the slot map when it is made, so
+    an exporter started before its cluster waits for it, with backoff, as the worker does."""
+    delay = 0.5
+    while True:
+        try:
+            return sync_client(settings, timeout=REDIS_TIMEOUT)
+        except REDIS_ERRORS as exc:
+            where = settings.redis_deployment.describe()
+            log.warning("Redis (%s) not reachable (%s); retrying in %.1f s", where, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def build_registry(

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis import Redis
-from redis.exceptions import RedisError
-
 from core.calendar import Calendar, Period, evaluation_day
 from core.errors import EXIT_UNREACHABLE, CommandError
+from core.redis_client import REDIS_ERRORS, sync_client
 from core.rules import churn_ratio, crr
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -50,13 +48,14 @@ def churn_history(settings: Settings, watermark_ms: int) -> dict[str, list[Churn
     calendar = Calendar(settings.zone, settings.week_start_index)
     day = evaluation_day(calendar.day(watermark_ms))
     try:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        history = AggregateReader(redis, settings).churn_history(day, DEPTH)
-        redis.close()
-    except RedisError as exc:
-        raise CommandError(
-            f"cannot read Redis at {settings.redis_url} ({exc})", EXIT_UNREACHABLE
-        ) from None
+        redis = sync_client(settings, timeout=5)
+        try:
+            history = AggregateReader(redis, settings).churn_history(day, DEPTH)
+        finally:
+            redis.close()
+    except REDIS_ERRORS as exc:
+        where = settings.redis_deployment.describe()
+        raise CommandError(f"cannot read Redis ({where}): {exc}", EXIT_UNREACHABLE) from None
     return {
         kind.value: [_point(calendar, movement) for movement in movements]
         for kind, movements in history.items()

@@ -13,13 +13,13 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
 from core.kafka import client_options, explain_failure
+from core.redis_client import REDIS_ERRORS, async_client
+from core.redis_types import AsyncRedis
 from core.settings import Settings
 from streams.guard import eviction_problem, read_eviction_policy, record_fingerprint
 from streams.pipeline.stages import BatchPipeline
@@ -31,7 +31,7 @@ async def rebuild(settings: Settings, console: Console) -> int:
     """Clear the namespace, record the settings, and apply the whole topic; returns the
     number of records consumed."""
     await _refuse_running_workers(settings)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=60)
+    redis = async_client(settings, timeout=60)
     try:
         problem = eviction_problem(await read_eviction_policy(redis))
         if problem:
@@ -39,14 +39,15 @@ async def rebuild(settings: Settings, console: Console) -> int:
         removed = await clear_namespace(redis, settings.namespace)
         console.print(f"cleared {removed} keys of namespace {settings.namespace!r}")
         await record_fingerprint(redis, settings)
-    except RedisError as exc:
-        raise CommandError(f"Redis unreachable: {exc}", EXIT_UNREACHABLE) from None
+    except REDIS_ERRORS as exc:
+        where = settings.redis_deployment.describe()
+        raise CommandError(f"Redis ({where}) unreachable: {exc}", EXIT_UNREACHABLE) from None
     finally:
         await redis.aclose()
     return await _consume_all(settings, console)
 
 
-async def clear_namespace(redis: Redis, namespace: str) -> int:
+async def clear_namespace(redis: AsyncRedis, namespace: str) -> int:
     removed = 0
     batch: list[bytes] = []
     async for key in redis.scan_iter(match=f"{namespace}:*", count=SCAN_COUNT):

@@ -14,14 +14,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
-from redis.exceptions import RedisError
+import redis
 from rich.table import Table
 from rich.text import Text
 
 from core.calendar import Calendar, day_to_date, evaluation_day
 from core.errors import CommandError
 from core.kafka import client_options, explain_failure
+from core.redis_client import REDIS_ERRORS, sync_client
+from core.redis_types import SyncRedis
+from core.redis_url import Topology
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from retention.produce import quiet_kafka_logs
@@ -181,24 +183,28 @@ async def _group_state(admin: Any, group: str) -> tuple[str, int]:
 
 
 def redis_check(settings: Settings) -> Check:
+    """Which deployment the tracker talks to, and how much of the namespace it holds."""
     try:
-        redis = Redis.from_url(
-            settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
-        )
-        redis.ping()
-        newest, customers = AggregateReader(redis, settings).headline()
-        memory = redis.info("memory").get("used_memory_human", "?")
-        redis.close()
-    except RedisError as exc:
-        return Check(
-            "redis", False, f"unreachable at {settings.redis_url} ({exc}); `retention stack up`"
-        )
+        client = sync_client(settings, timeout=TIMEOUT, connect_timeout=TIMEOUT)
+        try:
+            deployment = describe_deployment(settings, client)
+            newest, customers = AggregateReader(client, settings).headline()
+            memory = used_memory(client)
+        finally:
+            client.close()
+    except REDIS_ERRORS as exc:
+        where = settings.redis_deployment.describe()
+        return Check("redis", False, f"unreachable: {where} ({exc}); `retention stack up`")
     data: dict[str, Any] = {
+        **deployment,
         "namespace": settings.namespace,
         "customers": customers,
-        "memory": memory,
+        "memory": f"{memory / 2**20:.2f}M",
     }
-    detail = f"namespace {settings.namespace}: {customers:,} customers, {memory} used"
+    detail = (
+        f"{deployment['deployment']}; namespace {settings.namespace}: {customers:,} customers, "
+        f"{data['memory']} used"
+    )
     if newest is not None:
         watermark = newest - settings.allowed_lateness_seconds * 1000
         data["watermark_ms"] = watermark
@@ -209,6 +215,30 @@ def redis_check(settings: Settings) -> Check:
     else:
         detail += "; no events applied yet"
     return Check("redis", True, detail, data)
+
+
+def describe_deployment(settings: Settings, client: SyncRedis) -> dict[str, Any]:
+    """`deployment`: what RETENTION_REDIS_URL names, as found: a standalone server, a
+    cluster with its number of masters, or a Sentinel service with its current primary."""
+    deployment = settings.redis_deployment
+    if isinstance(client, redis.RedisCluster):
+        masters = len(client.get_primaries())  # type: ignore[no-untyped-call]
+        text = f"cluster of {masters} masters via seeds {deployment.addresses()}"
+        return {"deployment": text, "topology": "cluster", "masters": masters}
+    client.ping()
+    if deployment.topology is Topology.SENTINEL:
+        host, port = client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+        text = f"{deployment.describe()}: primary {host}:{port}"
+        return {"deployment": text, "topology": "sentinel", "primary": f"{host}:{port}"}
+    return {"deployment": deployment.describe(), "topology": "standalone"}
+
+
+def used_memory(client: SyncRedis) -> int:
+    """Bytes used by the server, or by every master of a cluster together."""
+    if isinstance(client, redis.RedisCluster):
+        per_node = client.info("memory", target_nodes=redis.RedisCluster.PRIMARIES)
+        return sum(int(info["used_memory"]) for info in per_node.values())
+    return int(client.info("memory")["used_memory"])
 
 
 def _when(ms: int) -> str:

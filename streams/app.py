@@ -17,11 +17,10 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types.auth import CredentialsT
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE
 from core.kafka import KafkaFailure, client_options, explain_failure, security_options
+from core.redis_client import REDIS_ERRORS, async_client
 from core.schema import Keys
 from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
@@ -172,7 +171,7 @@ async def preflight(settings: Settings) -> None:
             if failure.refused:
                 raise KafkaRefused(failure) from None
             reason = failure.message
-        except (RedisError, OSError) as exc:
+        except (*REDIS_ERRORS, OSError) as exc:
             reason = f"Redis or Kafka not reachable ({type(exc).__name__}: {exc})"
         print(f"retention worker: {reason}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
         await asyncio.sleep(delay)
@@ -182,7 +181,7 @@ async def preflight(settings: Settings) -> None:
 async def check_before_consuming(settings: Settings) -> None:
     """Refuse an evicting Redis, state built under other settings, and partitions whose
     applied offsets Kafka can no longer continue (history deleted, topic recreated)."""
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    redis = async_client(settings, timeout=30)
     consumer = AIOKafkaConsumer(**client_options(settings))
     try:
         await check_state(redis, settings, record=True)

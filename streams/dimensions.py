@@ -8,8 +8,7 @@ registered: a value seen on an nps or refund event alone never takes one of the 
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
+from core.redis_types import AsyncRedis
 from core.schema import (
     BUCKET_LABELS,
     CODES_SEPARATOR,
@@ -40,7 +39,7 @@ RESERVED = {label: code for code, label in BUCKET_LABELS.items()}
 class DimensionRegistry:
     """Maps raw platform/channel values to short codes, caching what Redis decided."""
 
-    def __init__(self, redis: Redis, namespace: str, cap: int) -> None:
+    def __init__(self, redis: AsyncRedis, namespace: str, cap: int) -> None:
         self.namespace = namespace
         self.cap = cap
         self.script = redis.register_script(REGISTER)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from redis.asyncio import Redis
-
+from core.redis_types import AsyncRedis
 from core.schema import Keys
 from core.settings import Settings
 from core.totals import applied_offsets, marker_fields
@@ -102,7 +101,7 @@ def eviction_problem(policy: str | None) -> str | None:
     )
 
 
-async def read_eviction_policy(redis: Redis) -> str | None:
+async def read_eviction_policy(redis: AsyncRedis) -> str | None:
     """The policy, or None where CONFIG is not allowed (managed Redis services)."""
     try:
         reply = await redis.config_get("maxmemory-policy")
@@ -112,7 +111,7 @@ async def read_eviction_policy(redis: Redis) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def has_state(redis: Redis, keys: Keys) -> bool:
+async def has_state(redis: AsyncRedis, keys: Keys) -> bool:
     """Whether any shard holds applied events."""
     pipe = redis.pipeline(transaction=False)
     for shard in range(keys.shards):
@@ -120,7 +119,7 @@ async def has_state(redis: Redis, keys: Keys) -> bool:
     return any(await pipe.execute())
 
 
-async def check_state(redis: Redis, settings: Settings, *, record: bool) -> None:
+async def check_state(redis: AsyncRedis, settings: Settings, *, record: bool) -> None:
     """Refuse an evicting Redis and state built under other settings; with record, write
     the fingerprint of a namespace that has none and no state yet."""
     problem = eviction_problem(await read_eviction_policy(redis))
@@ -144,13 +143,13 @@ async def check_state(redis: Redis, settings: Settings, *, record: bool) -> None
         await record_fingerprint(redis, settings)
 
 
-async def record_fingerprint(redis: Redis, settings: Settings) -> None:
+async def record_fingerprint(redis: AsyncRedis, settings: Settings) -> None:
     keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
     await redis.hset(keys.fingerprint(), mapping=fingerprint(settings))  # type: ignore[arg-type]
 
 
 async def stored_positions(
-    redis: Redis, keys: Keys, source: str, partitions: list[int]
+    redis: AsyncRedis, keys: Keys, source: str, partitions: list[int]
 ) -> dict[int, int | None]:
     """Per partition, the offset after the last record every shard has applied (None:
     no shard has applied any); a shard without a marker holds nothing of it yet."""

@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from core.calendar import Calendar, day_to_date
+from core.redis_types import AsyncRedis
 from core.schema import Keys, ReleaseArgs, SweepArgs, TotalsField
 from core.segments import RfmKey, RfmThresholds, customer_segment, threshold_score
 from core.settings import Settings
@@ -113,7 +113,7 @@ class Published:
 class LifecyclePublisher:
     """Sweeps due customers and produces their changes, at least once and normally once."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: AsyncRedis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
@@ -155,7 +155,7 @@ class LifecyclePublisher:
             for shard in hold.shards:
                 args = ReleaseArgs(hold.token, hold.published.get(shard, 0))
                 keys = self.keys.release_keys(shard)
-                await self.release_script(keys=keys, args=list(args), client=pipe)
+                await self.release_script(keys=keys, args=list(args), client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
             held = await pipe.execute()
         hold.busy += held.count(0)
 
@@ -224,7 +224,7 @@ class LifecyclePublisher:
             for shard in shards:
                 keys = self.keys.sweep_keys(shard)
                 args = SweepArgs(config, self.keys.bucket_prefix(shard), hold.token)
-                await self.script(keys=keys, args=list(args), client=pipe)
+                await self.script(keys=keys, args=list(args), client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
             results = await pipe.execute()
         more = []
         for shard, (_, _, due_left, held, newer) in zip(shards, results, strict=True):

@@ -10,9 +10,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from core.calendar import Calendar
+from core.redis_types import AsyncRedis
 from core.rules import ACTIVITY_WINDOWS
 from core.schema import BATCH_KEYS, BatchArgs, EventArgs, Flag, Keys, SpanArgs
 from core.settings import Settings
@@ -97,7 +96,7 @@ BEGINNING = -1
 class StateWriter:
     """Applies batches atomically per shard; replays and duplicates change nothing."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: AsyncRedis, settings: Settings) -> None:
         self.redis = redis
         self.keys = Keys(settings.namespace, settings.shards, settings.customer_buckets)
         self.calendar = Calendar(settings.zone, settings.week_start_index)
@@ -156,7 +155,7 @@ class StateWriter:
             for shard in range(self.keys.shards):
                 batch = shards.get(shard, empty)
                 keys = [*self.keys.batch_keys(shard), *batch.bucket_keys]
-                await self.script(keys=keys, args=[*header, *batch.args], client=pipe)
+                await self.script(keys=keys, args=[*header, *batch.args], client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
             for applied, duplicates, replayed, *holes in await pipe.execute():
                 result.applied += applied
                 result.duplicates += duplicates

@@ -34,13 +34,11 @@ def exporter() -> None:
 def _refuse_foreign_state(settings: Settings) -> None:
     """Exit 2 when the state was built under other settings (or Redis evicts keys): the
     exporter would read numbers that mean something else."""
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisError
-
+    from core.redis_client import REDIS_ERRORS, async_client
     from streams.guard import StateRefused, check_state
 
     async def check() -> None:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        redis = async_client(settings, timeout=30)
         try:
             await check_state(redis, settings, record=False)
         finally:
@@ -51,5 +49,6 @@ def _refuse_foreign_state(settings: Settings) -> None:
     except StateRefused as exc:
         console.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
-    except RedisError as exc:
-        console.print(f"[yellow]Redis not reachable yet ({exc}); serving anyway[/yellow]")
+    except REDIS_ERRORS as exc:
+        where = settings.redis_deployment.describe()
+        console.print(f"[yellow]Redis ({where}) not reachable yet ({exc}); serving anyway[/yellow]")

@@ -14,8 +14,8 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
+from core.redis_client import REDIS_ERRORS
 from streams.health import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ FIRST_BACKOFF, MAX_BACKOFF = 0.2, 30.0  # seconds between retries of a failed ba
 KAFKA_PROBE_SECONDS = 2.0  # how often the health metrics check that the broker answers
 # what each backend raises for an outage; everything else is a bug and surfaces
 BACKEND_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
-    "redis": (RedisError, OSError),
+    "redis": (*REDIS_ERRORS, OSError),
     "kafka": (KafkaError, OSError, asyncio.TimeoutError),
     "dead_letter": (KafkaError, OSError, asyncio.TimeoutError),
 }

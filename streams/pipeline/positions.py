@@ -13,8 +13,8 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 
+from core.redis_types import AsyncRedis
 from core.settings import Settings
 from streams.guard import StateRefused, record_fingerprint, start_position, stored_positions
 from streams.pipeline.outages import Retrying
@@ -28,7 +28,7 @@ class Positions:
     """The offset each partition continues from, kept equal to Redis's markers."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, writer: StateWriter, retrying: Retrying
+        self, settings: Settings, redis: AsyncRedis, writer: StateWriter, retrying: Retrying
     ) -> None:
         self.settings = settings
         self.redis = redis

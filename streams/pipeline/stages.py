@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
-from redis.asyncio import Redis
 
+from core.redis_client import async_client
 from core.settings import Settings
 from streams.deadletter import dead_letter_record
 from streams.events import EventDecoder, Rejected
@@ -88,7 +88,7 @@ class BatchPipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.decoder = EventDecoder(settings)
-        self.redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=60)
+        self.redis = async_client(settings, timeout=60)
         self.writer = StateWriter(self.redis, settings)
         self.lifecycle = LifecyclePublisher(self.redis, settings)
         self.progress = Progress()
