@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from core.kafka import client_options
+from core.redis_client import sync_client
+from core.redis_types import SyncRedis
 from core.settings import Settings
 from tests.broker import delete_marked, scratch_name
 from tests.oracle import flatten
@@ -362,6 +364,10 @@ class Pipeline:
             return f"stable for {within:.0f} s"
         return f"values still changed within {within:.0f} s"
 
+    def redis(self) -> SyncRedis:
+        """A client of the Redis deployment this pipeline's worker and exporter use."""
+        return sync_client(Settings(redis_url=self.settings["RETENTION_REDIS_URL"]), timeout=10)
+
     # --- teardown ----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -369,9 +375,7 @@ class Pipeline:
             with contextlib.suppress(ProcessLookupError):
                 p.stop()
         try:
-            import redis
-
-            r = redis.Redis.from_url(REDIS_URL)
+            r = self.redis()
             batch = []
             for k in r.scan_iter(match=f"{self.ns}:*", count=1000):
                 batch.append(k)

@@ -18,9 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
+from core.redis_client import async_client, sync_client
 from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event, parse_ts
@@ -63,7 +62,7 @@ def scrape_after_applying(events: list[dict[str, object]], config: Settings) -> 
     """Apply the events in order (one partition) with the worker's writer, and scrape."""
 
     async def apply() -> None:
-        redis = Redis.from_url(REDIS_URL)
+        redis = async_client(config, timeout=30)
         writer = StateWriter(redis, config)
         records = [Record(0, n, event=as_event(e)) for n, e in enumerate(events)]
         for start in range(0, len(records), 500):
@@ -74,7 +73,7 @@ def scrape_after_applying(events: list[dict[str, object]], config: Settings) -> 
         asyncio.run(apply())
         return generate_latest(build_registry(config)).decode()
     finally:
-        client = SyncRedis.from_url(REDIS_URL)
+        client = sync_client(config, timeout=10)
         keys = list(client.scan_iter(f"{config.namespace}:*", count=1000))
         if keys:
             client.delete(*keys)

@@ -13,16 +13,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
+from core.redis_client import async_client, sync_client
 from core.schema import Keys, customer_field, customer_of_field
 from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
 from streams.scripts import load_script
 from streams.state import Record, StateWriter
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, STACK
 
 DAY0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 IDS = [
@@ -110,7 +109,7 @@ def test_blob_round_trip_in_lua() -> None:
             for g in ("Pu\tCo", "P12\tC99", "P05\tC1", "P0\tC", "P200\tC1", "other")
         ),
     ]
-    client = SyncRedis.from_url(REDIS_URL)
+    client = sync_client(STACK, timeout=10)
     try:
         fields = [customer_field(c) for c in IDS]
         script = load_script("customer.lua") + ROUND_TRIP
@@ -146,7 +145,7 @@ def test_one_bucket_holds_many_customers_and_the_sweep_names_them() -> None:
     customers = [*IDS, *(str(uuid.UUID(int=n)) for n in range(1, 40))]
 
     async def run() -> tuple[dict[bytes, bytes], list[tuple[str, str, str]], str]:
-        redis = Redis.from_url(REDIS_URL)
+        redis = async_client(settings, timeout=30)
         writer = StateWriter(redis, settings)
         publisher = LifecyclePublisher(redis, settings)
         try:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from msgspec.structs import replace
-from redis.asyncio import Redis
 
+from core.redis_client import async_client
 from core.settings import Settings
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
@@ -38,7 +38,7 @@ def iso(day: int) -> str:
 
 async def run(batches: list[list[Event]], settings: Settings) -> list[tuple[str, ...]]:
     """Apply each batch, sweep after it, and return the queued changes in order."""
-    redis = Redis.from_url(REDIS_URL)
+    redis = async_client(settings, timeout=30)
     writer = StateWriter(redis, settings)
     publisher = LifecyclePublisher(redis, settings)
     offset, changes = 0, []

@@ -25,7 +25,6 @@ from tests.oracle import (
     key,
 )
 from tests.pipeline_runner import Pipeline
-from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -135,13 +134,11 @@ def test_topic_consumed_again_into_state_that_holds_it_changes_nothing(utc_run: 
     """With the offset markers gone, a new group re-reads the whole topic into state that
     already holds every event: each one really goes through the script again (dedup,
     bitmaps, sweep, outbox), and no number moves."""
-    import redis
-
     p = utc_run.pipeline
     for proc in p.processes:
         if proc.name.startswith("worker"):
             proc.stop()
-    client = redis.Redis.from_url(REDIS_URL)
+    client = p.redis()
     keys = Keys(p.ns, Settings().shards)
     for agg in (keys.totals(shard) for shard in range(keys.shards)):
         markers = [offset_marker(*where) for where in positions(client.hgetall(agg))]

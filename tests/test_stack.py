@@ -121,6 +121,7 @@ def test_restart_keeps_redis_data_and_purge_removes_it(second_stack: dict[str, s
 def test_cluster_nodes_and_sentinel_have_their_own_ports_and_configs() -> None:
     stack = StackSettings(
         redis_port=2345,
+        redis_sentinel_port=5000,
         redis_cluster_ports="3001,3002,3003",
         redis_cluster_bus_ports=(4001, 4002, 4003),
     )
@@ -131,7 +132,7 @@ def test_cluster_nodes_and_sentinel_have_their_own_ports_and_configs() -> None:
     sentinel = sentinel_conf(stack)
     assert "sentinel monitor retention 127.0.0.1 2345 1\n" in sentinel
     assert stack.redis_cluster_url == "redis+cluster://127.0.0.1:3001,127.0.0.1:3002,127.0.0.1:3003"
-    assert stack.redis_sentinel_url == "redis+sentinel://127.0.0.1:16390/retention/0"
+    assert stack.redis_sentinel_url == "redis+sentinel://127.0.0.1:5000/retention/0"
     assert stack.service("redis-cluster-3").ports == (3003, 4003)
     exported = stack.exports()
     assert exported["RETENTION_REDIS_CLUSTER_PORTS"] == "3001,3002,3003"

@@ -13,6 +13,7 @@ import redis
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from core.redis_client import async_client, sync_client
 from core.schema import Keys, active_window, offset_marker
 from core.settings import Settings
 from core.totals import positions, sum_totals
@@ -22,7 +23,7 @@ from tests.cli_fixtures import cli_env, run_cli
 from tests.history import generate_history
 from tests.oracle import COMPARED, OracleSettings, compute, diff, flatten
 from tests.pipeline_runner import Pipeline, Process
-from tests.services import KAFKA, REDIS_URL
+from tests.services import KAFKA, REDIS_URL, STACK
 from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -106,7 +107,7 @@ def test_rebuild_refuses_while_a_worker_runs(pipeline) -> None:  # type: ignore[
 
 def test_evicting_redis_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
     p = pipeline(start=False)
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_client(STACK, timeout=10)
     client.config_set("maxmemory-policy", "allkeys-lru")
     try:
         worker = p.start_worker()
@@ -122,7 +123,7 @@ def test_marker_beyond_the_partition_end_is_refused(pipeline) -> None:  # type: 
     history(p, customers=20)
     p.wait_until_consumed()
     stop_all(p)
-    client = redis.Redis.from_url(REDIS_URL)
+    client = p.redis()
     keys = Keys(p.ns, Settings().shards)
     aggs = [keys.totals(shard) for shard in range(keys.shards)]
     markers = [source for source, partition in positions(client.hgetall(aggs[0])) if partition == 0]
@@ -169,9 +170,7 @@ def test_event_ahead_of_the_clock_does_not_move_now(tmp_path) -> None:  # type: 
     ]
 
     async def run() -> tuple[int | None, set[int]]:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
+        client = async_client(settings, timeout=30)
         writer = StateWriter(client, settings)
         try:
             await writer.apply([Record(0, i, event=e) for i, e in enumerate(events)])
@@ -212,7 +211,7 @@ def test_redis_restored_from_an_older_backup_resumes_exactly(pipeline) -> None: 
     half = len(events) // 2
     p.produce(events[:half])
     p.wait_until_consumed()
-    client = redis.Redis.from_url(REDIS_URL)
+    client = p.redis()
     backup = snapshot(client, p.ns)
     p.produce(events[half:])
     p.wait_until_consumed()

@@ -17,15 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
+from core.redis_client import async_client, sync_client
 from core.settings import Settings
 from metrics.exporter import build_registry
 from streams.events import Event
 from streams.state import Record, StateWriter
 from tests.oracle import OracleSettings, compute, diff, flatten
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, STACK
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +107,7 @@ def _score(value: object) -> int | None:
 
 def apply_and_scrape(events: list[dict[str, object]], settings_: Settings) -> str:
     async def apply() -> None:
-        redis = Redis.from_url(REDIS_URL)
+        redis = async_client(settings_, timeout=30)
         writer = StateWriter(redis, settings_)
         records = [
             Record(
@@ -136,7 +135,7 @@ def apply_and_scrape(events: list[dict[str, object]], settings_: Settings) -> st
 
 
 def drop_namespace(namespace: str) -> None:
-    client = SyncRedis.from_url(REDIS_URL)
+    client = sync_client(STACK, timeout=10)
     keys = list(client.scan_iter(f"{namespace}:*", count=1000))
     if keys:
         client.delete(*keys)

@@ -15,16 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from aiokafka import AIOKafkaConsumer
 
+from core.redis_client import sync_client
+from core.redis_types import SyncRedis
 from core.schema import Keys
 from core.settings import Settings
 from core.totals import positions
 from tests.history import generate_history
 from tests.oracle import COMPARED, Key, OracleSettings, diff, flatten, flatten_all, ts_ms
 from tests.pipeline_runner import Pipeline, Process
-from tests.services import KAFKA, REDIS_URL
+from tests.services import KAFKA, STACK
 
 HOUR_MS = 3_600_000
 # Delivery jitter of the lifecycle histories, and the allowed lateness that covers it.
@@ -76,11 +77,11 @@ def wait_for(
     return time.monotonic() - t0
 
 
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(REDIS_URL, socket_timeout=10, socket_connect_timeout=5)
+def redis_client() -> SyncRedis:
+    return sync_client(STACK, timeout=10)
 
 
-def applied_offsets(r: redis.Redis, ns: str) -> dict[int, int]:
+def applied_offsets(r: SyncRedis, ns: str) -> dict[int, int]:
     """Per partition, the offset after the last record every shard applied (the offset
     markers `o:<topic>@<id>:<partition>` in the shards' totals; -1 = none)."""
     per: dict[int, list[int]] = {}
@@ -96,7 +97,7 @@ def applied_offsets(r: redis.Redis, ns: str) -> dict[int, int]:
     }
 
 
-def applied_total(r: redis.Redis, ns: str) -> int:
+def applied_total(r: SyncRedis, ns: str) -> int:
     return sum(max(v, 0) for v in applied_offsets(r, ns).values())
 
 
