@@ -25,7 +25,8 @@ from core.redis_url import RedisDeployment, Topology
 from core.settings import Settings
 
 # What a client raises when the deployment is down, unreachable or refusing: a cluster
-# client that reaches none of its nodes raises RedisClusterException, not a RedisError.
+# client that reaches none of its nodes raises RedisClusterException, not a RedisError
+# (is_outage tells that from a call no cluster runs).
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection, unless the caller says otherwise
@@ -73,6 +74,17 @@ def sync_client(
         )
         return primary  # type: ignore[no-any-return]
     return redis.Redis.from_url(deployment.url, **options)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means the deployment is down or unreachable (wait and retry) and
+    not a bug. RedisCluster raises RedisClusterException both for reaching no node (with
+    the connection error as its cause) or finding slots unserved, and for calls a cluster
+    cannot run (keys of several slots, commands it blocks in pipelines): those surface."""
+    if isinstance(exc, RedisClusterException):
+        cause = exc.__cause__
+        return isinstance(cause, RedisError | OSError) or "not covered" in str(exc)
+    return True
 
 
 def _options(

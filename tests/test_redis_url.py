@@ -7,12 +7,21 @@ import asyncio
 import subprocess
 
 import pytest
+import redis
 import redis.asyncio
 from pydantic import ValidationError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from core.redis_client import AsyncSentinelPrimary, SyncSentinelPrimary, async_client, sync_client
+from core.redis_client import (
+    AsyncSentinelPrimary,
+    SyncSentinelPrimary,
+    async_client,
+    is_outage,
+    sync_client,
+)
 from core.redis_url import RedisDeployment, Topology, parse_redis_url
 from core.settings import Settings
+from tests.cli_fixtures import closed_port
 from tests.services import RETENTION_BIN, ROOT
 
 
@@ -155,3 +164,26 @@ def test_the_factory_makes_redis_pys_own_clients() -> None:
     assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1]
     assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == 7
     primary.close()
+
+
+def test_an_unreachable_cluster_is_an_outage_and_a_refused_call_a_bug() -> None:
+    """A worker waits out the first (no node answers) and surfaces the second."""
+    nowhere = Settings(redis_url=f"redis+cluster://127.0.0.1:{closed_port()}")
+
+    async def unreachable() -> BaseException:
+        client = async_client(nowhere, timeout=1, connect_timeout=1)
+        try:
+            await client.get("k")
+        except RedisClusterException as exc:
+            return exc
+        finally:
+            await client.aclose()
+        raise AssertionError("a cluster on a closed port answered")
+
+    assert is_outage(asyncio.run(unreachable()))
+    with pytest.raises(RedisClusterException) as refused:
+        sync_client(nowhere, timeout=1, connect_timeout=1)
+    assert is_outage(refused.value)
+    assert is_outage(SlotNotCoveredError('Slot "7" is not covered by the cluster.'))
+    assert not is_outage(RedisClusterException("Keys in request don't hash to the same slot"))
+    assert is_outage(redis.ConnectionError("Connection refused"))

@@ -15,7 +15,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from core.redis_client import REDIS_ERRORS
+from core.redis_client import REDIS_ERRORS, is_outage
 from streams.health import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class Retrying:
             try:
                 result = await op()
             except BACKEND_ERRORS[backend] as exc:
+                if not is_outage(exc):
+                    raise
                 self.health.backend_failed(backend)
                 log.warning(
                     "%s failed (%s: %s); retrying in %.1f s, position kept",
