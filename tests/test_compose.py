@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from retention.stack.config import directives, redis_conf
+from core.redis_url import Topology, parse_redis_url
+from retention.stack.config import directives, redis_cluster_conf, redis_conf
 from retention.stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,9 @@ SERVICES = {
     "alert-log",
     "grafana",
 }
+CLUSTER_NODES = ("redis-cluster-1", "redis-cluster-2", "redis-cluster-3")
+CLUSTER_SERVICES = {*CLUSTER_NODES, "redis-cluster-init"}
+CLUSTER_ENV = ROOT / "redis-cluster.env"
 
 
 def compose(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -66,6 +70,10 @@ def test_docker_compose_config_succeeds(compose_cli: None) -> None:
     assert services == SERVICES
     demo = set(compose("--profile", "demo", "config", "--services").stdout.split())
     assert demo == SERVICES | {"demo"}
+    on_cluster = compose("--env-file", str(CLUSTER_ENV), "config", "-q")
+    assert on_cluster.returncode == 0 and on_cluster.stderr.strip() == "", on_cluster.stderr
+    cluster = compose("--env-file", str(CLUSTER_ENV), "config", "--services")
+    assert set(cluster.stdout.split()) == SERVICES | CLUSTER_SERVICES
 
 
 def test_docker_compose_config_rejects_a_broken_file(compose_cli: None, tmp_path: Path) -> None:
@@ -177,6 +185,63 @@ def test_redis_is_durable_and_never_evicts(config: dict[str, Any]) -> None:
     local = directives(redis_conf(StackSettings()))
     for name, value in args.items():
         assert local.get(name.removeprefix("--")) == value, f"{name}: the stack has another value"
+
+
+@pytest.fixture(scope="module")
+def cluster_config(compose_cli: None) -> dict[str, Any]:
+    """The normalized config with redis-cluster.env, the demo profile included (a profile
+    given on the command line replaces the env file's, so both are named)."""
+    profiles = ("--profile", "cluster", "--profile", "demo")
+    done = compose("--env-file", str(CLUSTER_ENV), *profiles, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_the_tracker_uses_the_standalone_redis_by_default(config: dict[str, Any]) -> None:
+    for name in ("worker", "exporter", "demo"):
+        url = config["services"][name]["environment"]["RETENTION_REDIS_URL"]
+        deployment = parse_redis_url(url)
+        assert deployment.topology is Topology.STANDALONE
+        assert deployment.nodes == (("redis", 6379),)
+
+
+def test_cluster_env_points_the_tracker_at_the_cluster_profile(
+    cluster_config: dict[str, Any],
+) -> None:
+    """Every seed of the tracker's URL is a cluster-mode node of the profile, which the
+    one-shot init joins into one cluster."""
+    services = cluster_config["services"]
+    for name in ("worker", "exporter", "demo"):
+        deployment = parse_redis_url(services[name]["environment"]["RETENTION_REDIS_URL"])
+        assert deployment.topology is Topology.CLUSTER, name
+        assert deployment.nodes == tuple((node, 6379) for node in CLUSTER_NODES)
+    for node in CLUSTER_NODES:
+        assert services[node]["profiles"] == ["cluster"]
+    init = services["redis-cluster-init"]
+    assert init["profiles"] == ["cluster"] and init["restart"] == "no"
+    assert set(init["depends_on"]) == set(CLUSTER_NODES)
+    script = init["command"][0]
+    assert "redis-cli --cluster create" in script and "--cluster-replicas 0" in script
+    assert all(node in script for node in CLUSTER_NODES)
+
+
+def test_cluster_nodes_are_durable_like_the_stacks(cluster_config: dict[str, Any]) -> None:
+    """Each node runs what the local stack's cluster node runs (AOF, noeviction, cluster
+    mode, nodes.conf) in its own volume, and announces its own service name."""
+    for i, node in enumerate(CLUSTER_NODES):
+        service = cluster_config["services"][node]
+        command = service["command"]
+        assert command[0] == "redis-server"
+        args = dict(zip(command[1::2], command[2::2], strict=True))
+        assert args.pop("--cluster-announce-hostname") == node
+        assert args.pop("--cluster-preferred-endpoint-type") == "hostname"
+        local = directives(redis_cluster_conf(StackSettings(), i))
+        for name, value in args.items():
+            assert local.get(name.removeprefix("--")) == value, f"{node} {name}: the stack differs"
+        assert args["--cluster-enabled"] == "yes" and args["--maxmemory-policy"] == "noeviction"
+        (data,) = [v for v in service["volumes"] if v["target"] == "/data"]
+        assert data["type"] == "volume" and data["source"] == f"{node}-data"
 
 
 def test_kafka_is_the_official_image_in_kraft_mode(config: dict[str, Any]) -> None:
