@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass
 from typing import cast
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis as AsyncRedis
 
 from bench.kafka import connect
 from bench.mix import live_value
 from bench.worker import Target, Worker, wait_idle
+from core.redis_client import async_client
+from core.redis_types import AsyncRedis
 from core.schema import Keys
 from core.totals import marker_fields, positions
 
@@ -106,7 +107,7 @@ async def run_latency(
     """Produce `rate` events/s for `seconds` and measure produce → state-visible."""
     await wait_idle(target, worker)
     keys = Keys(target.namespace, target.shards)
-    redis = AsyncRedis.from_url(target.redis_url)
+    redis = async_client(target.settings(), timeout=60)
     source = await marker_source(redis, keys, target.topic)
     poller = OffsetPoller(redis, keys, target.partitions, source)
     producer = AIOKafkaProducer(**connect(target.bootstrap), acks=1, linger_ms=5)

@@ -23,11 +23,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from redis import Redis
-
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
 from bench.worker import Target
+from core.redis_types import SyncRedis
 from core.schema import CUSTOMER_SLOTS, Keys, key_kind
 from core.settings import Settings
 
@@ -43,12 +42,12 @@ class RedisSnapshot:
     keys: int
 
     @classmethod
-    def take(cls, redis: Redis) -> RedisSnapshot:
+    def take(cls, redis: SyncRedis) -> RedisSnapshot:
         info = redis.info("memory")
         return cls(int(info["used_memory"]), int(redis.dbsize()))
 
 
-def namespace_usage(redis: Redis, namespace: str) -> dict[str, dict[str, int]]:
+def namespace_usage(redis: SyncRedis, namespace: str) -> dict[str, dict[str, int]]:
     """Keys and Σ MEMORY USAGE (bytes) of the namespace, by kind of key."""
     kinds: dict[str, dict[str, int]] = defaultdict(lambda: {"keys": 0, "bytes": 0})
     batch: list[bytes] = []
@@ -113,7 +112,7 @@ def listpack_entry_bytes(length: int) -> int:
 
 
 def sample_customers(
-    redis: Redis,
+    redis: SyncRedis,
     target: Target,
     customers: int,
     seed: int,
@@ -251,7 +250,7 @@ def time_scrapes(target: Target, scrapes: int, workdir: Path) -> ScrapeResult:
     )
 
 
-def delete_namespace(redis: Redis, namespace: str) -> int:
+def delete_namespace(redis: SyncRedis, namespace: str) -> int:
     deleted, batch = 0, []
     for key in redis.scan_iter(match=Keys(namespace, 1).pattern(), count=5000):
         batch.append(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from redis import Redis
+from redis import RedisCluster
 
 from bench import memory
 from bench.kafka import BulkProducer, create_topics
@@ -21,6 +21,7 @@ from bench.report import progress
 from bench.session import Session
 from bench.throughput import run_throughput
 from bench.worker import Target
+from core.redis_types import SyncRedis
 from core.schema import Keys
 from core.totals import HEADLINE, headline
 
@@ -89,7 +90,7 @@ async def memory_phase(session: Session, profiler: Profiler) -> None:
     progress.print(f"  /metrics: median {scrape.median_ms:,.0f} ms")
 
 
-def wait_outbox_empty(redis: Redis, target: Target, timeout: float = 300) -> None:
+def wait_outbox_empty(redis: SyncRedis, target: Target, timeout: float = 300) -> None:
     """Let the worker finish publishing lifecycle changes (its outbox is transient)."""
     keys = Keys(target.namespace, target.shards)
     outboxes = [keys.outbox(s) for s in range(target.shards)]
@@ -101,12 +102,15 @@ def wait_outbox_empty(redis: Redis, target: Target, timeout: float = 300) -> Non
         time.sleep(1)
 
 
-def redis_port(redis: Redis) -> int:
-    """The port the client connects to (the stack's Redis or the private one)."""
+def redis_port(redis: SyncRedis) -> int:
+    """The port the client connects to (the stack's Redis or the private one): the memory
+    phase measures one standalone server."""
+    if isinstance(redis, RedisCluster):
+        raise ValueError("the memory phase measures a standalone Redis, not a cluster")
     return int(redis.connection_pool.connection_kwargs["port"])
 
 
-def wait_disconnected(redis: Redis, ports: set[int], timeout: float = 30) -> None:
+def wait_disconnected(redis: SyncRedis, ports: set[int], timeout: float = 30) -> None:
     """Wait until Redis has let go of the stopped worker's connections, whose buffers
     `used_memory` counts (Redis notices a closed connection on its next event-loop turn)."""
     deadline = time.monotonic() + timeout

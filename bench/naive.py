@@ -23,7 +23,9 @@ from datetime import datetime
 from pathlib import Path
 
 import faust
-from redis.asyncio import Redis
+
+from core.redis_client import async_client
+from core.settings import Settings
 
 from core.settings import Settings
 from streams.app import broker_credentials
@@ -61,7 +63,9 @@ events_topic = app.topic(
     key_serializer="raw",
     value_serializer="raw",
 )
-redis = Redis.from_url(ENV.get("BENCH_REDIS_URL", "redis://127.0.0.1:16379/0"))
+redis = async_client(
+    Settings(redis_url=ENV.get("BENCH_REDIS_URL", "redis://127.0.0.1:16379/0")), timeout=60
+)
 
 
 class Clock:

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
-
 from bench import memory
 from bench.kafka import delete_groups_containing, delete_topics_containing
 from bench.options import STACK, Options
@@ -25,6 +23,8 @@ from bench.procs import Child, loadavg, pid_from_file, start_private_redis
 from bench.provenance import machine
 from bench.report import progress
 from bench.worker import Target
+from core.redis_client import sync_client
+from core.settings import Settings
 
 ENCODING_SETTINGS = ("hash-max-listpack-*", "zset-max-listpack-*", "set-max-*", "list-max-*")
 
@@ -43,7 +43,7 @@ class Session:
             self.private_redis, self.redis_url = start_private_redis(
                 self.workdir, self.redis_config
             )
-        self.redis = Redis.from_url(self.redis_url)
+        self.redis = sync_client(Settings(redis_url=self.redis_url), timeout=60)
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.results: dict[str, Any] = {
             "started": self.started.isoformat(),
@@ -111,7 +111,7 @@ class Session:
 
 def encoding_config(url: str) -> dict[str, str]:
     """The Redis's encoding thresholds (the local stack tunes them: retention/stack/config.py)."""
-    client = Redis.from_url(url, decode_responses=True)
+    client = sync_client(Settings(redis_url=url), timeout=30, decode_responses=True)
     try:
         config: dict[str, str] = {}
         for pattern in ENCODING_SETTINGS:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from redis.asyncio import Redis as AsyncRedis
-
 from bench.kafka import CommitWatcher, end_offsets
 from bench.procs import CpuMeter
 from bench.worker import POLL, Target, Worker, start_worker
+from core.redis_client import async_client
+from core.redis_types import AsyncRedis
 from core.schema import Keys
 from core.totals import sum_totals
 
@@ -71,7 +71,7 @@ async def run_throughput(
     """
     ends = await end_offsets(target.bootstrap, target.topic, target.partitions)
     total = sum(ends.values())
-    redis = AsyncRedis.from_url(target.redis_url)
+    redis = async_client(target.settings(), timeout=60)
     eval_before = await _eval_stats(redis)
     spawned = time.monotonic()
     worker = start_worker(target, name)

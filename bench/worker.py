@@ -35,6 +35,10 @@ class Target:
     cohorts_kept: int = 12
     shards: int = DEFAULT_SHARDS
 
+    def settings(self) -> Settings:
+        """The tracker's settings of this target, as far as a Redis client needs them."""
+        return Settings(redis_url=self.redis_url, namespace=self.namespace, shards=self.shards)
+
     def env(self) -> dict[str, str]:
         return {
             "RETENTION_KAFKA_BOOTSTRAP": self.bootstrap,
