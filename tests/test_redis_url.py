@@ -141,12 +141,14 @@ def test_the_factory_makes_redis_pys_own_clients() -> None:
         await standalone.aclose()
 
         cluster = async_client(
-            Settings(redis_url="redis+cluster://u:pw@a:1,b:2"), timeout=7, connect_timeout=3
+            Settings(redis_url="redis+cluster://u:pw@node1:7001,node2:7002"),
+            timeout=7,
+            connect_timeout=3,
         )
         assert isinstance(cluster, redis.asyncio.RedisCluster)
         seeds = cluster.nodes_manager.startup_nodes
-        assert sorted(seeds) == ["a:1", "b:2"]
-        node_kwargs = seeds["a:1"].connection_kwargs
+        assert sorted(seeds) == ["node1:7001", "node2:7002"]
+        node_kwargs = seeds["node1:7001"].connection_kwargs
         assert (node_kwargs["socket_timeout"], node_kwargs["socket_connect_timeout"]) == (7, 3)
         assert (node_kwargs["username"], node_kwargs["password"]) == ("u", "pw")
         await cluster.aclose()
