@@ -15,9 +15,7 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-import redis.asyncio.sentinel
 import redis.cluster
-import redis.sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
 from core.redis_types import AsyncRedis, SyncRedis

@@ -403,9 +403,10 @@ class Settings(BaseSettings):
     def earliest_event_ms(self) -> int:
         return int(self.earliest_event_time.timestamp() * 1000)
 
-    @cached_property
+    @property
     def redis_deployment(self) -> RedisDeployment:
-        """The standalone server, cluster or Sentinel service RETENTION_REDIS_URL names."""
+        """The standalone server, cluster or Sentinel service RETENTION_REDIS_URL names
+        (parsed on each use: a cached copy would outlive `model_copy(update=...)`)."""
         return parse_redis_url(self.redis_url)
 
     @cached_property

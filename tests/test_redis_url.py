@@ -189,3 +189,11 @@ def test_an_unreachable_cluster_is_an_outage_and_a_refused_call_a_bug() -> None:
     assert is_outage(SlotNotCoveredError('Slot "7" is not covered by the cluster.'))
     assert not is_outage(RedisClusterException("Keys in request don't hash to the same slot"))
     assert is_outage(redis.ConnectionError("Connection refused"))
+
+
+def test_a_copy_with_another_url_names_the_other_deployment() -> None:
+    """The stack's readiness check copies the settings with its own Redis's URL."""
+    cluster = Settings(redis_url="redis+cluster://a:1")
+    assert cluster.redis_deployment.topology is Topology.CLUSTER
+    local = cluster.model_copy(update={"redis_url": "redis://h:2/0"})
+    assert local.redis_deployment.nodes == (("h", 2),)
