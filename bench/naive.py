@@ -26,8 +26,6 @@ import faust
 
 from core.redis_client import async_client
 from core.settings import Settings
-
-from core.settings import Settings
 from streams.app import broker_credentials
 
 ENV = os.environ

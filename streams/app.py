@@ -30,6 +30,8 @@ from streams.topic_identity import source_name
 from streams.topics import REFUSALS, topic_refused
 
 log = logging.getLogger(__name__)
+# what the start-up checks raise while Redis, or the network to it, is down
+REDIS_DOWN: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 
 def broker_credentials(settings: Settings) -> CredentialsT | None:
@@ -171,7 +173,7 @@ async def preflight(settings: Settings) -> None:
             if failure.refused:
                 raise KafkaRefused(failure) from None
             reason = failure.message
-        except (*REDIS_ERRORS, OSError) as exc:
+        except REDIS_DOWN as exc:
             reason = f"Redis or Kafka not reachable ({type(exc).__name__}: {exc})"
         print(f"retention worker: {reason}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
         await asyncio.sleep(delay)
