@@ -366,7 +366,7 @@ class Pipeline:
 
     def redis(self) -> SyncRedis:
         """A client of the Redis deployment this pipeline's worker and exporter use."""
-        return sync_client(Settings(redis_url=self.settings["RETENTION_REDIS_URL"]), timeout=10)
+        return sync_client(Settings(**settings_arguments(self.settings, "REDIS_")), timeout=10)
 
     # --- teardown ----------------------------------------------------------------------
 
