@@ -20,7 +20,7 @@ from faust.types.auth import CredentialsT
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE
 from core.kafka import KafkaFailure, client_options, explain_failure, security_options
-from core.redis_client import REDIS_ERRORS, async_client
+from core.redis_client import REDIS_ERRORS, async_client, is_outage
 from core.schema import Keys
 from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
@@ -140,6 +140,14 @@ def refuse(message: str) -> None:
     logging.shutdown()
     os._exit(EXIT_USAGE)
 
+class RedisRefused(Exception):
+    """The deployment answers, but not as RETENTION_REDIS_URL says it is (a cluster URL
+    naming a server not in cluster mode): a settings mistake no wait mends."""
+
+    def __init__(self, settings: Settings, exc: BaseException) -> None:
+        where = settings.redis_deployment.describe()
+        super().__init__(f"Redis ({where}) refused: {exc}; check RETENTION_REDIS_URL")
+
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Check the state can be continued, then run the Faust worker in the foreground until
@@ -147,7 +155,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     worker's credentials or certificate with code 3."""
     try:
         asyncio.run(preflight(settings))
-    except StateRefused as exc:
+    except (StateRefused, RedisRefused) as exc:
         print(f"retention worker: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     except KafkaRefused as exc:
@@ -174,6 +182,8 @@ async def preflight(settings: Settings) -> None:
                 raise KafkaRefused(failure) from None
             reason = failure.message
         except REDIS_DOWN as exc:
+            if not is_outage(exc):
+                raise RedisRefused(settings, exc) from None
             reason = f"Redis or Kafka not reachable ({type(exc).__name__}: {exc})"
         print(f"retention worker: {reason}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
         await asyncio.sleep(delay)

@@ -84,3 +84,19 @@ def state_is_where_the_url_says(deployment: str, p: Pipeline) -> None:
         held = sum(1 for _ in node.scan_iter(match=f"{p.ns}:*", count=1000))
         node.close()
         assert held > 0, f"no key of {p.ns} on 127.0.0.1:{port}"
+
+
+def test_a_cluster_url_naming_a_standalone_server_stops_worker_and_exporter(
+    stack: None, pipeline: Callable[..., Pipeline]
+) -> None:
+    """No wait mends a URL of the wrong form: exit code 2 and the reason, at once."""
+    standalone = f"redis+cluster://127.0.0.1:{STACK.redis_port}"
+    p = pipeline(start=False, extra_env={"RETENTION_REDIS_URL": standalone})
+    worker = p.start_worker()
+    assert worker.popen.wait(60) == 2
+    worker.stopped = True
+    log = worker.log.read_text()
+    assert "Cluster mode is not enabled" in log and "RETENTION_REDIS_URL" in log, log
+    exporter = run_cli(["exporter"], cli_env(p), timeout=60)
+    assert exporter.returncode == 2, exporter.stdout + exporter.stderr
+    assert "Cluster mode is not enabled" in exporter.stderr.replace("\n", " ")

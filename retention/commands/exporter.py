@@ -33,8 +33,9 @@ def exporter() -> None:
 
 def _refuse_foreign_state(settings: Settings) -> None:
     """Exit 2 when the state was built under other settings (or Redis evicts keys): the
-    exporter would read numbers that mean something else."""
-    from core.redis_client import REDIS_ERRORS, async_client
+    exporter would read numbers that mean something else; and when Redis answers, but
+    not as RETENTION_REDIS_URL says it is (a cluster URL naming a standalone server)."""
+    from core.redis_client import REDIS_ERRORS, async_client, is_outage
     from streams.guard import StateRefused, check_state
 
     async def check() -> None:
@@ -51,4 +52,7 @@ def _refuse_foreign_state(settings: Settings) -> None:
         raise typer.Exit(EXIT_USAGE) from None
     except REDIS_ERRORS as exc:
         where = settings.redis_deployment.describe()
+        if not is_outage(exc):
+            console.print(f"[red]refusing to start:[/red] Redis ({where}): {escape(str(exc))}")
+            raise typer.Exit(EXIT_USAGE) from None
         console.print(f"[yellow]Redis ({where}) not reachable yet ({exc}); serving anyway[/yellow]")
