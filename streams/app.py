@@ -140,6 +140,7 @@ def refuse(message: str) -> None:
     logging.shutdown()
     os._exit(EXIT_USAGE)
 
+
 class RedisRefused(Exception):
     """The deployment answers, but not as RETENTION_REDIS_URL says it is (a cluster URL
     naming a server not in cluster mode): a settings mistake no wait mends."""

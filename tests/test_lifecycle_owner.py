@@ -19,8 +19,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
-from redis.asyncio import Redis
 
+from core.redis_client import async_client
+from core.redis_types import AsyncRedis
 from core.settings import Settings
 from streams import lifecycle
 from streams.events import EventDecoder
@@ -52,7 +53,7 @@ class World:
     publishers, each with its own producer."""
 
     settings: Settings
-    redis: Redis
+    redis: AsyncRedis
     writer: StateWriter
     publishers: list[LifecyclePublisher]
     producers: list[AIOKafkaProducer]
@@ -111,7 +112,7 @@ async def world(lock_ms: int = 60_000) -> AsyncIterator[World]:
         await admin.create_topics([NewTopic(settings.lifecycle_topic, PARTITIONS, 1)])
     finally:
         await admin.close()
-    redis = Redis.from_url(REDIS_URL)
+    redis = async_client(settings, timeout=30)
     producers = [AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all") for _ in range(2)]
     for producer in producers:
         await producer.start()
