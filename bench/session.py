@@ -24,6 +24,7 @@ from bench.provenance import machine
 from bench.report import progress
 from bench.worker import Target
 from core.redis_client import sync_client
+from core.redis_url import redact
 from core.settings import Settings
 
 ENCODING_SETTINGS = ("hash-max-listpack-*", "zset-max-listpack-*", "set-max-*", "list-max-*")
@@ -47,11 +48,11 @@ class Session:
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.results: dict[str, Any] = {
             "started": self.started.isoformat(),
-            "command": " ".join([".venv/bin/python -m bench.run", *sys.argv[1:]]),
+            "command": " ".join([".venv/bin/python -m bench.run", *map(redact, sys.argv[1:])]),
             "tag": self.tag,
-            "options": asdict(opts),
+            "options": {**asdict(opts), "redis_url": redact(opts.redis_url)},
             "machine": machine(),
-            "redis_url": self.redis_url,
+            "redis_url": redact(self.redis_url),
             "redis_encoding_config": self.redis_config,
             "datasets": {},
             "runs": {"limit": [], "naive": [], "tracker": [], "latency": []},

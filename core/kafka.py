@@ -23,20 +23,16 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
-from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 
 from core.settings import SASL_PROTOCOLS, TLS_PROTOCOLS
+from core.tls import client_context
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
 # How long the diagnosis of a failed connection waits for the broker.
 PROBE_TIMEOUT_MS = 5000
-
-
-class KafkaSettingError(ValueError):
-    """A Kafka TLS file cannot be used; the message names the setting."""
 
 
 class AfterAuthentication(Exception):
@@ -59,30 +55,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     """A client context that verifies the broker against the CA file (the system's CAs
     without one), presents the client certificate if one is set, and checks the
     broker's name unless RETENTION_KAFKA_SSL_CHECK_HOSTNAME is false."""
-    cafile = settings.kafka_ssl_cafile
-    try:
-        context: ssl.SSLContext = create_ssl_context(cafile=str(cafile) if cafile else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise KafkaSettingError(
-            f"RETENTION_KAFKA_SSL_CAFILE: cannot load CA certificates from {cafile} ({exc})"
-        ) from None
-    if settings.kafka_ssl_certfile is not None:
-        key_password = settings.kafka_ssl_key_password
-        try:
-            context.load_cert_chain(
-                settings.kafka_ssl_certfile,
-                settings.kafka_ssl_keyfile,
-                key_password.get_secret_value() if key_password else None,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise KafkaSettingError(
-                "RETENTION_KAFKA_SSL_CERTFILE / RETENTION_KAFKA_SSL_KEYFILE: cannot load the "
-                f"client certificate {settings.kafka_ssl_certfile} with its key "
-                f"{settings.kafka_ssl_keyfile} ({exc}; a PEM certificate and the matching key, "
-                "and RETENTION_KAFKA_SSL_KEY_PASSWORD if the key is encrypted)"
-            ) from None
-    context.check_hostname = settings.kafka_ssl_check_hostname
-    return context
+    return client_context(settings.kafka_tls)
 
 
 def security_options(settings: Settings) -> dict[str, Any]:

@@ -10,13 +10,20 @@ the settings through `_options`, so adding one changes no caller.
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
 
 from core.redis_types import AsyncRedis, SyncRedis
 from core.redis_url import RedisDeployment, Topology
@@ -45,7 +52,9 @@ def async_client(
         seeds = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in deployment.nodes]
         return redis.asyncio.RedisCluster(startup_nodes=seeds, **options)
     if deployment.topology is Topology.SENTINEL:
-        sentinels = redis.asyncio.Sentinel(list(deployment.nodes), **options)  # type: ignore[no-untyped-call]
+        sentinels = redis.asyncio.Sentinel(  # type: ignore[no-untyped-call]
+            list(deployment.nodes), sentinel_kwargs=_sentinel_options(options), **options
+        )
         primary = sentinels.master_for(deployment.service, AsyncSentinelPrimary, db=deployment.db)
         return primary  # type: ignore[no-any-return]
     return redis.asyncio.Redis.from_url(deployment.url, **options)
@@ -66,7 +75,9 @@ def sync_client(
         seeds = [redis.cluster.ClusterNode(h, p) for h, p in deployment.nodes]  # type: ignore[no-untyped-call]
         return redis.RedisCluster(startup_nodes=seeds, **options)
     if deployment.topology is Topology.SENTINEL:
-        sentinels = redis.Sentinel(list(deployment.nodes), **options)  # type: ignore[no-untyped-call]
+        sentinels = redis.Sentinel(  # type: ignore[no-untyped-call]
+            list(deployment.nodes), sentinel_kwargs=_sentinel_options(options), **options
+        )
         primary = sentinels.master_for(  # type: ignore[no-untyped-call]
             deployment.service, SyncSentinelPrimary, db=deployment.db
         )
@@ -78,27 +89,128 @@ def is_outage(exc: BaseException) -> bool:
     """Whether an error means the deployment is down or unreachable (wait and retry) and
     not a bug. RedisCluster raises RedisClusterException both for reaching no node (with
     the connection error as its cause) or finding slots unserved, and for calls a cluster
-    cannot run (keys of several slots, commands it blocks in pipelines): those surface."""
+    cannot run (keys of several slots, commands it blocks in pipelines): those surface.
+    A refused login or certificate (`refusal`) is no outage either: no wait mends it."""
+    if refusal(exc) is not None:
+        return False
     if isinstance(exc, RedisClusterException):
         cause = exc.__cause__
         return isinstance(cause, RedisError | OSError) or "not covered" in str(exc)
     return True
 
 
+@dataclass(frozen=True)
+class RedisFailure:
+    """Why a client could not use the deployment; `refused` when it answered but would
+    not accept us (login, rights, certificate): retrying does not help, the settings must
+    change (exit code 3 for commands, as for Kafka)."""
+
+    message: str
+    refused: bool
+
+
+def describe_failure(settings: Settings, exc: BaseException) -> RedisFailure:
+    """A message saying where and what went wrong, naming the settings to check when the
+    deployment refused us; never a password (redis-py's errors carry none)."""
+    where = where_text(settings)
+    reason = refusal(exc)
+    if reason is not None:
+        return RedisFailure(f"Redis ({where}) {reason}", True)
+    return RedisFailure(f"cannot reach Redis ({where}): {exc or type(exc).__name__}", False)
+
+
+def where_text(settings: Settings) -> str:
+    """The deployment and the user the clients log in as, for messages."""
+    deployment = settings.redis_deployment
+    user = deployment.username or settings.redis_username
+    password = deployment.password or settings.redis_password.get_secret_value()
+    if user:
+        return f"{deployment.describe()}, user {user!r}"
+    return f"{deployment.describe()}, with a password" if password else deployment.describe()
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What to change when the deployment answered but refused us (a wrong user or
+    password, a user without the rights, a certificate that failed verification), naming
+    the settings; None for any other error. Never shows a password."""
+    for error in _chain(exc):
+        if isinstance(error, AuthenticationError):
+            return (
+                f"refused the login ({error}): check RETENTION_REDIS_USERNAME and "
+                "RETENTION_REDIS_PASSWORD (or the login in RETENTION_REDIS_URL)"
+            )
+        if isinstance(error, NoPermissionError):
+            return f"refused a command to this user ({error}): the ACL user needs +@all ~* &*"
+        text = str(error)
+        if isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            return (
+                f"the server's certificate failed verification ({error}): check "
+                "RETENTION_REDIS_SSL_CAFILE and RETENTION_REDIS_SSL_CHECK_HOSTNAME"
+            )
+        if isinstance(error, ssl.SSLError) or ("SSL" in text and "alert" in text):
+            return (
+                f"TLS handshake failed ({error}): does the server speak TLS on this port "
+                "(rediss://), and does it require or reject the client certificate "
+                "(RETENTION_REDIS_SSL_CERTFILE)?"
+            )
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error and its causes, outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def _options(
     settings: Settings, timeout: float, connect_timeout: float, decode_responses: bool
 ) -> dict[str, Any]:
-    """Keyword arguments every client class takes: the caller's timeouts and the login a
-    cluster or sentinel URL carries (a standalone URL's own login is read by from_url)."""
+    """Keyword arguments every client class takes: the caller's timeouts, the login (a
+    standalone URL's own is read by from_url; Settings refuses one given twice) and,
+    for a TLS URL, the certificate files."""
     deployment: RedisDeployment = settings.redis_deployment
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": connect_timeout,
         "decode_responses": decode_responses,
     }
-    if deployment.topology is not Topology.STANDALONE:
-        options.update(username=deployment.username, password=deployment.password)
+    username = deployment.username or settings.redis_username or None
+    password = deployment.password or settings.redis_password.get_secret_value() or None
+    if deployment.topology is not Topology.STANDALONE or username or password:
+        options.update(username=username, password=password)
+    if deployment.tls:
+        options.update(_tls_options(settings))
     return options
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS arguments: the server verified against the CA file (the system's
+    CAs without one), its name checked unless RETENTION_REDIS_SSL_CHECK_HOSTNAME=false."""
+    files = settings.redis_tls
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": "required",
+        "ssl_ca_certs": str(files.cafile) if files.cafile else None,
+        "ssl_check_hostname": files.check_hostname,
+    }
+    if files.certfile is not None:
+        options.update(
+            ssl_certfile=str(files.certfile),
+            ssl_keyfile=str(files.keyfile),
+            ssl_password=files.key_password,
+        )
+    if settings.redis_deployment.topology is not Topology.STANDALONE:
+        options["ssl"] = True  # a standalone client takes TLS from the rediss:// scheme
+    return options
+
+
+def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The sentinels' own connections: the timeouts and TLS of the data connections, but
+    not their login (a sentinel's password is its own, not the data nodes' ACL user)."""
+    return {k: v for k, v in options.items() if k.startswith(("socket_", "ssl"))}
 
 
 class AsyncSentinelPrimary(redis.asyncio.Redis):

@@ -6,6 +6,9 @@ Three URL forms, one per deployment:
     redis+cluster://host1:port1,host2:port2,...                  a cluster, by seed nodes
     redis+sentinel://host1:port1,host2:port2/service[/db]        the primary Sentinel names
 
+`rediss`, `rediss+cluster` and `rediss+sentinel` are the same over TLS (for Sentinel: to
+the sentinels and to the primary alike).
+
 Standalone URLs are redis-py's own (`Redis.from_url`, query options included). The other
 two list several addresses, which no single-host URL can carry, so they are parsed here;
 `user:password@` before the addresses is the data nodes' login, as in a standalone URL.
@@ -25,8 +28,10 @@ DEFAULT_REDIS_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 FORMS = (
     "redis://host:port/db, rediss://host:port/db, unix:///path, "
-    "redis+cluster://host:port,host:port,... or redis+sentinel://host:port,.../service[/db]"
+    "redis+cluster://host:port,host:port,... or redis+sentinel://host:port,.../service[/db] "
+    "(rediss+cluster:// and rediss+sentinel:// over TLS)"
 )
+REDACTED = "****"
 
 
 class Topology(StrEnum):
@@ -50,13 +55,15 @@ class RedisDeployment:
     service: str = ""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    tls: bool = False
 
     def describe(self) -> str:
         """Where the deployment is, for messages and `retention status`; never a password."""
+        tls = " over TLS" if self.tls else ""
         if self.topology is Topology.CLUSTER:
-            return f"cluster via seeds {self.addresses()}"
+            return f"cluster via seeds {self.addresses()}{tls}"
         if self.topology is Topology.SENTINEL:
-            return f"sentinel service {self.service!r} via {self.addresses()}, db {self.db}"
+            return f"sentinel service {self.service!r} via {self.addresses()}, db {self.db}{tls}"
         if not self.nodes:
             return f"standalone unix socket {_redis_py_options(self.url)['path']}"
         return f"standalone {urlsplit(self.url).scheme}://{self.addresses()}/{self.db}"
@@ -71,9 +78,9 @@ def parse_redis_url(url: str) -> RedisDeployment:
     parts = urlsplit(url.strip())
     if parts.scheme in ("redis", "rediss", "unix"):
         return _standalone(url.strip())
-    if parts.scheme == "redis+cluster":
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
         return _cluster(parts)
-    if parts.scheme == "redis+sentinel":
+    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
         return _sentinel(parts)
     scheme = f"{parts.scheme}://" if parts.scheme else "(none)"
     raise ValueError(f"unknown scheme {scheme} in {_without_login(url)!r}; use {FORMS}")
@@ -85,10 +92,12 @@ def _standalone(url: str) -> RedisDeployment:
     except ValueError as exc:
         raise ValueError(f"{exc} ({_without_login(url)!r}); use {FORMS}") from None
     db = int(options.get("db") or 0)
+    user, password = options.get("username"), options.get("password")
     if "path" in options:  # a unix socket
-        return RedisDeployment(Topology.STANDALONE, url, (), db)
+        return RedisDeployment(Topology.STANDALONE, url, (), db, "", user, password)
     host, port = options.get("host", "localhost"), int(options.get("port", DEFAULT_REDIS_PORT))
-    return RedisDeployment(Topology.STANDALONE, url, ((host, port),), db)
+    tls = urlsplit(url).scheme == "rediss"
+    return RedisDeployment(Topology.STANDALONE, url, ((host, port),), db, "", user, password, tls)
 
 
 def _redis_py_options(url: str) -> dict[str, Any]:
@@ -102,7 +111,8 @@ def _cluster(parts: SplitResult) -> RedisDeployment:
         raise ValueError(f"a Redis Cluster has only database 0, not {parts.path.strip('/')!r}")
     username, password, hosts = _login(parts.netloc)
     nodes = _nodes(hosts, DEFAULT_REDIS_PORT)
-    return RedisDeployment(Topology.CLUSTER, parts.geturl(), nodes, 0, "", username, password)
+    tls = parts.scheme.startswith("rediss")
+    return RedisDeployment(Topology.CLUSTER, parts.geturl(), nodes, 0, "", username, password, tls)
 
 
 def _sentinel(parts: SplitResult) -> RedisDeployment:
@@ -116,8 +126,8 @@ def _sentinel(parts: SplitResult) -> RedisDeployment:
     db = _number(path[1], "database") if len(path) == 2 else 0
     username, password, hosts = _login(parts.netloc)
     nodes = _nodes(hosts, DEFAULT_SENTINEL_PORT)
-    url = parts.geturl()
-    return RedisDeployment(Topology.SENTINEL, url, nodes, db, path[0], username, password)
+    url, tls = parts.geturl(), parts.scheme.startswith("rediss")
+    return RedisDeployment(Topology.SENTINEL, url, nodes, db, path[0], username, password, tls)
 
 
 def _no_query(parts: SplitResult) -> None:
@@ -162,6 +172,16 @@ def _number(text: str, what: str) -> int:
     if not text.isdigit():
         raise ValueError(f"{what} {text!r} is not a number")
     return int(text)
+
+
+def redact(url: str) -> str:
+    """A URL as it may be printed or recorded: the user kept, a password replaced by
+    ****, everything else as given."""
+    scheme, sep, rest = url.partition("://")
+    login, at, hosts = rest.rpartition("@")
+    if not sep or not at or ":" not in login:
+        return url
+    return f"{scheme}{sep}{login.partition(':')[0]}:{REDACTED}@{hosts}"
 
 
 def _without_login(url: str) -> str:

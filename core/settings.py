@@ -20,6 +20,7 @@ from core.currency import (
     read_rates_file,
 )
 from core.redis_url import RedisDeployment, parse_redis_url
+from core.tls import TlsFiles, TlsSettingError, client_context, files_problem
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -110,21 +111,35 @@ def _sasl_problem(settings: Settings) -> str | None:
 def _tls_problem(settings: Settings) -> str | None:
     """TLS files only with a TLS protocol, and a client certificate with its key."""
     protocol = f"RETENTION_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
-    if settings.kafka_security_protocol not in TLS_PROTOCOLS:
-        given = {
-            "RETENTION_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
-            "RETENTION_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
-            "RETENTION_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
-            "RETENTION_KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
-        }
-        named = [name for name, value in given.items() if value is not None]
-        return f"{named[0]} is ignored with {protocol}: use SSL or SASL_SSL" if named else None
-    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
-        missing = "KEYFILE" if settings.kafka_ssl_keyfile is None else "CERTFILE"
-        return f"RETENTION_KAFKA_SSL_{missing} is required with a client certificate"
-    if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_keyfile is None:
-        return "RETENTION_KAFKA_SSL_KEY_PASSWORD is set without RETENTION_KAFKA_SSL_KEYFILE"
-    return None
+    enabled = settings.kafka_security_protocol in TLS_PROTOCOLS
+    return files_problem(settings.kafka_tls, enabled, f"with {protocol}: use SSL or SASL_SSL")
+
+
+def redis_security_problem(settings: Settings) -> str | None:
+    """The login given once (each of username and password in the URL or in its
+    variable, not both: two values would leave a reader guessing which one is used), and
+    TLS files only with a TLS URL."""
+    deployment = parse_redis_url(settings.redis_url)
+    if deployment.username is not None and settings.redis_username:
+        return "RETENTION_REDIS_USERNAME is set and RETENTION_REDIS_URL has a user too: keep one"
+    if deployment.password is not None and settings.redis_password.get_secret_value():
+        return (
+            "RETENTION_REDIS_PASSWORD is set and RETENTION_REDIS_URL has a password too: "
+            "keep one (the variable keeps it out of the URL)"
+        )
+    hint = (
+        "with a RETENTION_REDIS_URL without TLS: "
+        "use rediss://, rediss+cluster:// or rediss+sentinel://"
+    )
+    return files_problem(settings.redis_tls, deployment.tls, hint)
+
+
+def _load(files: TlsFiles) -> None:
+    """Load the TLS files once, so that a bad file stops the start naming its setting."""
+    try:
+        client_context(files)
+    except TlsSettingError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Settings(BaseSettings):
@@ -157,7 +172,7 @@ class Settings(BaseSettings):
     # a standalone server (redis://, rediss://, unix://), a cluster by seed nodes
     # (redis+cluster://h1:p1,h2:p2) or a Sentinel service (redis+sentinel://h1:p1/name/db):
     # core/redis_url.py
-    redis_url: str = ""
+    redis_url: str = Field("", repr=False)  # may hold a password
     alertmanager_webhook_url: str = ""
 
     # How every Kafka client of the project connects (core/kafka.py turns these into
@@ -176,6 +191,19 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
     kafka_ssl_check_hostname: bool = True
+
+    # How every Redis client logs in and encrypts (core/redis_client.py), for all three
+    # URL forms. The ACL user and password may be in RETENTION_REDIS_URL or in these
+    # variables (each in one place only); TLS is on for rediss://, rediss+cluster:// and
+    # rediss+sentinel:// URLs and verifies the server against the CA file (or the
+    # system's CAs), presenting a client certificate when one is set.
+    redis_username: str = ""
+    redis_password: SecretStr = SecretStr("")
+    redis_ssl_cafile: Path | None = None
+    redis_ssl_certfile: Path | None = None
+    redis_ssl_keyfile: Path | None = None
+    redis_ssl_key_password: SecretStr | None = None
+    redis_ssl_check_hostname: bool = True
 
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "rt"
     events_topic: str = "events"
@@ -287,12 +315,17 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         if self.kafka_security_protocol in TLS_PROTOCOLS:
-            from core.kafka import KafkaSettingError, tls_context
+            _load(self.kafka_tls)
+        return self
 
-            try:
-                tls_context(self)
-            except KafkaSettingError as exc:
-                raise ValueError(str(exc)) from None
+    @model_validator(mode="after")
+    def _redis_security(self) -> Settings:
+        """The same for Redis: one login, TLS files only with a TLS URL, loaded once."""
+        problem = redis_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        if self.redis_deployment.tls:
+            _load(self.redis_tls)
         return self
 
     @model_validator(mode="after")
@@ -408,6 +441,32 @@ class Settings(BaseSettings):
         """The standalone server, cluster or Sentinel service RETENTION_REDIS_URL names
         (parsed on each use: a cached copy would outlive `model_copy(update=...)`)."""
         return parse_redis_url(self.redis_url)
+
+    @property
+    def kafka_tls(self) -> TlsFiles:
+        """The RETENTION_KAFKA_SSL_* settings (core/tls.py)."""
+        key_password = self.kafka_ssl_key_password
+        return TlsFiles(
+            "RETENTION_KAFKA",
+            self.kafka_ssl_cafile,
+            self.kafka_ssl_certfile,
+            self.kafka_ssl_keyfile,
+            key_password.get_secret_value() if key_password else None,
+            self.kafka_ssl_check_hostname,
+        )
+
+    @property
+    def redis_tls(self) -> TlsFiles:
+        """The RETENTION_REDIS_SSL_* settings (core/tls.py)."""
+        key_password = self.redis_ssl_key_password
+        return TlsFiles(
+            "RETENTION_REDIS",
+            self.redis_ssl_cafile,
+            self.redis_ssl_certfile,
+            self.redis_ssl_keyfile,
+            key_password.get_secret_value() if key_password else None,
+            self.redis_ssl_check_hostname,
+        )
 
     @cached_property
     def known_types(self) -> frozenset[str]:

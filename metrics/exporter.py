@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
 
-from core.redis_client import REDIS_ERRORS, is_outage, sync_client
+from core.redis_client import REDIS_ERRORS, is_outage, sync_client, where_text
 from core.redis_types import SyncRedis
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -52,7 +52,7 @@ def connect(settings: Settings) -> SyncRedis:
         except REDIS_ERRORS as exc:
             if not is_outage(exc):
                 raise
-            where = settings.redis_deployment.describe()
+            where = where_text(settings)
             log.warning("Redis (%s) not reachable (%s); retrying in %.1f s", where, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -13,7 +13,7 @@ from typing import Any
 
 from core.calendar import Calendar, Period, evaluation_day
 from core.errors import EXIT_UNREACHABLE, CommandError
-from core.redis_client import REDIS_ERRORS, sync_client
+from core.redis_client import REDIS_ERRORS, describe_failure, sync_client
 from core.rules import churn_ratio, crr
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -54,8 +54,8 @@ def churn_history(settings: Settings, watermark_ms: int) -> dict[str, list[Churn
         finally:
             redis.close()
     except REDIS_ERRORS as exc:
-        where = settings.redis_deployment.describe()
-        raise CommandError(f"cannot read Redis ({where}): {exc}", EXIT_UNREACHABLE) from None
+        failure = describe_failure(settings, exc)
+        raise CommandError(failure.message, EXIT_UNREACHABLE) from None
     return {
         kind.value: [_point(calendar, movement) for movement in movements]
         for kind, movements in history.items()

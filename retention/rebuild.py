@@ -18,7 +18,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE, CommandError
 from core.kafka import client_options, explain_failure
-from core.redis_client import REDIS_ERRORS, async_client
+from core.redis_client import REDIS_ERRORS, async_client, describe_failure
 from core.redis_types import AsyncRedis
 from core.settings import Settings
 from streams.guard import eviction_problem, read_eviction_policy, record_fingerprint
@@ -40,8 +40,8 @@ async def rebuild(settings: Settings, console: Console) -> int:
         console.print(f"cleared {removed} keys of namespace {settings.namespace!r}")
         await record_fingerprint(redis, settings)
     except REDIS_ERRORS as exc:
-        where = settings.redis_deployment.describe()
-        raise CommandError(f"Redis ({where}) unreachable: {exc}", EXIT_UNREACHABLE) from None
+        failure = describe_failure(settings, exc)
+        raise CommandError(failure.message, EXIT_UNREACHABLE) from None
     finally:
         await redis.aclose()
     return await _consume_all(settings, console)

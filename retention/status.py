@@ -21,7 +21,7 @@ from rich.text import Text
 from core.calendar import Calendar, day_to_date, evaluation_day
 from core.errors import CommandError
 from core.kafka import client_options, explain_failure
-from core.redis_client import REDIS_ERRORS, sync_client
+from core.redis_client import REDIS_ERRORS, describe_failure, sync_client
 from core.redis_types import SyncRedis
 from core.redis_url import Topology
 from core.settings import Settings
@@ -193,10 +193,14 @@ def redis_check(settings: Settings) -> Check:
         finally:
             client.close()
     except REDIS_ERRORS as exc:
-        where = settings.redis_deployment.describe()
-        return Check("redis", False, f"unreachable: {where} ({exc}); `retention stack up`")
+        failure = describe_failure(settings, exc)
+        if failure.refused:
+            return Check("redis", False, failure.message, {"refused": True})
+        return Check("redis", False, f"{failure.message}; `retention stack up`")
     data: dict[str, Any] = {
         **deployment,
+        "tls": settings.redis_deployment.tls,
+        "user": settings.redis_deployment.username or settings.redis_username or None,
         "namespace": settings.namespace,
         "customers": customers,
         "memory": f"{memory / 2**20:.2f}M",

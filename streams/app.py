@@ -20,7 +20,7 @@ from faust.types.auth import CredentialsT
 
 from core.errors import EXIT_UNREACHABLE, EXIT_USAGE
 from core.kafka import KafkaFailure, client_options, explain_failure, security_options
-from core.redis_client import REDIS_ERRORS, async_client, is_outage
+from core.redis_client import REDIS_ERRORS, async_client, describe_failure, is_outage
 from core.schema import Keys
 from core.settings import Settings
 from streams.guard import StateRefused, check_state, start_position, stored_positions
@@ -150,16 +150,20 @@ class RedisRefused(Exception):
         super().__init__(f"Redis ({where}) refused: {exc}; check RETENTION_REDIS_URL")
 
 
+class RedisLoginRefused(Exception):
+    """Redis answered but refused the worker's login, rights or certificate."""
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Check the state can be continued, then run the Faust worker in the foreground until
-    SIGINT/SIGTERM; a refusal exits with code 2 and says why, a broker that refuses the
-    worker's credentials or certificate with code 3."""
+    SIGINT/SIGTERM; a refusal exits with code 2 and says why, a broker or Redis that
+    refuses the worker's credentials or certificate with code 3."""
     try:
         asyncio.run(preflight(settings))
     except (StateRefused, RedisRefused) as exc:
         print(f"retention worker: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
-    except KafkaRefused as exc:
+    except (KafkaRefused, RedisLoginRefused) as exc:
         print(f"retention worker: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_UNREACHABLE) from None
     app = make_app(settings)
@@ -183,6 +187,9 @@ async def preflight(settings: Settings) -> None:
                 raise KafkaRefused(failure) from None
             reason = failure.message
         except REDIS_DOWN as exc:
+            redis_failure = describe_failure(settings, exc)
+            if redis_failure.refused:
+                raise RedisLoginRefused(redis_failure.message) from None
             if not is_outage(exc):
                 raise RedisRefused(settings, exc) from None
             reason = f"Redis or Kafka not reachable ({type(exc).__name__}: {exc})"

@@ -8,7 +8,7 @@ import logging
 import typer
 from rich.markup import escape
 
-from core.errors import EXIT_USAGE
+from core.errors import EXIT_UNREACHABLE, EXIT_USAGE
 from core.settings import Settings
 from retention.commands.common import console, load_settings
 
@@ -35,7 +35,13 @@ def _refuse_foreign_state(settings: Settings) -> None:
     """Exit 2 when the state was built under other settings (or Redis evicts keys): the
     exporter would read numbers that mean something else; and when Redis answers, but
     not as RETENTION_REDIS_URL says it is (a cluster URL naming a standalone server)."""
-    from core.redis_client import REDIS_ERRORS, async_client, is_outage
+    from core.redis_client import (
+        REDIS_ERRORS,
+        async_client,
+        describe_failure,
+        is_outage,
+        where_text,
+    )
     from streams.guard import StateRefused, check_state
 
     async def check() -> None:
@@ -51,7 +57,11 @@ def _refuse_foreign_state(settings: Settings) -> None:
         console.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None
     except REDIS_ERRORS as exc:
-        where = settings.redis_deployment.describe()
+        failure = describe_failure(settings, exc)
+        if failure.refused:
+            console.print(f"[red]refusing to start:[/red] {escape(failure.message)}")
+            raise typer.Exit(EXIT_UNREACHABLE) from None
+        where = where_text(settings)
         if not is_outage(exc):
             console.print(f"[red]refusing to start:[/red] Redis ({where}): {escape(str(exc))}")
             raise typer.Exit(EXIT_USAGE) from None

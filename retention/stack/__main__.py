@@ -18,9 +18,10 @@ from retention.stack.settings import SERVICE_NAMES, StackError, StackSettings
 
 HELP = "\n\n".join(
     [
-        "Run Kafka (KRaft), Redis, a Sentinel watching that Redis, a 3-master Redis Cluster, "
-        "Prometheus and Alertmanager on 127.0.0.1 for development, tests and CI, each from "
-        "its own directory under RETENTION_STATE (default <repo>/.stack).",
+        "Run Kafka (KRaft), Redis, a secured Redis (ACL user, TLS), a Sentinel watching that "
+        "Redis, a 3-master Redis Cluster, Prometheus and Alertmanager on 127.0.0.1 for "
+        "development, tests and CI, each from its own directory under RETENTION_STATE "
+        "(default <repo>/.stack).",
         "Ports and places come from the RETENTION_* variables the tracker itself reads "
         "(RETENTION_KAFKA_PORT, RETENTION_REDIS_PORT, RETENTION_PROMETHEUS_PORT, ...; `env` "
         "lists them all), so a second stack is one set of variables away.",
@@ -119,10 +120,18 @@ def env(
             "(the password is read from its file when evaluated, never printed).",
         ),
     ] = False,
+    redis_secure: Annotated[
+        bool,
+        typer.Option(
+            "--redis-secure",
+            help="Point the clients at the secured Redis's TLS port as its ACL user "
+            "(the password is read from its file when evaluated, never printed).",
+        ),
+    ] = False,
 ) -> None:
     """Print `export RETENTION_...` lines: eval "$(bash scripts/stack.sh env)"."""
     with reported():
-        print(control.env(load(), sasl_ssl))
+        print(control.env(load(), sasl_ssl, redis_secure))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from retention.stack import secure_redis
+from retention.stack.certs import Certificates
 from retention.stack.settings import CLUSTER_NODES, REPO_ROOT, StackError, StackSettings
 
 PROMETHEUS_TEMPLATE = REPO_ROOT / "prometheus" / "prometheus.yml"
@@ -137,6 +139,13 @@ log4j.logger.state.change.logger=WARN
 def redis_conf(stack: StackSettings) -> str:
     """Durable and never evicting, as docker-compose.yml's Redis (tests/test_compose.py)."""
     return _redis_server_conf(stack.redis_port, stack.service_dir("redis"))
+
+
+def redis_secure_conf(stack: StackSettings, tls: Certificates, password: str) -> str:
+    """The standalone server's config on the secured Redis's port, plus its ACL user and
+    TLS port (retention/stack/secure_redis.py)."""
+    port, where = stack.redis_secure_port, stack.service_dir(secure_redis.SERVICE)
+    return f"{_redis_server_conf(port, where)}{secure_redis.conf_lines(stack, tls, password)}"
 
 
 def redis_cluster_conf(stack: StackSettings, node: int) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shlex
 import shutil
 import time
+from pathlib import Path
 
-from retention.stack import certs, cluster, launch, process, readiness, scram
+from retention.stack import certs, cluster, launch, process, readiness, scram, secure_redis
 from retention.stack.process import say
 from retention.stack.settings import CLUSTER_NODES, SERVICE_NAMES, StackError, StackSettings
 from retention.status import Check
@@ -119,14 +120,24 @@ def status(stack: StackSettings) -> list[tuple[str, int | None, Check | None]]:
     return rows
 
 
-def env(stack: StackSettings, sasl_ssl: bool = False) -> str:
+def env(stack: StackSettings, sasl_ssl: bool = False, redis_secure: bool = False) -> str:
     """`export` lines for a shell: eval "$(bash scripts/stack.sh env)"; with `sasl_ssl`,
-    the clients' settings for the SASL_SSL listener, the password as `$(cat FILE)`."""
+    the clients' settings for the SASL_SSL listener, with `redis_secure` those for the
+    secured Redis's TLS port; passwords as `$(cat FILE)`, never printed."""
     exports = stack.exports()
     if sasl_ssl:
         exports |= scram.client_env(stack, certs.Certificates(certs.certs_dir(stack)).ca)
+    if redis_secure:
+        exports |= secure_redis.client_env(stack)
     lines = [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
     if sasl_ssl:
-        read = f'"$(cat {shlex.quote(str(scram.password_file(stack)))})"'
-        lines.append(f"export RETENTION_KAFKA_SASL_PASSWORD={read}")
+        lines.append(f"export RETENTION_KAFKA_SASL_PASSWORD={_read(scram.password_file(stack))}")
+    if redis_secure:
+        file = secure_redis.password_file(stack)
+        lines.append(f"export RETENTION_REDIS_PASSWORD={_read(file)}")
     return "\n".join(lines)
+
+
+def _read(file: Path) -> str:
+    """A shell expression for the content of `file`, read when the line is evaluated."""
+    return f'"$(cat {shlex.quote(str(file))})"'

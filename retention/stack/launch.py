@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from functools import partial
 
-from retention.stack import certs, config, scram
+from retention.stack import certs, config, scram, secure_redis
 from retention.stack.process import say, tail
 from retention.stack.settings import CLUSTER_NODES, REPO_ROOT, StackError, StackSettings
 
@@ -101,6 +101,16 @@ def prepare_redis(stack: StackSettings) -> list[str]:
     return [REDIS_SERVER, str(conf)]
 
 
+def prepare_redis_secure(stack: StackSettings) -> list[str]:
+    """The config holds the ACL user's password: readable by us only."""
+    conf = stack.service_dir(secure_redis.SERVICE) / "redis.conf"
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
+    password = secure_redis.password(stack)
+    conf.write_text(config.redis_secure_conf(stack, certs.ensure(stack), password))
+    return [REDIS_SERVER, str(conf)]
+
+
 def prepare_redis_sentinel(stack: StackSettings) -> list[str]:
     """Sentinel rewrites its config file as it learns (it must be writable)."""
     conf = stack.service_dir("redis-sentinel") / "sentinel.conf"
@@ -162,6 +172,7 @@ def _check_with(command: list[str], name: str) -> None:
 PREPARE: dict[str, Callable[[StackSettings], list[str]]] = {
     "kafka": prepare_kafka,
     "redis": prepare_redis,
+    secure_redis.SERVICE: prepare_redis_secure,
     "redis-sentinel": prepare_redis_sentinel,
     **{name: partial(prepare_cluster_node, node=i) for i, name in enumerate(CLUSTER_NODES)},
     "prometheus": prepare_prometheus,

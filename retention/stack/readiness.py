@@ -1,6 +1,7 @@
 """When is a service usable: the same checks as `retention status`, pointed at the stack.
 
-Kafka is ready once clients can join consumer groups, Redis once it answers, Prometheus
+Kafka is ready once clients can join consumer groups, Redis once it answers (the
+secured one once its ACL user logs in over TLS), Prometheus
 and Alertmanager once /-/ready says so (retention/status.py has the checks); the Sentinel
 once it names the standalone Redis as its service's primary, and a Redis Cluster node
 once its cluster is whole (retention/stack/cluster.py).
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 import redis
 
-from retention.stack import cluster
+from retention.stack import cluster, secure_redis
 from retention.stack.process import running_pid, tail
 from retention.stack.settings import CLUSTER_NODES, StackError, StackSettings
 from retention.status import Check, http_ready_check, kafka_check, redis_check
@@ -34,6 +35,10 @@ def check(stack: StackSettings, name: str) -> Check:
     if name == "redis":
         local = stack.model_copy(update={"redis_url": f"redis://127.0.0.1:{stack.redis_port}/0"})
         return redis_check(local)
+    if name == secure_redis.SERVICE:
+        # logs in as the ACL user over TLS: both the ACL and the TLS port work
+        check = redis_check(secure_redis.client_settings(stack))
+        return Check(name, check.ok, check.detail, check.data)
     if name == "redis-sentinel":
         return sentinel_check(stack)
     if name in CLUSTER_NODES:

@@ -30,7 +30,7 @@ from aiokafka.protocol.types import (
 )
 from pydantic import SecretStr
 
-from retention.stack import certs
+from retention.stack import certs, passwords
 from retention.stack.settings import StackError, StackSettings
 from retention.status import kafka_check
 
@@ -114,12 +114,7 @@ def password_file(stack: StackSettings) -> Path:
 
 def password(stack: StackSettings) -> str:
     """The stack user's password: made once per state directory, readable only by us."""
-    where = password_file(stack)
-    if not where.is_file():
-        where.parent.mkdir(parents=True, exist_ok=True)
-        where.touch(mode=0o600)
-        where.write_text(secrets.token_urlsafe(24) + "\n")
-    return where.read_text().strip()
+    return passwords.generated(password_file(stack))
 
 
 def upsertion(

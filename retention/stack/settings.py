@@ -19,9 +19,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The three masters of the stack's Redis Cluster (retention/stack/cluster.py).
 CLUSTER_NODES = ("redis-cluster-1", "redis-cluster-2", "redis-cluster-3")
-# Start order; `down` stops them in reverse. The sentinel watches the standalone Redis;
-# Prometheus comes last so that its first rule evaluations find Alertmanager up.
-SERVICE_NAMES = ("kafka", "redis", "redis-sentinel", *CLUSTER_NODES, "alertmanager", "prometheus")
+# Start order; `down` stops them in reverse. redis-secure is a second standalone Redis
+# with an ACL user and TLS (retention/stack/secure_redis.py). The sentinel watches the
+# open standalone Redis; Prometheus comes last so that its first rule evaluations find
+# Alertmanager up.
+SERVICE_NAMES = (
+    "kafka",
+    "redis",
+    "redis-secure",
+    "redis-sentinel",
+    *CLUSTER_NODES,
+    "alertmanager",
+    "prometheus",
+)
 
 
 class StackError(Exception):
@@ -65,6 +75,9 @@ class StackSettings(Settings):
     redis_cluster_ports: ClusterPorts = (17001, 17002, 17003)
     redis_cluster_bus_ports: ClusterPorts = (27001, 27002, 27003)
     redis_sentinel_port: Port = 16390
+    # the secured Redis: the ACL user on the plain port, and the same server over TLS
+    redis_secure_port: Port = 16380
+    redis_secure_tls_port: Port = 16381
     redis_sentinel_service: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "retention"
 
     @field_validator("redis_cluster_ports", "redis_cluster_bus_ports", mode="before")
@@ -82,6 +95,11 @@ class StackSettings(Settings):
         listener names a CA file that `up` on a purged state directory has yet to make."""
         return self
 
+    @model_validator(mode="after")
+    def _redis_security(self) -> StackSettings:
+        """Likewise for the clients' RETENTION_REDIS_* login and TLS files."""
+        return self
+
     @field_validator("state", "cache")
     @classmethod
     def _absolute(cls, where: Path) -> Path:
@@ -92,6 +110,7 @@ class StackSettings(Settings):
         ports = {
             "kafka": (self.kafka_port, self.kafka_controller_port, self.kafka_sasl_ssl_port),
             "redis": (self.redis_port,),
+            "redis-secure": (self.redis_secure_port, self.redis_secure_tls_port),
             "redis-sentinel": (self.redis_sentinel_port,),
             "alertmanager": (self.alertmanager_port,),
             "prometheus": (self.prometheus_port,),
@@ -155,6 +174,8 @@ class StackSettings(Settings):
             "redis_cluster_bus_ports",
             "redis_sentinel_port",
             "redis_sentinel_service",
+            "redis_secure_port",
+            "redis_secure_tls_port",
             "kafka_version",
             "scrape_interval",
             "state",
