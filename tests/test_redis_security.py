@@ -4,6 +4,8 @@ options every client class gets, and URLs redacted for printing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from core.redis_url import parse_redis_url, redact
 from core.settings import Settings
 from retention.stack import certs
 from retention.stack.settings import StackSettings
+from tests.services import RETENTION_BIN
 
 SECRET = "s3cret-Canary"
 
@@ -108,3 +111,36 @@ def test_a_refused_login_is_no_outage_and_names_the_settings() -> None:
     assert "RETENTION_REDIS_PASSWORD" in failure.message and SECRET not in failure.message
     failure = describe_failure(settings, ConnectionError("Connection refused"))
     assert not failure.refused and failure.message.startswith("cannot reach Redis")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"RETENTION_REDIS_URL": f"rediss://u:{SECRET}@h:1/0",
+             "RETENTION_REDIS_SSL_CAFILE": "/nonexistent/ca.pem"},
+            "RETENTION_REDIS_SSL_CAFILE",
+        ),
+        (
+            {"RETENTION_REDIS_URL": f"redis://u:{SECRET}@h:1/0",
+             "RETENTION_REDIS_PASSWORD": SECRET},
+            "RETENTION_REDIS_PASSWORD",
+        ),
+        ({"RETENTION_REDIS_URL": f"redis+clu://u:{SECRET}@h:1"}, "RETENTION_REDIS_URL"),
+    ],
+)  # fmt: skip
+def test_bad_settings_exit_2_naming_the_variable_without_the_password(
+    env: dict[str, str], named: str
+) -> None:
+    """Before anything connects: the commands and the worker print the variable to fix."""
+    for args in (["status"], ["worker"], ["exporter"], ["rebuild", "--yes"]):
+        done = subprocess.run(
+            [str(RETENTION_BIN), *args],
+            env={**os.environ, "COLUMNS": "200", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        text = done.stdout + done.stderr
+        assert done.returncode == 2, (args, text)
+        assert named in text and SECRET not in text, (args, text)
