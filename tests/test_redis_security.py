@@ -15,7 +15,8 @@ from redis.exceptions import AuthenticationError, ConnectionError
 from core.redis_client import _options, describe_failure
 from core.redis_url import parse_redis_url, redact
 from core.settings import Settings
-from retention.stack import certs
+from retention.stack import certs, control, launch, secure_redis
+from retention.stack.config import directives
 from retention.stack.settings import StackSettings
 from tests.services import RETENTION_BIN
 
@@ -144,3 +145,24 @@ def test_bad_settings_exit_2_naming_the_variable_without_the_password(
         text = done.stdout + done.stderr
         assert done.returncode == 2, (args, text)
         assert named in text and SECRET not in text, (args, text)
+
+
+def test_the_stack_keeps_the_secured_redis_password_to_itself(tmp_path: Path) -> None:
+    """`env --redis-secure` reads the password when evaluated; the files holding it are
+    the owner's only; the config has the ACL user, the default user off and the TLS port."""
+    local = StackSettings(state=tmp_path)
+    secret = secure_redis.password(local)
+    assert secure_redis.password(local) == secret  # made once
+    printed = control.env(local, redis_secure=True)
+    assert secret not in printed
+    assert f"export RETENTION_REDIS_URL={secure_redis.url(local)}" in printed
+    assert 'RETENTION_REDIS_PASSWORD="$(cat ' in printed
+    local.service_dir(secure_redis.SERVICE).mkdir(parents=True, exist_ok=True)
+    command = launch.prepare_redis_secure(local)
+    conf = Path(command[1])
+    for private in (conf, secure_redis.password_file(local)):
+        assert private.stat().st_mode & 0o077 == 0, private
+    found = directives(conf.read_text())
+    assert found["user"] == f"retention on >{secret} ~* &* +@all"
+    assert found["tls-port"] == str(local.redis_secure_tls_port)
+    assert "user default off" in conf.read_text()
