@@ -66,11 +66,15 @@ def sync_client(
     timeout: float,
     connect_timeout: float = CONNECT_TIMEOUT,
     decode_responses: bool = False,
+    max_connections: int | None = None,
 ) -> SyncRedis:
-    """A blocking client for the configured deployment. A cluster client reads the
-    cluster's slot map when made, so an unreachable cluster raises here (REDIS_ERRORS)."""
+    """A blocking client for the configured deployment, holding at most `max_connections`
+    (per node of a cluster; unlimited when None). A cluster client reads the cluster's
+    slot map when made, so an unreachable cluster raises here (REDIS_ERRORS)."""
     deployment = settings.redis_deployment
     options = _options(settings, timeout, connect_timeout, decode_responses)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     if deployment.topology is Topology.CLUSTER:
         seeds = [redis.cluster.ClusterNode(h, p) for h, p in deployment.nodes]  # type: ignore[no-untyped-call]
         return redis.RedisCluster(startup_nodes=seeds, **options)

@@ -277,6 +277,20 @@ class Settings(BaseSettings):
     topic_min_insync_replicas: Annotated[int | None, Field(ge=1, le=32767)] = None
 
     exporter_host: str = "127.0.0.1"
+    # TLS and basic auth of /metrics, in the web config format of Prometheus's
+    # exporter-toolkit (tls_server_config, basic_auth_users with bcrypt hashes);
+    # unset = plain HTTP, no auth (metrics/webconfig.py)
+    exporter_web_config_file: Path | None = None
+    # requests served at once; a connection arriving while all are busy is closed at once
+    exporter_threads: Annotated[int, Field(ge=1, le=256)] = 8
+    # the longest one request (TLS handshake, request, response) may hold a thread
+    exporter_request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
+    # a scrape within this long of the last collection is served its result; 0 = each
+    # scrape collects, and scrapes arriving during a collection wait for it and share it
+    exporter_scrape_max_age_seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    # the exporter's Redis client: socket timeout and connection cap
+    exporter_redis_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    exporter_redis_max_connections: Annotated[int, Field(ge=1, le=1024)] = 4
     state_dir: Path = Path(".stack/worker")
 
     _split_types = field_validator(

@@ -19,6 +19,7 @@ from core.segments import RfmThresholds, count_segments
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from metrics.exposition import Family
+from metrics.shared import SharedResult
 from metrics.snapshot import CohortValue, PeriodChurn, Snapshot
 
 SECONDS_PER_YEAR = 365 * 86400  # the year of purchases per customer-year
@@ -93,12 +94,18 @@ class RetentionCollector(Collector):
         self.reader = reader
         self.settings = settings
         self.calendar: Calendar = reader.calendar
+        # concurrent scrapes share one collection (and a recent one, if so configured)
+        self.shared = SharedResult(self.fresh_families, settings.exporter_scrape_max_age_seconds)
 
     def collect(self) -> Iterator[Metric]:
         for family in self.families():
             yield family.metric()
 
     def families(self) -> list[Family]:
+        """Every family, from the running collection or a new one; never two at once."""
+        return self.shared.get()
+
+    def fresh_families(self) -> list[Family]:
         """Every family from one fresh snapshot, in exposition order."""
         snap = self.reader.read()
         families = self._totals(snap)

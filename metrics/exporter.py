@@ -5,22 +5,24 @@ written by metrics/exposition.py from the collector's families; anything else (a
 `name[]` filter, another format or escaping, OPTIONS) is left to prometheus-client's
 own WSGI app over the same collector, so every request prometheus-client answered
 is still answered, with the same bytes.
+
+The HTTP server (metrics/server.py) serves at most RETENTION_EXPORTER_THREADS requests
+at once, each under a deadline, behind the TLS and basic auth of the web config file
+(metrics/webconfig.py); concurrent scrapes share one collection (metrics/shared.py).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from core.redis_client import REDIS_ERRORS, is_outage, sync_client, where_text
 from core.redis_types import SyncRedis
@@ -28,27 +30,32 @@ from core.settings import Settings
 from metrics.aggregates import AggregateReader
 from metrics.collector import RetentionCollector
 from metrics.exposition import render
+from metrics.server import BoundedServer, WSGIApp, make_bounded_server
+from metrics.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 # A fast level: at level 9 (prometheus-client's) gzip took ~50 ms of a 2 MB scrape.
 GZIP_LEVEL = 1
-# seconds a scrape waits for each Redis reply
-REDIS_TIMEOUT = 10.0
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def build_collector(settings: Settings) -> RetentionCollector:
-    reader = AggregateReader(connect(settings), settings)
-    return RetentionCollector(reader, settings)
+    return RetentionCollector(AggregateReader(connect(settings), settings), settings)
 
 
 def connect(settings: Settings) -> SyncRedis:
-    """The scrapes' Redis client. A cluster client reads the slot map when it is made, so
-    an exporter started before its cluster waits for it, with backoff, as the worker does."""
+    """The scrapes' Redis client. It gives up on a silent server and caps its connections,
+    so a slow Redis or a flood of scrapes can neither hang the exporter nor fill Redis's
+    maxclients that the worker needs. A cluster client reads the slot map when it is made,
+    so an exporter started before its cluster waits for it, with backoff, as the worker does."""
     delay = 0.5
     while True:
         try:
-            return sync_client(settings, timeout=REDIS_TIMEOUT)
+            return sync_client(
+                settings,
+                timeout=settings.exporter_redis_timeout_seconds,
+                connect_timeout=settings.exporter_redis_timeout_seconds,
+                max_connections=settings.exporter_redis_max_connections,
+            )
         except REDIS_ERRORS as exc:
             if not is_outage(exc):
                 raise
@@ -92,18 +99,33 @@ def metrics_app(collector: RetentionCollector, registry: CollectorRegistry) -> W
     return app
 
 
-def serve(settings: Settings, stop: threading.Event | None = None) -> None:
+def serve(
+    settings: Settings, stop: threading.Event | None = None, web: WebConfig | None = None
+) -> None:
     """Block serving metrics; the HTTP server runs in a daemon thread."""
     collector = build_collector(settings)
     app = metrics_app(collector, build_registry(settings, collector))
-    server = _server(settings.exporter_host, settings.exporter_port, app)
+    server = make_server(settings, app, web)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         (stop or threading.Event()).wait()
     finally:
         server.shutdown()
+        server.server_close()
         thread.join(timeout=5)
+
+
+def make_server(settings: Settings, app: WSGIApp, web: WebConfig | None = None) -> BoundedServer:
+    """The exporter's server on RETENTION_EXPORTER_HOST:PORT under the web config file."""
+    return make_bounded_server(
+        settings.exporter_host,
+        settings.exporter_port,
+        app,
+        threads=settings.exporter_threads,
+        timeout=settings.exporter_request_timeout_seconds,
+        web=web or load_web_config(settings.exporter_web_config_file),
+    )
 
 
 def _openmetrics(content_type: str) -> bool | None:
@@ -118,22 +140,3 @@ def _openmetrics(content_type: str) -> bool | None:
     if kind == "application/openmetrics-text" and options.get("version") == "1.0.0":
         return True
     return None
-
-
-class _Quiet(WSGIRequestHandler):
-    """No access log line per scrape."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _server(host: str, port: int, app: WSGIApp) -> ThreadingWSGIServer:
-    """A threading WSGI server on host:port, IPv6 when the host is an IPv6 address."""
-    family, *_, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    return make_server(str(sockaddr[0]), port, app, Server, handler_class=_Quiet)

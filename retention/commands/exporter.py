@@ -14,18 +14,29 @@ from retention.commands.common import console, load_settings
 
 
 def exporter() -> None:
-    """Serve retention metrics for Prometheus on RETENTION_EXPORTER_HOST:PORT/metrics."""
+    """Serve retention metrics for Prometheus on RETENTION_EXPORTER_HOST:PORT/metrics.
+
+    With RETENTION_EXPORTER_WEB_CONFIG_FILE (exporter-toolkit format) over TLS and/or
+    behind basic auth; a file that cannot be used stops the start with exit code 2.
+    """
     from metrics.exporter import serve
+    from metrics.webconfig import WebConfigError, load_web_config
 
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        web = load_web_config(settings.exporter_web_config_file)
+    except WebConfigError as exc:
+        console.print(f"[red]RETENTION_EXPORTER_WEB_CONFIG_FILE refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
     _refuse_foreign_state(settings)
+    auth = " with basic auth" if web.auth else ""
     console.print(
-        f"exporter on http://{settings.exporter_host}:{settings.exporter_port}/metrics "
-        f"(namespace {settings.namespace})"
+        f"exporter on {web.scheme}://{settings.exporter_host}:{settings.exporter_port}/metrics"
+        f"{auth} (namespace {settings.namespace})"
     )
     try:
-        serve(settings)
+        serve(settings, web=web)
     except OSError as exc:
         console.print(f"[red]cannot listen on port {settings.exporter_port}:[/red] {exc}")
         raise typer.Exit(1) from None
