@@ -222,3 +222,68 @@ def test_a_recent_result_is_served_within_max_age() -> None:
     assert (shared.get(), shared.get()) == (0, 0)
     time.sleep(0.6)
     assert shared.get() == 1
+
+
+class SilentRedis:
+    """A TCP server that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_hung_redis_fails_scrapes_in_time_on_few_connections() -> None:
+    """Eight scrapes at once against a Redis that never answers: each gets a 500 after the
+    Redis timeout (retries included) instead of hanging, and they share collections, so
+    the exporter opens no more connections than its cap."""
+    from core.settings import Settings
+    from metrics.exporter import build_collector, build_registry, make_server, metrics_app
+
+    redis = SilentRedis()
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis.port}/0",
+        exporter_port=free_port(),
+        exporter_redis_timeout_seconds=0.5,
+        exporter_redis_max_connections=2,
+        exporter_request_timeout_seconds=30,
+    )
+    collector = build_collector(settings)
+    server = make_server(settings, metrics_app(collector, build_registry(settings, collector)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.exporter_port}/metrics"
+
+    def scrape(_: int) -> tuple[int, float]:
+        started = time.monotonic()
+        try:
+            get(url)
+        except urllib.error.HTTPError as exc:
+            return exc.code, time.monotonic() - started
+        return 200, time.monotonic() - started
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(scrape, range(8)))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        redis.close()
+    assert {code for code, _ in results} == {500}, results
+    assert max(seconds for _, seconds in results) < 10, results
+    assert 1 <= len(redis.accepted) <= 2, len(redis.accepted)
