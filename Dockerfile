@@ -1,6 +1,6 @@
 # One image for the worker, the exporter and the simulated feed; the command picks the role
 # (docker-compose.yml). Exporter metrics on 8000, worker health metrics on 8001.
-FROM python:3.11-slim
+FROM python:3.11.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -1,17 +1,21 @@
 """docker-compose.yml: `docker compose config` (the real Compose v2 CLI, built by
 scripts/compose.sh) accepts it, and the pieces fit together: mounted files exist,
 scrape targets, webhook and datasource URLs name real services and ports, and the
-commands the services run are real CLI commands.
+commands the services run are real CLI commands. And it is locked down: ports published
+on loopback, required secrets, no Grafana default login, no Prometheus lifecycle API,
+pinned images, a Redis password.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -38,9 +42,25 @@ CLUSTER_SERVICES = {*CLUSTER_NODES, "redis-cluster-init"}
 CLUSTER_ENV = ROOT / "redis-cluster.env"
 
 
-def compose(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+# The secrets compose requires, as a user would put them in .env.
+SECRETS = {"GF_ADMIN_PASSWORD": "grafana-test-secret", "REDIS_PASSWORD": "redis-test-secret"}
+# Compose variables these tests set themselves; a value in the caller's environment would
+# change what is rendered.
+OURS = {*SECRETS, "RETENTION_PUBLISH_ADDRESS"}
+
+
+def compose(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`docker compose ARGS` with the secrets set (or exactly the variables of `env`)."""
+    base = {k: v for k, v in os.environ.items() if k not in OURS}
     return subprocess.run(
-        ["bash", str(COMPOSE_SH), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        ["bash", str(COMPOSE_SH), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(SECRETS if env is None else env)},
     )
 
 
@@ -177,6 +197,7 @@ def test_redis_is_durable_and_never_evicts(config: dict[str, Any]) -> None:
     command = redis["command"]
     assert command[0] == "redis-server"
     args = dict(zip(command[1::2], command[2::2], strict=True))
+    args.pop("--requirepass")  # compose's own secret (test_redis_requires_its_password)
     assert args["--appendonly"] == "yes"
     assert args["--appendfsync"] == "everysec"
     assert args["--maxmemory-policy"] == "noeviction"
@@ -236,6 +257,9 @@ def test_cluster_nodes_are_durable_like_the_stacks(cluster_config: dict[str, Any
         args = dict(zip(command[1::2], command[2::2], strict=True))
         assert args.pop("--cluster-announce-hostname") == node
         assert args.pop("--cluster-preferred-endpoint-type") == "hostname"
+        # compose's own secret (test_cluster_nodes_require_the_password)
+        args.pop("--requirepass")
+        args.pop("--masterauth")
         local = directives(redis_cluster_conf(StackSettings(), i))
         for name, value in args.items():
             assert local.get(name.removeprefix("--")) == value, f"{node} {name}: the stack differs"
@@ -282,3 +306,84 @@ def test_image_commands_are_real_cli_commands(config: dict[str, Any]) -> None:
             f"{name}: `retention {' '.join(service['command'])}` "
             f"is not a valid command:\n{done.stdout}{done.stderr}"
         )
+
+
+def test_compose_refuses_to_start_without_the_secrets(compose_cli: None) -> None:
+    """No default password anywhere: each missing secret stops compose, named."""
+    for missing in SECRETS:
+        others = {k: v for k, v in SECRETS.items() if k != missing}
+        done = compose("config", "-q", env=others)
+        assert done.returncode != 0, f"compose started without {missing}"
+        assert f"required variable {missing} is missing" in done.stderr, done.stderr
+
+
+def test_published_ports_listen_on_loopback_unless_opened(config: dict[str, Any]) -> None:
+    published = {
+        name: service["ports"] for name, service in config["services"].items() if "ports" in service
+    }
+    assert set(published) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    for name, ports in published.items():
+        assert [p["host_ip"] for p in ports] == ["127.0.0.1"], name
+    opened = compose(
+        "config", "--format", "json", env={**SECRETS, "RETENTION_PUBLISH_ADDRESS": "0.0.0.0"}
+    )
+    assert opened.returncode == 0, opened.stderr
+    for name, service in json.loads(opened.stdout)["services"].items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "0.0.0.0", name
+
+
+def test_grafana_admin_password_is_the_secret_and_viewers_cannot_explore(
+    config: dict[str, Any],
+) -> None:
+    env = config["services"]["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GF_ADMIN_PASSWORD"]
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    # viewers_can_edit would give anonymous viewers Explore (any PromQL) and panel edits
+    assert env["GF_USERS_VIEWERS_CAN_EDIT"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_prometheus_has_no_lifecycle_or_admin_api(config: dict[str, Any]) -> None:
+    command = config["services"]["prometheus"]["command"]
+    assert flag(config["services"]["prometheus"], "config.file")
+    for dangerous in ("--web.enable-lifecycle", "--web.enable-admin-api"):
+        assert not any(arg.startswith(dangerous) for arg in command), dangerous
+
+
+def test_every_image_is_pinned_to_a_version(config: dict[str, Any]) -> None:
+    """MAJOR.MINOR.PATCH tags (optionally with a digest), the Dockerfile's base image too."""
+    pinned = re.compile(r"[\w./-]+:v?\d+\.\d+\.\d+(-[\w.]+)?(@sha256:[0-9a-f]{64})?")
+    images = [s["image"] for s in config["services"].values() if "image" in s]
+    assert len(images) == 6
+    for image in images:
+        assert pinned.fullmatch(image), image
+    (base,) = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert pinned.fullmatch(base), base
+
+
+def test_redis_requires_its_password(config: dict[str, Any]) -> None:
+    """requirepass is the secret, and every client's Redis URL (and the healthcheck) has it."""
+    services = config["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == SECRETS["REDIS_PASSWORD"]
+    for name in ("worker", "exporter", "demo"):
+        url = urlsplit(services[name]["environment"]["RETENTION_REDIS_URL"])
+        assert (url.hostname, url.password) == ("redis", SECRETS["REDIS_PASSWORD"]), name
+
+
+def test_cluster_nodes_require_the_password(cluster_config: dict[str, Any]) -> None:
+    """On the cluster profile too: every node's requirepass (and masterauth) is the secret,
+    the init and healthchecks log in with it, and the tracker's cluster URL carries it."""
+    services = cluster_config["services"]
+    secret = SECRETS["REDIS_PASSWORD"]
+    for node in CLUSTER_NODES:
+        command = services[node]["command"]
+        args = dict(zip(command[1::2], command[2::2], strict=True))
+        assert (args["--requirepass"], args["--masterauth"]) == (secret, secret), node
+        assert services[node]["environment"]["REDISCLI_AUTH"] == secret, node
+    assert services["redis-cluster-init"]["environment"]["REDISCLI_AUTH"] == secret
+    for name in ("worker", "exporter", "demo"):
+        url = services[name]["environment"]["RETENTION_REDIS_URL"]
+        assert url.startswith(f"redis+cluster://:{secret}@redis-cluster-1:6379,"), name
