@@ -9,6 +9,7 @@
 #   bash scripts/stack.sh restart SERVICE  stop and start one service (kafka, redis-cluster-1, ...)
 #   bash scripts/stack.sh status           one line per service; exit 0 if all running, 3 otherwise
 #   bash scripts/stack.sh env              print `export ...` lines (eval "$(bash scripts/stack.sh env)")
+#   bash scripts/stack.sh pin-kafka        download the Kafka jars afresh and pin their SHA-512s
 #
 # This script installs the Debian packages (redis-server, prometheus,
 # prometheus-alertmanager) and the Kafka broker jars from Maven Central when they are
@@ -100,20 +101,57 @@ load_stack_env() {
     KAFKA_HOME="$RETENTION_CACHE/kafka-$KAFKA_VERSION"
     KAFKA_LIBS="$KAFKA_HOME/libs"
     KAFKA_MARKER="$KAFKA_HOME/.installed"   # written only after a complete download
+    KAFKA_PINS="$REPO_ROOT/scripts/kafka-$KAFKA_VERSION.sha512"
+}
+
+# The jars of a folder against the pinned SHA-512s: the same names, the same sums.
+# Prints one line per difference (nothing when they agree).
+kafka_jar_differences() {
+    local dir="$1"
+    awk 'NR == FNR { want[$2] = $1; next }
+         { seen[$2] = 1
+           if (!($2 in want)) print "  not pinned: " $2
+           else if (want[$2] != $1) print "  SHA-512 mismatch: " $2 }
+         END { for (name in want) if (!(name in seen)) print "  missing: " name }' \
+        <(grep -v '^#' "$KAFKA_PINS" | grep .) <(cd "$dir" && sha512sum -- *.jar) | sort
+}
+
+require_kafka_pins() {
+    [[ -f "$KAFKA_PINS" ]] || die "no pinned SHA-512 sums for Kafka $KAFKA_VERSION ($KAFKA_PINS):
+refusing unverified jars. After reviewing the release, \`bash scripts/stack.sh pin-kafka\`
+downloads them and writes that file (commit it)."
+}
+
+# Refuse the jars of a folder unless each one matches its pinned SHA-512.
+verify_kafka_jars() {
+    local dir="$1" what="$2" differences
+    require_kafka_pins
+    differences="$(kafka_jar_differences "$dir")"
+    if [[ -n "$differences" ]]; then
+        die "kafka $KAFKA_VERSION jars $what $dir do not match $KAFKA_PINS:
+$differences
+$3"
+    fi
 }
 
 # Download the broker's runtime jars (+ an SLF4J logging binding, which Kafka's
 # POM does not include: it only ships in the release tarball) from Maven Central
 # into $KAFKA_LIBS. Skipped when the marker from a previous complete run exists.
+# Every jar is then checked against scripts/kafka-$KAFKA_VERSION.sha512, cached or new;
+# with pin=1 (`stack.sh pin-kafka`) they are downloaded afresh and that file is written.
 install_kafka_jars() {
-    if [[ -f "$KAFKA_MARKER" && -d "$KAFKA_LIBS" ]]; then
-        say "kafka $KAFKA_VERSION jars cached in $KAFKA_LIBS"
+    local pin="${1:-0}"
+    if [[ "$pin" == 0 && -f "$KAFKA_MARKER" && -d "$KAFKA_LIBS" ]]; then
+        verify_kafka_jars "$KAFKA_LIBS" "cached in" \
+            "Something changed them since they were downloaded: delete $KAFKA_HOME to download again."
+        say "kafka $KAFKA_VERSION jars cached in $KAFKA_LIBS (SHA-512 pinned)"
         return 0
     fi
+    [[ "$pin" == 1 ]] || require_kafka_pins
     command -v mvn >/dev/null 2>&1 || die "mvn not found (install 'maven')"
     say "downloading kafka $KAFKA_VERSION jars from Maven Central (one-off, ~1 min) ..."
 
-    local work tmp log
+    local work tmp log differences
     mkdir -p "$KAFKA_HOME"
     work="$(mktemp -d "$KAFKA_HOME/.work.XXXXXX")"
     tmp="$work/libs"
@@ -136,7 +174,7 @@ install_kafka_jars() {
   </dependencies>
 </project>
 EOF
-    if ! mvn -B -q -f "$work/pom.xml" dependency:copy-dependencies \
+    if ! mvn -B -q -C -f "$work/pom.xml" dependency:copy-dependencies \
             -DincludeScope=runtime -DoutputDirectory="$tmp" >"$log" 2>&1; then
         tail_log "$log" 30
         die "maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION (log: $log)"
@@ -170,12 +208,26 @@ EOF
     fi
     local a
     for a in "${artifacts[@]}"; do
-        if ! mvn -B -q -f "$work/pom.xml" dependency:copy -Dartifact="$a" \
+        if ! mvn -B -q -C -f "$work/pom.xml" dependency:copy -Dartifact="$a" \
                 -DoutputDirectory="$tmp" >>"$log" 2>&1; then
             tail_log "$log" 30
             die "maven could not fetch $a (log: $log)"
         fi
     done
+
+    if [[ "$pin" == 1 ]]; then
+        { printf '# SHA-512 of every jar scripts/stack.sh installs for Kafka %s (broker, its runtime\n' "$KAFKA_VERSION"
+          printf '# dependencies from Maven Central and the logging binding), in sha512sum format.\n'
+          printf '# Checked on every `stack.sh install|up`; refresh with `bash scripts/stack.sh pin-kafka`.\n'
+          (cd "$tmp" && sha512sum -- *.jar | sort -k2); } >"$KAFKA_PINS"
+        say "pinned $(grep -vc '^#' "$KAFKA_PINS") jars in $KAFKA_PINS: review and commit it"
+    elif ! differences="$(kafka_jar_differences "$tmp")" || [[ -n "$differences" ]]; then
+        rm -rf "$work"
+        die "the kafka $KAFKA_VERSION jars just downloaded do not match $KAFKA_PINS:
+$differences
+Refused: nothing was installed. A changed dependency or a tampered download; if a new
+pin is intended, review the release and run \`bash scripts/stack.sh pin-kafka\`."
+    fi
 
     # Swap the finished folder in, then write the marker: an interrupted run
     # leaves no marker and is simply redone next time.
@@ -196,7 +248,7 @@ ensure_venv() {
 }
 
 usage() {
-    sed -n '6,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '6,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -208,6 +260,13 @@ main() {
             ensure_venv
             load_stack_env
             install_kafka_jars
+            ;;
+        pin-kafka)
+            install_apt_packages
+            ensure_venv
+            load_stack_env
+            install_kafka_jars 1
+            exit 0
             ;;
         down | restart | status | env) ensure_venv ;;
         *) usage ;;
