@@ -287,3 +287,19 @@ def test_a_hung_redis_fails_scrapes_in_time_on_few_connections() -> None:
     assert {code for code, _ in results} == {500}, results
     assert max(seconds for _, seconds in results) < 10, results
     assert 1 <= len(redis.accepted) <= 2, len(redis.accepted)
+
+
+def test_mutual_tls_requires_a_client_certificate_from_the_ca(certs: Certs, tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(
+        f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
+        f"  client_ca_file: {certs.ca}\n  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    for server in serving(load_web_config(path)):
+        url = f"https://localhost:{port(server)}/metrics"
+        with_cert = ssl.create_default_context(cafile=str(certs.ca))
+        with_cert.load_cert_chain(certs.client_cert, certs.client_key)
+        with urllib.request.urlopen(url, timeout=5, context=with_cert) as resp:
+            assert resp.read() == BODY
+        with pytest.raises(OSError):  # no certificate: the handshake is refused
+            get(url, ca=certs.ca)
