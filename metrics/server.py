@@ -6,6 +6,10 @@ client forever. Here a connection is handed to one of `threads` workers, or clos
 once when all are busy; each request (TLS handshake included, done in the worker, never
 in the accepting loop) gets a socket timeout and an overall deadline, after which a
 watchdog shuts its socket, so a client that sends nothing frees its worker in time.
+
+prometheus-client's own `start_http_server` takes TLS files (certfile, keyfile,
+client_cafile) but no web config file and no basic auth (its basic_auth_handler is
+for pushing to a Pushgateway), and also starts a thread per connection; hence this.
 """
 
 from __future__ import annotations
