@@ -23,7 +23,7 @@ import hmac
 import secrets
 import ssl
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -72,19 +72,17 @@ class _WebConfigFile(_Strict):
     basic_auth_users: dict[str, str] | None = None
 
 
-@dataclass
 class BasicAuth:
     """Checks `Authorization: Basic` headers against bcrypt hashes in constant time."""
 
-    users: dict[str, bytes]
-    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    _verified: set[bytes] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
+    def __init__(self, users: dict[str, bytes]) -> None:
+        self.users = users
         # Unknown users are checked against a real hash too, so that the time taken
         # does not tell which user names exist.
         self._decoy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=10))
+        self._key = secrets.token_bytes(32)  # keys the digests of remembered logins
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
 
     def allows(self, header: str | None) -> bool:
         credentials = _basic_credentials(header)
@@ -97,7 +95,8 @@ class BasicAuth:
         with self._lock:
             if token in self._verified:
                 return True
-        if not bcrypt.checkpw(password, stored) or stored is self._decoy:
+        matches = bcrypt.checkpw(password, stored)
+        if not matches or stored is self._decoy:
             return False
         with self._lock:
             if len(self._verified) >= AUTH_CACHE_SIZE:
