@@ -144,8 +144,16 @@ class Pipeline:
             },
         )
 
-    def start_exporter(self, timeout: float = 30) -> Process:
-        proc = self._spawn("exporter", ["exporter"], {"RETENTION_STATE_DIR": str(self.workdir)})
+    def start_exporter(
+        self,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> Process:
+        """`retention exporter` with extra settings, once `ready` (by default: a plain
+        scrape answers) holds."""
+        env = {"RETENTION_STATE_DIR": str(self.workdir), **(env or {})}
+        proc = self._spawn("exporter", ["exporter"], env)
 
         def serving() -> bool:
             try:
@@ -154,7 +162,8 @@ class Pipeline:
                 return False
             return True
 
-        self.wait(serving, f"the exporter to serve /metrics on port {self.exporter_port}", timeout)
+        what = f"the exporter to serve /metrics on port {self.exporter_port}"
+        self.wait(ready or serving, what, timeout)
         return proc
 
     def wait(

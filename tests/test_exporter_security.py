@@ -64,8 +64,6 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         ]
     )
     p.wait_until_consumed()
-    env = {"RETENTION_STATE_DIR": str(p.workdir), "RETENTION_EXPORTER_WEB_CONFIG_FILE": str(web)}
-    exporter = p._spawn("exporter", ["exporter"], env)
     url = f"https://localhost:{p.exporter_port}/metrics"
     context = ssl.create_default_context(cafile=str(certs.ca))
     password_manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
@@ -76,14 +74,13 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
     )
 
     def served() -> bool:
-        assert exporter.alive(), tail(exporter.log)
         try:
             with opener.open(url, timeout=5) as resp:
                 return b"retention_customers" in resp.read()
         except OSError:
             return False
 
-    wait_until(served, lambda: f"the exporter over TLS\n{tail(exporter.log)}", timeout=30)
+    p.start_exporter(env={"RETENTION_EXPORTER_WEB_CONFIG_FILE": str(web)}, ready=served)
 
     jobs = [
         scrape_job("right", p.exporter_port, "https", certs.ca, PASSWORD),
