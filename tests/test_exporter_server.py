@@ -50,7 +50,14 @@ def serving(web: WebConfig, *, threads: int = 2, timeout: float = 1.5) -> Iterat
 
 @pytest.fixture
 def plain() -> Iterator[BoundedServer]:
+    """Two workers, a 1.5 s deadline."""
     yield from serving(WebConfig())
+
+
+@pytest.fixture
+def patient() -> Iterator[BoundedServer]:
+    """Two workers, a 30 s deadline: whatever is quicker is not the deadline's doing."""
+    yield from serving(WebConfig(), timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,7 @@ def secured(certs: Certs, tmp_path: Path) -> Iterator[BoundedServer]:
         f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
         f"basic_auth_users:\n  prometheus: '{bcrypt_hash('right')}'\n"
     )
-    yield from serving(load_web_config(path))
+    yield from serving(load_web_config(path), timeout=30)
 
 
 def port(server: BoundedServer) -> int:
@@ -95,13 +102,13 @@ def refused(server: BoundedServer) -> bool:
             return True
 
 
-def test_a_silent_client_does_not_block_scrapes(plain: BoundedServer) -> None:
-    url = f"http://127.0.0.1:{port(plain)}/metrics"
-    with silent_client(plain):
+def test_a_silent_client_does_not_block_scrapes(patient: BoundedServer) -> None:
+    url = f"http://127.0.0.1:{port(patient)}/metrics"
+    with silent_client(patient):
         time.sleep(0.2)
         started = time.monotonic()
         assert get(url) == BODY
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0
 
 
 def test_busy_workers_refuse_at_once_and_a_deadline_frees_them(plain: BoundedServer) -> None:
@@ -114,7 +121,7 @@ def test_busy_workers_refuse_at_once_and_a_deadline_frees_them(plain: BoundedSer
         assert plain.refused >= 1
         started = time.monotonic()
         wait_until(lambda: _ok(url), "the deadline to free a worker", timeout=5, interval=0.05)
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 4.0
         for sock in holders:  # the server hung up on them
             sock.settimeout(1)
             assert sock.recv(100) == b""
@@ -168,7 +175,9 @@ def test_a_silent_tls_client_does_not_block_the_accepting_loop(
     auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:right").decode()}
     with silent_client(secured):
         time.sleep(0.2)
+        started = time.monotonic()
         assert get(url, auth, certs.ca) == BODY
+        assert time.monotonic() - started < 3.0
 
 
 def test_concurrent_callers_share_one_computation() -> None:
