@@ -17,7 +17,7 @@ from core.schema import BATCH_KEYS, BatchArgs, EventArgs, Flag, Keys, SpanArgs
 from core.settings import Settings
 from streams.dimensions import DimensionRegistry
 from streams.events import Event, Reason
-from streams.scripts import load_script
+from streams.scripts import ScriptCall, load_script, run_scripts
 
 # Plain ints: `int & IntFlag` builds a Flag member (~4 µs), far too slow per event.
 MONEY_FLAGS = int(Flag.PURCHASE | Flag.REFUND | Flag.SUBSCRIPTION_ON)
@@ -124,12 +124,7 @@ class StateWriter:
     async def apply(self, records: list[Record], source: str = "test") -> ApplyResult:
         """Apply records outside the worker (tests, benchmarks): spans are taken from the
         records themselves, a partition's offset 0 being its beginning."""
-        spans: dict[int, Span] = {}
-        for r in records:
-            span = spans.get(r.partition)
-            start = span.start if span else (BEGINNING if r.offset == 0 else r.offset)
-            spans[r.partition] = Span(start, r.offset + 1)
-        return await self.send(await self.prepare(records), source, spans)
+        return await self.send(await self.prepare(records), source, spans_of(records))
 
     async def prepare(self, records: list[Record]) -> dict[int, ShardBatch]:
         """The script arguments of each shard's part of the batch (the CPU-bound half)."""
@@ -141,28 +136,36 @@ class StateWriter:
     async def send(
         self, shards: dict[int, ShardBatch], source: str, spans: dict[int, Span]
     ) -> ApplyResult:
-        """Run every shard's script in one pipeline and sum what the scripts did. Every
-        shard gets the batch's spans, so all shards' offset markers move together."""
+        """Run every shard's script in one pipeline and sum what the scripts did."""
         result = ApplyResult()
+        for applied, duplicates, replayed, *holes in await run_scripts(
+            self.redis, self.script_calls(shards, source, spans)
+        ):
+            result.applied += applied
+            result.duplicates += duplicates
+            result.replayed += replayed
+            for partition, stored in zip(holes[::2], holes[1::2], strict=True):
+                result.holes[partition] = min(stored, result.holes.get(partition, stored))
+        return result
+
+    def script_calls(
+        self, shards: dict[int, ShardBatch], source: str, spans: dict[int, Span]
+    ) -> list[ScriptCall]:
+        """One batch script call per shard, keys of that shard only. Every shard gets the
+        batch's spans, so all shards' offset markers move together."""
         if not spans:
-            return result
+            return []
         ceiling = int(time.time() * 1000) + self.max_skew_ms
         header: list[str | int | bytes] = [*BatchArgs(self.config, source, ceiling, len(spans))]
         for partition, span in spans.items():
             header += SpanArgs(partition, span.start, span.end)
         empty = ShardBatch()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in range(self.keys.shards):
-                batch = shards.get(shard, empty)
-                keys = [*self.keys.batch_keys(shard), *batch.bucket_keys]
-                await self.script(keys=keys, args=[*header, *batch.args], client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
-            for applied, duplicates, replayed, *holes in await pipe.execute():
-                result.applied += applied
-                result.duplicates += duplicates
-                result.replayed += replayed
-                for partition, stored in zip(holes[::2], holes[1::2], strict=True):
-                    result.holes[partition] = min(stored, result.holes.get(partition, stored))
-        return result
+        calls = []
+        for shard in range(self.keys.shards):
+            batch = shards.get(shard, empty)
+            keys = [*self.keys.batch_keys(shard), *batch.bucket_keys]
+            calls.append(ScriptCall(self.script, keys, [*header, *batch.args]))
+        return calls
 
     async def _add(self, record: Record, shards: dict[int, ShardBatch]) -> None:
         event = record.event
@@ -212,6 +215,17 @@ class ShardBatch:
             self.bucket_keys.append(key)
             self.index[key] = len(BATCH_KEYS) + len(self.bucket_keys)
         return self.index[key]
+
+
+def spans_of(records: list[Record]) -> dict[int, Span]:
+    """Each partition's span in records applied outside the worker: from the first
+    record's offset (offset 0: the partition's beginning) to after the last one."""
+    spans: dict[int, Span] = {}
+    for r in records:
+        span = spans.get(r.partition)
+        start = span.start if span else (BEGINNING if r.offset == 0 else r.offset)
+        spans[r.partition] = Span(start, r.offset + 1)
+    return spans
 
 
 def _flag_table(settings: Settings) -> dict[str, int]:
