@@ -13,6 +13,7 @@ Key layout (every key of a shard carries the same hash tag, so it is Redis Clust
   <ns>:{s:N}:b:<n>  a bucket of customers: field = customer id (customer_field), value =
                     the customer's state as one blob (CUSTOMER_SLOTS, layout in customer.lua)
   <ns>:{s:N}:due    lifecycle due set: bucket number -> earliest day one of its customers is due
+                    (bucket(N, number) names the bucket)
   <ns>:{s:N}:outbox lifecycle changes waiting to be produced
   <ns>:{s:N}:lock   the token of the worker publishing the shard's lifecycle changes, expiring
                     (streams/lifecycle.py): one publisher per shard at a time
@@ -181,8 +182,10 @@ class Flag(IntFlag):
 # order, the scripts address the same slots through lua_header()'s tables. The batch
 # script's KEYS are BATCH_KEYS (Keys methods) and then the buckets of the batch's
 # customers; its ARGV are BatchArgs, SpanArgs once per partition of the batch, and
-# EventArgs once per record. The sweep script's are SWEEP_KEYS and SweepArgs, the outbox
-# release script's RELEASE_KEYS and ReleaseArgs.
+# EventArgs once per record. The sweep script's KEYS are SWEEP_KEYS and then the due
+# buckets to sweep, its ARGV SweepArgs; the outbox release script's are RELEASE_KEYS and
+# ReleaseArgs. Every key a script touches is in its KEYS, and all of one call's keys
+# carry the same shard hash tag (one Redis Cluster slot).
 BATCH_KEYS = ("totals", "days", "periods", "timeline", "due")
 SWEEP_KEYS = ("due", "outbox", "lifecycle_lock", "totals")
 RELEASE_KEYS = ("outbox", "lifecycle_lock")
@@ -190,7 +193,6 @@ RELEASE_KEYS = ("outbox", "lifecycle_lock")
 
 class SweepArgs(NamedTuple):
     config: str  # JSON
-    bucket_prefix: str  # Keys.bucket_prefix of the shard
     token: str  # the caller's lifecycle lock token: the script does nothing without the lock
 
 
@@ -309,11 +311,16 @@ class Keys:
         """Bucket n of the shard is this prefix followed by n."""
         return f"{self.tag(shard)}:b:"
 
+    def bucket(self, shard: int, number: int) -> str:
+        """Bucket `number` of the shard; the due set's members are these numbers, and
+        the scripts read a bucket's number back from the end of its key."""
+        return f"{self.bucket_prefix(shard)}{number}"
+
     def customer(self, customer_id: str) -> tuple[str, bytes]:
         """The bucket hash holding the customer, and the customer's field in it."""
         crc = zlib.crc32(customer_id.encode())
         shard, bucket = crc % self.shards, crc // self.shards % self.buckets_per_shard
-        return f"{self.bucket_prefix(shard)}{bucket}", customer_field(customer_id)
+        return self.bucket(shard, bucket), customer_field(customer_id)
 
 
 def registry_key(namespace: str, dimension: str) -> str:
@@ -388,7 +395,7 @@ def lua_header() -> str:
     tables["BatchArg"] = _slots(BatchArgs._fields, 1) | {"FIRST_SPAN": len(BatchArgs._fields) + 1}
     tables["SpanArg"] = _slots(SpanArgs._fields, 0) | {"COUNT": len(SpanArgs._fields)}
     tables["EventArg"] = _slots(EventArgs._fields, 0) | {"COUNT": len(EventArgs._fields)}
-    tables["SweepKey"] = _slots(SWEEP_KEYS, 1)
+    tables["SweepKey"] = _slots(SWEEP_KEYS, 1) | {"FIRST_BUCKET": len(SWEEP_KEYS) + 1}
     tables["SweepArg"] = _slots(SweepArgs._fields, 1)
     tables["ReleaseKey"] = _slots(RELEASE_KEYS, 1)
     tables["ReleaseArg"] = _slots(ReleaseArgs._fields, 1)

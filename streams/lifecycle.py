@@ -31,7 +31,7 @@ from core.schema import Keys, ReleaseArgs, SweepArgs, TotalsField
 from core.segments import RfmKey, RfmThresholds, customer_segment, threshold_score
 from core.settings import Settings
 from core.totals import positions
-from streams.scripts import load_script
+from streams.scripts import ScriptCall, load_script, run_scripts
 
 SCRIPT = load_script("customer.lua", "civil.lua", "base_rule.lua", "sweep_lifecycle.lua")
 RELEASE_SCRIPT = load_script("release_outbox.lua")
@@ -66,6 +66,7 @@ def murmur2(data: bytes) -> int:
 
 YIELD_EVERY = 500  # changes formatted between turns of the event loop
 SWEEP_LIMIT = 5000  # customers looked at per script call (whole buckets), so a call stays short
+SWEEP_BUCKETS = 1000  # due buckets read, and named in KEYS, per shard and script call
 # outbox entries produced per shard and round: a round stays far inside the lock's time
 # (each sweep call extends it, the produce does not) however large a catch-up's backlog
 DRAIN_LIMIT = 20_000
@@ -151,12 +152,15 @@ class LifecyclePublisher:
         """Trim what Kafka acknowledged and give the locks back, where still held."""
         if not hold.shards:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in hold.shards:
-                args = ReleaseArgs(hold.token, hold.published.get(shard, 0))
-                keys = self.keys.release_keys(shard)
-                await self.release_script(keys=keys, args=list(args), client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
-            held = await pipe.execute()
+        calls = [
+            ScriptCall(
+                self.release_script,
+                self.keys.release_keys(shard),
+                [*ReleaseArgs(hold.token, hold.published.get(shard, 0))],
+            )
+            for shard in hold.shards
+        ]
+        held = await run_scripts(self.redis, calls)
         hold.busy += held.count(0)
 
     async def watermark_day(self, source: str) -> int | None:
@@ -208,6 +212,28 @@ class LifecyclePublisher:
 
     async def _sweep(self, mark: Watermark, hold: Hold, shards: list[int]) -> list[int]:
         """One pass over the shards; returns those with due customers left."""
+        results = await run_scripts(self.redis, await self.sweep_calls(mark, hold.token, shards))
+        more = []
+        for shard, (_, _, due_left, held, newer) in zip(shards, results, strict=True):
+            if not held:
+                hold.shards.remove(shard)
+                hold.busy += 1
+            elif newer:
+                hold.left = True  # sweep again from a fresh watermark
+            elif due_left:
+                more.append(shard)
+        return more
+
+    async def sweep_calls(self, mark: Watermark, token: str, shards: list[int]) -> list[ScriptCall]:
+        """One sweep script call per shard, naming in its KEYS the shard's buckets due
+        before the watermark day, read from its due set first (every shard is called,
+        as each call also extends the caller's lock and checks for newer partitions)."""
+        if mark.day is None:
+            raise ValueError("a sweep needs a watermark day")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(self.keys.due(shard), "-inf", mark.day - 1, 0, SWEEP_BUCKETS)
+            due: list[list[bytes]] = await pipe.execute()
         config = json.dumps(
             {
                 "T": mark.day,
@@ -220,22 +246,12 @@ class LifecyclePublisher:
                 "lock_ms": self.settings.lifecycle_lock_ms,
             }
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                keys = self.keys.sweep_keys(shard)
-                args = SweepArgs(config, self.keys.bucket_prefix(shard), hold.token)
-                await self.script(keys=keys, args=list(args), client=pipe)  # type: ignore[arg-type]  # redis-py types Script calls for standalone pipelines only
-            results = await pipe.execute()
-        more = []
-        for shard, (_, _, due_left, held, newer) in zip(shards, results, strict=True):
-            if not held:
-                hold.shards.remove(shard)
-                hold.busy += 1
-            elif newer:
-                hold.left = True  # sweep again from a fresh watermark
-            elif due_left:
-                more.append(shard)
-        return more
+        calls = []
+        for shard, numbers in zip(shards, due, strict=True):
+            buckets = [self.keys.bucket(shard, int(n)) for n in numbers]
+            keys = [*self.keys.sweep_keys(shard), *buckets]
+            calls.append(ScriptCall(self.script, keys, [*SweepArgs(config, token)]))
+        return calls
 
     async def _drain(self, producer: AIOKafkaProducer, hold: Hold) -> int:
         """Produce the held shards' outboxes (up to DRAIN_LIMIT entries each) and wait for

@@ -2,10 +2,12 @@
 --
 -- KEYS (slots in SweepKey, core/schema.py SWEEP_KEYS): the shard's due set (bucket
 --   number -> earliest day one of its customers is due), outbox (JSON changes
---   waiting to be produced to Kafka), lifecycle lock and totals (offset markers)
+--   waiting to be produced to Kafka), lifecycle lock and totals (offset markers), then
+--   from FIRST_BUCKET on the buckets to sweep, as the caller read them from the due set
+--   (the number ends each bucket's key)
 -- ARGV (slots in SweepArg): JSON {T, W, risk = {2, 7}, limit, grace, lock_ms, source,
---   parts = the partitions of the events topic `source` T was taken from}; the shard's
---   bucket key prefix; the caller's lock token
+--   parts = the partitions of the events topic `source` T was taken from}; the caller's
+--   lock token
 --
 -- Returns {customers looked at, changes queued, 1 if due customers are left, 1 if the
 -- caller holds the lock, 1 if the shard has applied a partition not in parts}. Only the
@@ -17,12 +19,13 @@
 -- due = first day whose state is not yet published. Changes are computed from pt + 1
 -- to T - 1 over the customer's decoded days, appended to the outbox in the same atomic
 -- step that advances pt, so nothing is published twice. A due bucket is read whole;
--- its customers that are not due yet are skipped on their blob's header.
+-- its customers that are not due yet are skipped on their blob's header. The caller
+-- read the due set before this call, so each bucket's score is looked at again here: a
+-- bucket swept meanwhile is skipped.
 
 local cfg = cjson.decode(ARGV[SweepArg.CONFIG])
 local T, W, RISK, LIMIT, GRACE = cfg.T, cfg.W, cfg.risk, cfg.limit, cfg.grace
 local DUE, OUTBOX = KEYS[SweepKey.DUE], KEYS[SweepKey.OUTBOX]
-local BUCKET = ARGV[SweepArg.BUCKET_PREFIX]
 
 -- The state at the end of day t: `last` the latest activity day <= t, `inside` whether
 -- t is in the customer's base runs (base_rule.lua: activity or a live subscription).
@@ -144,10 +147,9 @@ local function sweep_customer(id, st)
   return changes
 end
 
--- Sweep the due customers of bucket `b` and set its score to its new earliest due day.
--- Returns the customers looked at and the changes queued.
-local function sweep_bucket(b)
-  local key = BUCKET .. b
+-- Sweep the due customers of bucket `b` (stored at `key`) and set its score to its new
+-- earliest due day. Returns the customers looked at and the changes queued.
+local function sweep_bucket(key, b)
   local entries = redis.call('HGETALL', key)
   local earliest, changes = nil, 0
   for i = 1, #entries, 2 do
@@ -182,12 +184,18 @@ for _, field in ipairs(redis.call('HKEYS', KEYS[SweepKey.TOTALS])) do
   end
 end
 
--- Whole buckets until about LIMIT customers have been looked at, so one call stays short.
+-- Whole buckets that are still due, until about LIMIT customers have been looked at, so
+-- one call stays short; the rest stay in the due set for the next call.
 local looked, changes = 0, 0
-for _, b in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', T - 1, 'LIMIT', 0, LIMIT)) do
-  local n, c = sweep_bucket(b)
-  looked, changes = looked + n, changes + c
-  if looked >= LIMIT then break end
+for i = SweepKey.FIRST_BUCKET, #KEYS do
+  local key = KEYS[i]
+  local b = string.match(key, '(%d+)$')
+  local score = redis.call('ZSCORE', DUE, b)
+  if score and tonumber(score) <= T - 1 then
+    local n, c = sweep_bucket(key, b)
+    looked, changes = looked + n, changes + c
+    if looked >= LIMIT then break end
+  end
 end
 local more = redis.call('ZCOUNT', DUE, '-inf', T - 1) > 0 and 1 or 0
 return { looked, changes, more, 1, 0 }
