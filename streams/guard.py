@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import RedisCluster
 
 from core.redis_types import AsyncRedis
 from core.schema import Keys
@@ -102,13 +105,21 @@ def eviction_problem(policy: str | None) -> str | None:
 
 
 async def read_eviction_policy(redis: AsyncRedis) -> str | None:
-    """The policy, or None where CONFIG is not allowed (managed Redis services)."""
+    """The policy (on a cluster the first unsafe one among the primaries, which each
+    evict on their own), or None where CONFIG is not allowed (managed Redis services)."""
+    replies: list[Mapping[Any, Any]]
     try:
-        reply = await redis.config_get("maxmemory-policy")
+        if isinstance(redis, RedisCluster):
+            # one reply per node: {node name: {setting: value}}
+            per_node: Any = await redis.config_get("maxmemory-policy", target_nodes=redis.PRIMARIES)
+            replies = list(per_node.values())
+        else:
+            replies = [await redis.config_get("maxmemory-policy")]
     except Exception:
         return None
-    value: bytes | str | None = next(iter(reply.values()), None)
-    return value.decode() if isinstance(value, bytes) else value
+    policies = [_text(value) for reply in replies for value in reply.values()]
+    unsafe = [policy for policy in policies if policy != "noeviction"]
+    return next(iter(unsafe or policies), None)
 
 
 async def has_state(redis: AsyncRedis, keys: Keys) -> bool:
