@@ -52,10 +52,15 @@ async def run_scripts(redis: AsyncRedis, calls: Sequence[ScriptCall]) -> list[An
 
 
 async def _send(redis: AsyncRedis, calls: Sequence[ScriptCall]) -> list[Any]:
-    """EVALSHA of every call in one pipeline; errors come back as replies."""
+    """EVALSHA of every call in one pipeline; errors come back as replies.
+
+    redis-py's cluster pipeline refuses its evalsha() method (it cannot know the script
+    is loaded on every node), yet routes the EVALSHA command by its keys like any other,
+    so the command is queued by name; a node without the script answers NOSCRIPT.
+    """
     if not calls:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         return list(await pipe.execute(raise_on_error=False))
