@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,3 +70,13 @@ async def outboxes(redis: AsyncRedis, publisher: LifecyclePublisher) -> list[lis
     """Every shard's queued lifecycle changes, in order."""
     keys = publisher.keys
     return [await redis.lrange(keys.outbox(shard), 0, -1) for shard in range(keys.shards)]
+
+
+def per_customer(outboxes: list[list[bytes]]) -> dict[str, list[bytes]]:
+    """Each customer's queued changes, in the order they were queued: Kafka keeps the
+    order per customer (the record key), not across the customers of a bucket."""
+    changes: defaultdict[str, list[bytes]] = defaultdict(list)
+    for outbox in outboxes:
+        for raw in outbox:
+            changes[json.loads(raw)["customer"]].append(raw)
+    return dict(changes)

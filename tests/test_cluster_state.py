@@ -9,9 +9,7 @@ failover, answers NOSCRIPT and is given the scripts again without losing a batch
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -30,7 +28,14 @@ from retention.rebuild import clear_namespace
 from streams.guard import check_state, stored_positions
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record, StateWriter, spans_of
-from tests.cluster_fixtures import CLUSTER_URL, async_cluster, cluster, outboxes, records_of
+from tests.cluster_fixtures import (
+    CLUSTER_URL,
+    async_cluster,
+    cluster,
+    outboxes,
+    per_customer,
+    records_of,
+)
 from tests.history import generate_history
 from tests.oracle import OracleSettings, compute, diff, flatten
 from tests.services import REDIS_URL
@@ -105,15 +110,6 @@ def flush_one_node(client: RedisCluster, settings: Settings, scripts: list[str])
         assert exists == [False] * len(scripts)
 
     return forget
-
-
-def per_customer(outboxes: list[list[bytes]]) -> dict[str, list[bytes]]:
-    """Each customer's queued changes, in the order they were queued."""
-    changes: defaultdict[str, list[bytes]] = defaultdict(list)
-    for outbox in outboxes:
-        for raw in outbox:
-            changes[json.loads(raw)["customer"]].append(raw)
-    return dict(changes)
 
 
 def snapshot_and_scrape(client: SyncRedis, settings: Settings) -> tuple[Snapshot, str]:
