@@ -22,6 +22,9 @@ import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from redis import RedisCluster
 
 from bench.mix import customer_id
 from bench.procs import VENV_BIN, Child, free_port
@@ -43,6 +46,12 @@ class RedisSnapshot:
 
     @classmethod
     def take(cls, redis: SyncRedis) -> RedisSnapshot:
+        """Used memory and keys; of every primary together on a cluster, where INFO and
+        DBSIZE would otherwise answer for one node."""
+        if isinstance(redis, RedisCluster):
+            per_node: Any = redis.info("memory", target_nodes=redis.PRIMARIES)
+            used = sum(int(info["used_memory"]) for info in per_node.values())
+            return cls(used, int(redis.dbsize(target_nodes=redis.PRIMARIES)))
         info = redis.info("memory")
         return cls(int(info["used_memory"]), int(redis.dbsize()))
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
+
+from redis.asyncio import RedisCluster
 
 from bench.kafka import CommitWatcher, end_offsets
 from bench.procs import CpuMeter
@@ -126,15 +129,25 @@ async def applied_events(redis: AsyncRedis, namespace: str, shards: int) -> int:
 
 
 async def _eval_stats(redis: AsyncRedis) -> dict[str, dict[str, float]]:
-    """INFO commandstats (commands run inside scripts are counted too) and Redis CPU."""
-    info = await redis.info("commandstats")
-    stats = {
-        name.removeprefix("cmdstat_"): {"calls": float(v["calls"]), "usec": float(v["usec"])}
-        for name, v in info.items()
-    }
-    cpu = await redis.info("cpu")
-    stats["_cpu"] = {"seconds": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
-    return stats
+    """INFO commandstats (commands run inside scripts are counted too) and Redis CPU,
+    summed over a cluster's primaries."""
+    stats: defaultdict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0.0, "usec": 0.0})
+    for info in await _per_primary(redis, "commandstats"):
+        for name, v in info.items():
+            counted = stats[name.removeprefix("cmdstat_")]
+            counted["calls"] += float(v["calls"])
+            counted["usec"] += float(v["usec"])
+    cpu = await _per_primary(redis, "cpu")
+    seconds = sum(float(c["used_cpu_user"]) + float(c["used_cpu_sys"]) for c in cpu)
+    return {**stats, "_cpu": {"seconds": seconds}}
+
+
+async def _per_primary(redis: AsyncRedis, section: str) -> list[dict[str, Any]]:
+    """An INFO section of every primary (INFO on a cluster client asks one node only)."""
+    if isinstance(redis, RedisCluster):
+        per_node: Any = await redis.info(section, target_nodes=redis.PRIMARIES)
+        return list(per_node.values())
+    return [await redis.info(section)]
 
 
 def _eval_delta(

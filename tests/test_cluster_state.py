@@ -155,6 +155,10 @@ def test_cluster_state_equals_standalone_and_oracle(cluster: redis.RedisCluster)
         (got, got_snap, got_text), (clean, clean_snap, _) = asyncio.run(both())
     finally:
         single_sync.close()
+    # clearing the namespace scanned and emptied every primary
+    for node in cluster.get_primaries():
+        with redis.Redis(host=node.host, port=node.port) as one:
+            assert one.keys(f"{namespace}:*") == [], node.name
     # Kafka keeps the order per customer (the record key); customers of one bucket may
     # come in another order, as Lua's table order differs between server processes.
     changes = per_customer(got.outboxes)
