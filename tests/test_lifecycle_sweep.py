@@ -17,8 +17,10 @@ from msgspec.structs import replace
 
 from core.redis_client import async_client
 from core.settings import Settings
+from retention.rebuild import clear_namespace
 from streams.events import Event
 from streams.lifecycle import LifecyclePublisher
+from streams.scripts import run_scripts
 from streams.state import Record, StateWriter
 from tests.services import REDIS_URL
 
@@ -166,4 +168,43 @@ def test_subscribers_are_not_churned_while_their_subscription_lives() -> None:
             ("y", "active", "at_risk_2", iso(2), "inactive 2 days"),
             ("y", "at_risk_2", "at_risk_7", iso(7), "inactive 7 days"),
         ]
+    )
+
+
+def test_a_sweep_read_before_another_sweep_queues_nothing_twice() -> None:
+    """Buckets are read from the due set before the script runs; a second sweep that
+    read the same buckets (another worker, or a retry) finds them done and skips them."""
+    settings = Settings(namespace=f"l{uuid.uuid4().hex[:8]}", redis_url=REDIS_URL, shards=2)
+    batch = [event(1, "a", "install", 0), event(2, "b", "install", 0)]
+    batch.append(event(3, "b", "app_open", 35))
+
+    async def sweep_twice() -> tuple[list[tuple[int, int, int]], list[tuple[str, ...]]]:
+        redis = Redis.from_url(REDIS_URL)
+        writer = StateWriter(redis, settings)
+        publisher = LifecyclePublisher(redis, settings)
+        try:
+            await writer.apply([Record(0, i, event=e) for i, e in enumerate(batch)])
+            today = await publisher.watermark_day("test")
+            assert today is not None
+            first, stale = await publisher.sweep_calls(today), await publisher.sweep_calls(today)
+            assert [c.keys for c in first] == [c.keys for c in stale] != []
+            replies = await run_scripts(redis, first) + await run_scripts(redis, stale)
+            changes = []
+            for shard in range(settings.shards):
+                for raw in await redis.lrange(publisher.keys.outbox(shard), 0, -1):
+                    body = json.loads(publisher.message(json.loads(raw))[1])
+                    changes.append((body["customer_id"], body["to"], body["at"]))
+            return [tuple(r) for r in replies], sorted(changes)
+        finally:
+            await clear_namespace(redis, settings.namespace)
+            await redis.aclose()
+
+    replies, changes = asyncio.run(sweep_twice())
+    # the stale calls looked at no customer and queued nothing
+    assert all(reply[:2] == (0, 0) for reply in replies[len(replies) // 2 :])
+    # days 0-34 are complete (the watermark is day 35): a and b alike up to then
+    assert changes == sorted(
+        (c, to, iso(day))
+        for c in "ab"
+        for to, day in (("active", 0), ("at_risk_2", 2), ("at_risk_7", 7), ("churned", 30))
     )
