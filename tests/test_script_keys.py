@@ -204,3 +204,49 @@ def test_an_undeclared_key_is_refused(private_redis: str) -> None:
             await probe.aclose()
 
     asyncio.run(main())
+
+
+def test_a_standalone_server_that_forgot_its_scripts_gets_them_again(private_redis: str) -> None:
+    """After SCRIPT FLUSH (as after a restart) the next batch and sweep still run whole:
+    the same counts, changes and aggregates as a run whose server kept its scripts."""
+    events = generate_history(seed=22, customers=40, days=30)
+    layout: dict[str, Any] = {"redis_url": private_redis, "shards": 2}
+    flushed = Settings(namespace=f"f{uuid.uuid4().hex[:8]}", **layout)
+    kept = Settings(namespace=f"k{uuid.uuid4().hex[:8]}", **layout)
+    records = records_of(events, flushed, partitions=1)
+    halves = [records[: len(records) // 2], records[len(records) // 2 :]]
+    Outcome = tuple[tuple[int, int], dict[str, list[bytes]], Snapshot]
+
+    async def run(client: Redis, settings: Settings, flush: bool) -> Outcome:
+        writer, publisher = StateWriter(client, settings), LifecyclePublisher(client, settings)
+        applied = duplicates = 0
+        for batch in halves:
+            if flush:
+                await client.script_flush()
+            result = await writer.apply(batch)
+            applied, duplicates = applied + result.applied, duplicates + result.duplicates
+            if flush:
+                assert await client.script_exists(writer.script.sha) == [True]
+                await client.script_flush()
+            today = await publisher.watermark_day("test")
+            assert today is not None
+            while await publisher._sweep(today):
+                pass
+            if flush:
+                assert await client.script_exists(publisher.script.sha) == [True]
+        with redis.Redis.from_url(private_redis) as sync:
+            snap = AggregateReader(sync, settings).read()
+        return (applied, duplicates), per_customer(await outboxes(client, publisher)), snap
+
+    async def main() -> tuple[Outcome, Outcome]:
+        client = Redis.from_url(private_redis)
+        try:
+            return await run(client, flushed, True), await run(client, kept, False)
+        finally:
+            await clear_namespace(client, flushed.namespace)
+            await clear_namespace(client, kept.namespace)
+            await client.aclose()
+
+    got, clean = asyncio.run(main())
+    assert got == clean
+    assert got[2].customers == 40 and len(got[1]) > 30
