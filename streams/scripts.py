@@ -22,7 +22,7 @@ def load_script(*names: str) -> str:
 
 
 class ScriptCall(NamedTuple):
-    """One call of a registered script; all its keys share one shard's hash tag."""
+    """One call of a registered script; all its keys lie in one hash slot."""
 
     script: AsyncScript
     keys: list[str]
