@@ -152,7 +152,12 @@ class LifecyclePublisher:
         """Trim what Kafka acknowledged and give the locks back, where still held."""
         if not hold.shards:
             return
-        calls = [
+        held = await run_scripts(self.redis, self.release_calls(hold))
+        hold.busy += held.count(0)
+
+    def release_calls(self, hold: Hold) -> list[ScriptCall]:
+        """One release script call per held shard, with the entries Kafka acknowledged."""
+        return [
             ScriptCall(
                 self.release_script,
                 self.keys.release_keys(shard),
@@ -160,8 +165,6 @@ class LifecyclePublisher:
             )
             for shard in hold.shards
         ]
-        held = await run_scripts(self.redis, calls)
-        hold.busy += held.count(0)
 
     async def watermark_day(self, source: str) -> int | None:
         """Local day of the slowest partition's newest event time, less the lateness.

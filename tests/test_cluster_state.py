@@ -35,6 +35,7 @@ from tests.cluster_fixtures import (
     outboxes,
     per_customer,
     records_of,
+    sweep,
 )
 from tests.history import generate_history
 from tests.oracle import OracleSettings, compute, diff, flatten
@@ -79,11 +80,8 @@ async def run(client: AsyncRedis, settings: Settings, records: list[Record], for
         assert not result.holes
         out.applied += result.applied
         out.duplicates += result.duplicates
-        today = await publisher.watermark_day("test")
-        assert today is not None
         await forget("sweep", n)
-        while await publisher._sweep(today):
-            pass
+        await sweep(publisher)
     out.outboxes = await outboxes(client, publisher)
     out.positions = await stored_positions(client, publisher.keys, "test", list(range(PARTITIONS)))
     return out

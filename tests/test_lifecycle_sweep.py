@@ -16,6 +16,7 @@ import pytest
 from msgspec.structs import replace
 
 from core.redis_client import async_client
+from core.schema import SWEEP_KEYS
 from core.settings import Settings
 from retention.rebuild import clear_namespace
 from streams.events import Event
@@ -178,17 +179,20 @@ def test_a_sweep_read_before_another_sweep_queues_nothing_twice() -> None:
     batch = [event(1, "a", "install", 0), event(2, "b", "install", 0)]
     batch.append(event(3, "b", "app_open", 35))
 
-    async def sweep_twice() -> tuple[list[tuple[int, int, int]], list[tuple[str, ...]]]:
-        redis = Redis.from_url(REDIS_URL)
+    async def sweep_twice() -> tuple[list[tuple[int, ...]], list[tuple[str, ...]]]:
+        redis = async_client(settings, timeout=30)
         writer = StateWriter(redis, settings)
         publisher = LifecyclePublisher(redis, settings)
         try:
             await writer.apply([Record(0, i, event=e) for i, e in enumerate(batch)])
-            today = await publisher.watermark_day("test")
-            assert today is not None
-            first, stale = await publisher.sweep_calls(today), await publisher.sweep_calls(today)
-            assert [c.keys for c in first] == [c.keys for c in stale] != []
+            mark = await publisher.watermark("test")
+            hold = await publisher.acquire()
+            first = await publisher.sweep_calls(mark, hold.token, hold.shards)
+            stale = await publisher.sweep_calls(mark, hold.token, hold.shards)
+            assert [c.keys for c in first] == [c.keys for c in stale]
+            assert any(len(c.keys) > len(SWEEP_KEYS) for c in first)  # due buckets named
             replies = await run_scripts(redis, first) + await run_scripts(redis, stale)
+            await publisher.release(hold)
             changes = []
             for shard in range(settings.shards):
                 for raw in await redis.lrange(publisher.keys.outbox(shard), 0, -1):

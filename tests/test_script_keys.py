@@ -34,7 +34,7 @@ from retention.rebuild import clear_namespace
 from streams.lifecycle import LifecyclePublisher
 from streams.scripts import ScriptCall
 from streams.state import Record, StateWriter, spans_of
-from tests.cluster_fixtures import outboxes, per_customer, records_of
+from tests.cluster_fixtures import outboxes, per_customer, records_of, sweep
 from tests.history import generate_history
 from tests.services import free_port, tail
 
@@ -116,7 +116,7 @@ async def guarded_run(
     returns the shards' outboxes."""
     writer = StateWriter(admin, settings)
     publisher = LifecyclePublisher(admin, settings)
-    for script in (writer.script, publisher.script):
+    for script in (writer.script, publisher.script, publisher.release_script):
         await admin.script_load(script.script)
     for start in range(0, len(records), BATCH):
         batch = records[start : start + BATCH]
@@ -124,12 +124,16 @@ async def guarded_run(
         for call in calls:
             reply = await guard.run(call)
             assert len(reply) == 3, reply  # applied, duplicates, replayed: no hole
-        today = await publisher.watermark_day("test")
-        assert today is not None
-        more = True
-        while more:
-            replies = [await guard.run(call) for call in await publisher.sweep_calls(today)]
-            more = any(left for _, _, left in replies)
+        mark = await publisher.watermark("test")
+        hold = await publisher.acquire()
+        shards = list(hold.shards)
+        while shards:  # as LifecyclePublisher.sweep does, each call under the guard
+            calls = await publisher.sweep_calls(mark, hold.token, shards)
+            replies = [await guard.run(call) for call in calls]
+            assert all(held == 1 and newer == 0 for *_, held, newer in replies), replies
+            shards = [shard for shard, r in zip(shards, replies, strict=True) if r[2]]
+        for call in publisher.release_calls(hold):
+            assert await guard.run(call) == 1
     return await outboxes(admin, publisher)
 
 
@@ -154,13 +158,11 @@ def test_scripts_touch_only_their_declared_keys(private_redis: str) -> None:
             writer, publisher = StateWriter(admin, plain), LifecyclePublisher(admin, plain)
             for start in range(0, len(records), BATCH):
                 await writer.apply(records[start : start + BATCH])
-                today = await publisher.watermark_day("test")
-                assert today is not None
-                while await publisher._sweep(today):
-                    pass
+                await sweep(publisher)
             with redis.Redis.from_url(private_redis) as sync:
                 snaps = [AggregateReader(sync, s).read() for s in (guarded, plain)]
             shas = {"batch": writer.script.sha, "sweep": publisher.script.sha}
+            shas["release"] = publisher.release_script.sha
             shas["codes"] = registry.script.sha
             calls = Counter({name: guard.calls[sha] for name, sha in shas.items()})
             return calls, got, await outboxes(admin, publisher), snaps
@@ -174,7 +176,8 @@ def test_scripts_touch_only_their_declared_keys(private_redis: str) -> None:
     calls, got, clean, (snap, clean_snap) = asyncio.run(main())
     batch_calls = guarded.shards * -(-len(records) // BATCH)
     assert calls["batch"] == batch_calls
-    assert calls["sweep"] >= batch_calls // 2
+    assert calls["sweep"] >= batch_calls
+    assert calls["release"] == batch_calls
     assert calls["codes"] == 1
     assert per_customer(got) == per_customer(clean)
     assert sum(map(len, got)) > 500
@@ -228,12 +231,10 @@ def test_a_standalone_server_that_forgot_its_scripts_gets_them_again(private_red
             if flush:
                 assert await client.script_exists(writer.script.sha) == [True]
                 await client.script_flush()
-            today = await publisher.watermark_day("test")
-            assert today is not None
-            while await publisher._sweep(today):
-                pass
+            await sweep(publisher)
             if flush:
-                assert await client.script_exists(publisher.script.sha) == [True]
+                shas = [publisher.script.sha, publisher.release_script.sha]
+                assert await client.script_exists(*shas) == [True, True]
         with redis.Redis.from_url(private_redis) as sync:
             snap = AggregateReader(sync, settings).read()
         return (applied, duplicates), per_customer(await outboxes(client, publisher)), snap
