@@ -1,8 +1,8 @@
 """A real Redis Cluster for the tests, and helpers that run state through it.
 
-RETENTION_TEST_REDIS_CLUSTER_URL names a seed node of the cluster (default: the local
-stack's first cluster node). The clients are redis-py's RedisCluster, which finds the
-other primaries from the seed.
+The cluster is the local stack's (`scripts/stack.sh up` starts three masters);
+RETENTION_TEST_REDIS_CLUSTER_URL names another one, in RETENTION_REDIS_URL's cluster
+form. The clients come from the factory (core/redis_client.py) like everyone's.
 """
 
 from __future__ import annotations
@@ -16,37 +16,36 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from redis.exceptions import RedisClusterException, RedisError
 
+from core.redis_client import REDIS_ERRORS, async_client, sync_client
 from core.redis_types import AsyncRedis
 from core.settings import Settings
+from retention.stack.settings import StackSettings
 from streams.events import EventDecoder, Rejected
 from streams.lifecycle import LifecyclePublisher
 from streams.state import Record
 
-CLUSTER_URL = os.environ.get("RETENTION_TEST_REDIS_CLUSTER_URL", "redis://127.0.0.1:17001")
+CLUSTER_URL = (
+    os.environ.get("RETENTION_TEST_REDIS_CLUSTER_URL") or StackSettings().redis_cluster_url
+)
 
 
-def async_cluster() -> redis.asyncio.RedisCluster:
+def async_cluster(settings: Settings) -> redis.asyncio.RedisCluster:
     """A client of the test cluster; make it inside the event loop that uses it."""
-    return redis.asyncio.RedisCluster.from_url(CLUSTER_URL)
-
-
-def sync_cluster() -> redis.RedisCluster:
-    return redis.RedisCluster.from_url(CLUSTER_URL)
+    client = async_client(settings, timeout=30)
+    assert isinstance(client, redis.asyncio.RedisCluster), f"{settings.redis_url} is no cluster"
+    return client
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[redis.RedisCluster]:
+def cluster(stack: None) -> Iterator[redis.RedisCluster]:
     """The test cluster, known to answer with every slot covered."""
     try:
-        client = sync_cluster()
+        client = sync_client(Settings(redis_url=CLUSTER_URL), timeout=30)
         state = client.cluster_info()
-    except (RedisError, RedisClusterException) as exc:
-        pytest.fail(
-            f"no Redis Cluster at RETENTION_TEST_REDIS_CLUSTER_URL={CLUSTER_URL} ({exc})",
-            pytrace=False,
-        )
+    except REDIS_ERRORS as exc:
+        pytest.fail(f"no Redis Cluster at {CLUSTER_URL} ({exc})", pytrace=False)
+    assert isinstance(client, redis.RedisCluster), f"{CLUSTER_URL} is no cluster"
     assert state["cluster_state"] == "ok", state
     yield client
     client.close()

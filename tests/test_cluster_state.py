@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 from prometheus_client import generate_latest
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 
+from core.redis_client import async_client, sync_client
 from core.redis_types import AsyncRedis, SyncRedis
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -125,10 +126,11 @@ def test_cluster_state_equals_standalone_and_oracle(cluster: redis.RedisCluster)
     standalone = Settings(redis_url=REDIS_URL, **layout)  # type: ignore[arg-type]
     records = records_of(events, standalone, PARTITIONS)
 
-    single_sync = redis.Redis.from_url(REDIS_URL)
+    single_sync = sync_client(standalone, timeout=30)
 
     async def both() -> tuple[Outcome, Outcome]:
-        clustered, single = async_cluster(), Redis.from_url(REDIS_URL)
+        clustered = async_cluster(on_cluster)
+        single = async_client(standalone, timeout=30)
         try:
             scripts = [
                 StateWriter(clustered, on_cluster).script.sha,
@@ -155,8 +157,7 @@ def test_cluster_state_equals_standalone_and_oracle(cluster: redis.RedisCluster)
         single_sync.close()
     # clearing the namespace scanned and emptied every primary
     for node in cluster.get_primaries():
-        with redis.Redis(host=node.host, port=node.port) as one:
-            assert one.keys(f"{namespace}:*") == [], node.name
+        assert cluster.get_redis_connection(node).keys(f"{namespace}:*") == [], node.name
     # Kafka keeps the order per customer (the record key); customers of one bucket may
     # come in another order, as Lua's table order differs between server processes.
     changes = per_customer(got.outboxes)

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 import redis
-from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from core.redis_client import async_client, sync_client
+from core.redis_types import AsyncRedis
 from core.schema import Keys, lua_header, registry_key
 from core.settings import Settings
 from metrics.aggregates import AggregateReader
@@ -75,11 +76,20 @@ def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path) -> None
         if server.poll() is not None:
             pytest.fail(f"redis-server exited\n{tail(log)}")
         try:
-            if redis.Redis.from_url(url).ping():
+            if sync_client(Settings(redis_url=url), timeout=5).ping():
                 return
         except redis.ConnectionError:
             time.sleep(0.1)
     pytest.fail(f"redis-server did not answer\n{tail(log)}")
+
+
+def clients(url: str) -> tuple[AsyncRedis, AsyncRedis]:
+    """An administrator's client of the private server, and the probe user's."""
+    probe_url = url.replace("redis://", f"redis://{PROBE}:any@", 1)
+    return (
+        async_client(Settings(redis_url=url), timeout=30),
+        async_client(Settings(redis_url=probe_url), timeout=30),
+    )
 
 
 def glob_escape(key: str) -> str:
@@ -90,7 +100,7 @@ def glob_escape(key: str) -> str:
 class DeclaredKeysOnly:
     """Runs script calls as a user that may touch exactly the keys each call declares."""
 
-    def __init__(self, admin: Redis, probe: Redis) -> None:
+    def __init__(self, admin: AsyncRedis, probe: AsyncRedis) -> None:
         self.admin, self.probe = admin, probe
         self.calls: Counter[str] = Counter()  # per script
 
@@ -110,7 +120,7 @@ class DeclaredKeysOnly:
 
 
 async def guarded_run(
-    guard: DeclaredKeysOnly, admin: Redis, settings: Settings, records: list[Record]
+    guard: DeclaredKeysOnly, admin: AsyncRedis, settings: Settings, records: list[Record]
 ) -> list[list[bytes]]:
     """Apply and sweep batch by batch as the worker does, each call under the guard;
     returns the shards' outboxes."""
@@ -145,8 +155,7 @@ def test_scripts_touch_only_their_declared_keys(private_redis: str) -> None:
     records = records_of(events, guarded, partitions=2)
 
     async def main() -> tuple[Counter[str], list[list[bytes]], list[list[bytes]], list[Snapshot]]:
-        admin = Redis.from_url(private_redis)
-        probe = Redis.from_url(private_redis, username=PROBE, password="any")
+        admin, probe = clients(private_redis)
         await admin.acl_setuser(PROBE, enabled=True, nopass=True, commands=["+@all"])
         guard = DeclaredKeysOnly(admin, probe)
         try:
@@ -159,7 +168,7 @@ def test_scripts_touch_only_their_declared_keys(private_redis: str) -> None:
             for start in range(0, len(records), BATCH):
                 await writer.apply(records[start : start + BATCH])
                 await sweep(publisher)
-            with redis.Redis.from_url(private_redis) as sync:
+            with sync_client(Settings(redis_url=private_redis), timeout=30) as sync:
                 snaps = [AggregateReader(sync, s).read() for s in (guarded, plain)]
             shas = {"batch": writer.script.sha, "sweep": publisher.script.sha}
             shas["release"] = publisher.release_script.sha
@@ -190,8 +199,7 @@ def test_an_undeclared_key_is_refused(private_redis: str) -> None:
     keys = Keys(f"u{uuid.uuid4().hex[:8]}", shards=1)
 
     async def main() -> None:
-        admin = Redis.from_url(private_redis)
-        probe = Redis.from_url(private_redis, username=PROBE, password="any")
+        admin, probe = clients(private_redis)
         await admin.acl_setuser(PROBE, enabled=True, nopass=True, commands=["+@all"])
         try:
             script = admin.register_script(UNDECLARED)
@@ -220,7 +228,7 @@ def test_a_standalone_server_that_forgot_its_scripts_gets_them_again(private_red
     halves = [records[: len(records) // 2], records[len(records) // 2 :]]
     Outcome = tuple[tuple[int, int], dict[str, list[bytes]], Snapshot]
 
-    async def run(client: Redis, settings: Settings, flush: bool) -> Outcome:
+    async def run(client: AsyncRedis, settings: Settings, flush: bool) -> Outcome:
         writer, publisher = StateWriter(client, settings), LifecyclePublisher(client, settings)
         applied = duplicates = 0
         for batch in halves:
@@ -235,12 +243,12 @@ def test_a_standalone_server_that_forgot_its_scripts_gets_them_again(private_red
             if flush:
                 shas = [publisher.script.sha, publisher.release_script.sha]
                 assert await client.script_exists(*shas) == [True, True]
-        with redis.Redis.from_url(private_redis) as sync:
+        with sync_client(Settings(redis_url=private_redis), timeout=30) as sync:
             snap = AggregateReader(sync, settings).read()
         return (applied, duplicates), per_customer(await outboxes(client, publisher)), snap
 
     async def main() -> tuple[Outcome, Outcome]:
-        client = Redis.from_url(private_redis)
+        client = async_client(Settings(redis_url=private_redis), timeout=30)
         try:
             return await run(client, flushed, True), await run(client, kept, False)
         finally:
