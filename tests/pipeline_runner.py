@@ -78,9 +78,11 @@ class Pipeline:
         churn_window_days: int = 30,
         allowed_lateness_seconds: int = 0,
         cohorts_kept: int = 12,
+        partitions: int = PARTITIONS,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.partitions = partitions
         workdir.mkdir(parents=True, exist_ok=True)
         self.ns = scratch_name("t")
         self.topic = f"events-{self.ns}"
@@ -100,6 +102,7 @@ class Pipeline:
             "RETENTION_CHURN_WINDOW_DAYS": str(churn_window_days),
             "RETENTION_ALLOWED_LATENESS_SECONDS": str(allowed_lateness_seconds),
             "RETENTION_COHORTS_KEPT": str(cohorts_kept),
+            "RETENTION_EVENTS_PARTITIONS": str(partitions),
             **(extra_env or {}),
         }
         self.processes: list[Process] = []
@@ -205,7 +208,7 @@ class Pipeline:
         try:
             await admin.create_topics(
                 [
-                    NewTopic(self.topic, num_partitions=PARTITIONS, replication_factor=1),
+                    NewTopic(self.topic, num_partitions=self.partitions, replication_factor=1),
                     NewTopic(self.dlq_topic, num_partitions=1, replication_factor=1),
                 ]
             )
@@ -250,7 +253,7 @@ class Pipeline:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
-        parts = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+        parts = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         consumer = AIOKafkaConsumer(**self.kafka, enable_auto_commit=False)
         admin = AIOKafkaAdminClient(**self.kafka)
         await consumer.start()

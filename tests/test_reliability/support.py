@@ -141,16 +141,16 @@ class Producer(threading.Thread):
 # --- the lifecycle topic ----------------------------------------------------------------
 
 
-async def _read_lifecycle(
+async def read_lifecycle(
     topic: str, want: set[Change] | None, quiet: float, timeout: float
-) -> list[dict[str, Any]]:
-    """Every message of the topic: until `want` is covered (if given) and then nothing new
-    for `quiet` seconds, or the deadline."""
+) -> list[tuple[int, dict[str, Any]]]:
+    """Every message of the topic with its Kafka timestamp (epoch ms): until `want` is
+    covered (if given) and then nothing new for `quiet` seconds, or the deadline."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=KAFKA, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
-    out: list[dict[str, Any]] = []
+    out: list[tuple[int, dict[str, Any]]] = []
     seen: set[Change] = set()
     try:
         deadline = time.monotonic() + timeout
@@ -161,7 +161,7 @@ async def _read_lifecycle(
                 for record in records:
                     body = json.loads(record.value)
                     assert record.key.decode() == body["customer_id"]
-                    out.append(body)
+                    out.append((record.timestamp, body))
                     seen.add(as_change(body))
                     last_new = time.monotonic()
             covered = want is None or want <= seen
@@ -180,8 +180,8 @@ def read_changes(
     p: Pipeline, want: set[Change] | None = None, quiet: float = 3.0, timeout: float = 60
 ) -> tuple[set[Change], int]:
     """(distinct changes, messages) on the pipeline's lifecycle topic."""
-    messages = asyncio.run(_read_lifecycle(p.lifecycle_topic, want, quiet, timeout))
-    return {as_change(m) for m in messages}, len(messages)
+    messages = asyncio.run(read_lifecycle(p.lifecycle_topic, want, quiet, timeout))
+    return {as_change(m) for _, m in messages}, len(messages)
 
 
 # --- the clean run ----------------------------------------------------------------------
