@@ -189,3 +189,16 @@ class CommitWatcher:
             tp.partition: (m.offset if m is not None and m.offset >= 0 else 0)
             for tp, m in meta.items()
         }
+
+
+async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
+    """(state, number of members) of a consumer group, e.g. ('Stable', 3)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (resp,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # Raw DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
+    _, _, state, _, _, members, *_ = resp.groups[0]
+    return str(state), len(members)

@@ -160,23 +160,65 @@ def start_private_redis(
     """A redis-server of our own: no persistence, loopback, plus `config` (the encoding
     thresholds copied from the stack's Redis, so customer hashes are encoded alike)."""
     port = free_port()
-    data = workdir / "redis"
+    child = _redis_server("redis", workdir / "redis", port, config)
+    _wait_ready(child, port, b"PING", b"+PONG", timeout)
+    return child, f"redis://127.0.0.1:{port}/0"
+
+
+def start_private_cluster(
+    workdir: Path, config: dict[str, str], masters: int = 3, timeout: float = 30.0
+) -> tuple[list[Child], str]:
+    """A Redis Cluster of our own: `masters` redis-servers in cluster mode (no replicas,
+    no persistence, loopback, `config` as for start_private_redis), slots spread by
+    `redis-cli --cluster create`; returns the nodes and the redis+cluster:// seed URL."""
+    ports = [free_port() for _ in range(masters)]
+    nodes = []
+    for n, port in enumerate(ports):
+        cluster = {"cluster-enabled": "yes", "cluster-port": str(free_port())}
+        cluster["cluster-config-file"] = str(workdir / f"cluster-{n}" / "nodes.conf")
+        nodes.append(_redis_server(f"redis-{n}", workdir / f"cluster-{n}", port, config | cluster))
+    try:
+        for node, port in zip(nodes, ports, strict=True):
+            _wait_ready(node, port, b"PING", b"+PONG", timeout)
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            ["/usr/bin/redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        for node, port in zip(nodes, ports, strict=True):
+            _wait_ready(node, port, b"CLUSTER INFO", b"cluster_state:ok", timeout, read=256)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes, "redis+cluster://" + ",".join(addresses)
+
+
+def _redis_server(name: str, data: Path, port: int, config: dict[str, str]) -> Child:
     data.mkdir(parents=True, exist_ok=True)
     args = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     args += ["--save", "", "--appendonly", "no", "--dir", str(data)]
-    for name, value in config.items():
-        args += [f"--{name}", value]
-    child = Child("redis", args, {}, workdir / "redis.log")
+    for option, value in config.items():
+        args += [f"--{option}", value]
+    return Child(name, args, {}, data.parent / f"{name}.log")
+
+
+def _wait_ready(
+    child: Child, port: int, command: bytes, reply: bytes, timeout: float, read: int = 16
+) -> None:
+    """Until the server answers `command` with a reply containing `reply`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         child.check()
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return child, f"redis://127.0.0.1:{port}/0"
+                s.sendall(command + b"\r\n")
+                if reply in s.recv(read):
+                    return
         except OSError:
             pass
         time.sleep(0.1)
     child.stop()
-    raise TimeoutError(f"private redis-server not ready on port {port}")
+    raise TimeoutError(f"private redis-server on port {port} did not answer {command!r}")
