@@ -193,7 +193,7 @@ class CommitWatcher:
 
 async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
     """(state, number of members) of a consumer group, e.g. ('Stable', 3)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connect(bootstrap))
     await admin.start()
     try:
         (resp,) = await admin.describe_consumer_groups([group])

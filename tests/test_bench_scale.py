@@ -14,9 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_scale_bench_runs(stack: None, tmp_path: Path) -> None:
+    tiny = ["--events", "3000", "--runs", "1", "--partitions", "4"]
     code = scale.main(
-        ["--workers", "1,2", "--redis", "standalone", "--events", "3000", "--runs", "1"]
-        + ["--partitions", "4", "--results", str(tmp_path)]
+        ["--workers", "1,2", "--redis", "standalone", *tiny, "--results", str(tmp_path)]
     )
     assert code == 0, "a configuration did not apply every event"
     (result,) = tmp_path.glob("*.json")
