@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from rich.console import Console
 from rich.table import Table
 
@@ -61,6 +59,9 @@ from bench.report import progress
 from bench.session import encoding_config
 from bench.throughput import applied_events
 from bench.worker import DEFAULT_SHARDS, POLL, Target, Worker, start_worker
+from core.redis_client import async_client
+from core.redis_types import AsyncRedis
+from core.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS_PER_CUSTOMER = 4.3  # what the mix averages; sizes the data set
@@ -116,10 +117,9 @@ class Deployment:
     servers: list[Child]
     ports: list[int]
 
-    def client(self) -> AsyncRedis | RedisCluster:
-        if self.kind == "cluster":
-            return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in self.ports])
-        return AsyncRedis.from_url(self.url)
+    def client(self) -> AsyncRedis:
+        """A client of the deployment, made as the tracker makes its own."""
+        return async_client(Settings(redis_url=self.url), timeout=30)
 
     def flush(self) -> None:
         """Empty every server (ours alone), so each configuration starts from nothing."""
@@ -251,7 +251,7 @@ async def measure(
         seconds, timed, cpu = await time_commits(opts, target, procs, meter, producing)
         client = deployment.client()
         try:
-            applied = await applied_events(client, target.namespace, target.shards)  # type: ignore[arg-type]
+            applied = await applied_events(client, target.namespace, target.shards)
         finally:
             await client.aclose()
     finally:

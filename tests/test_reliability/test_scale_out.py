@@ -1,10 +1,11 @@
 """Several workers in one group through a join, a clean leave and a SIGKILL, mid-stream.
 
 A 3,000-customer history (late events, late first days, re-sent duplicates) goes through
-three workers sharing a consumer group; a fourth joins, one leaves with SIGTERM and one
-is SIGKILLed while the stream is being consumed. Every exported sample must equal the
-single-worker run over the same events on a standalone Redis (and that run the metric
-oracle), and the lifecycle topic must hold the changes of the lifecycle oracle.
+three workers sharing a consumer group on the stack's 3-master Redis Cluster; a fourth
+joins, one leaves with SIGTERM and one is SIGKILLed while the stream is being consumed.
+Every exported sample must equal the single-worker run over the same events on a
+standalone Redis (and that run the metric oracle), and the lifecycle topic must hold the
+changes of the lifecycle oracle.
 
 The lifecycle oracle knows every event; the worker publishes a day once the watermark
 (slowest partition's newest event time less the allowed lateness) has passed it, and
@@ -30,6 +31,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from core.settings import Settings
+from retention.stack.settings import StackSettings
 from tests.history import generate_history
 from tests.oracle import COMPARED, compute, diff, flatten, flatten_all, ts_ms
 from tests.oracle.ledger import Ledger, read_ledger
@@ -42,7 +44,6 @@ from tests.test_reliability.support import (
     chunks,
     log_lines,
     read_lifecycle,
-    redis_client,
     wait_for,
     without_invalid,
 )
@@ -54,8 +55,12 @@ DAYS = 60
 # More partitions than workers, so that each of four workers holds some.
 PARTITIONS = 8
 RISK = Settings.model_fields["at_risk_days"].default
-# Small batches: many per chunk, so joins, leaves and the kill land between batches.
-WORKER_ENV = {"RETENTION_BATCH_MAX_EVENTS": "500"}
+# The stack's 3-master Redis Cluster; small batches, many per chunk, so that joins,
+# leaves and the kill land between batches.
+WORKER_ENV = {
+    "RETENTION_REDIS_URL": StackSettings().redis_cluster_url,
+    "RETENTION_BATCH_MAX_EVENTS": "500",
+}
 
 
 @dataclass
@@ -220,7 +225,7 @@ def test_workers_join_leave_and_crash(pipeline, expected: Expected, single: Sing
         extra_env=WORKER_ENV,
     )
     p.start_exporter()
-    r = redis_client()
+    r = p.redis()
     workers = [p.start_worker(name=f"worker-{n}") for n in range(3)]
     p.wait_for_group(3, timeout=90)
     parts = chunks(expected.history, 4, rng)
