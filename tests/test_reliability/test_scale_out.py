@@ -31,7 +31,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from core.settings import Settings
-from retention.stack.settings import StackSettings
+from tests.cluster_fixtures import CLUSTER_URL
 from tests.history import generate_history
 from tests.oracle import COMPARED, compute, diff, flatten, flatten_all, ts_ms
 from tests.oracle.ledger import Ledger, read_ledger
@@ -55,10 +55,10 @@ DAYS = 60
 # More partitions than workers, so that each of four workers holds some.
 PARTITIONS = 8
 RISK = Settings.model_fields["at_risk_days"].default
-# The stack's 3-master Redis Cluster; small batches, many per chunk, so that joins,
-# leaves and the kill land between batches.
+# The stack's 3-master Redis Cluster (or RETENTION_TEST_REDIS_CLUSTER_URL's); small
+# batches, many per chunk, so that joins, leaves and the kill land between batches.
 WORKER_ENV = {
-    "RETENTION_REDIS_URL": StackSettings().redis_cluster_url,
+    "RETENTION_REDIS_URL": CLUSTER_URL,
     "RETENTION_BATCH_MAX_EVENTS": "500",
 }
 
