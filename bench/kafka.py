@@ -191,9 +191,10 @@ class CommitWatcher:
         }
 
 
-async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
-    """(state, number of members) of a consumer group, e.g. ('Stable', 3)."""
-    admin = AIOKafkaAdminClient(**connect(bootstrap))
+async def group_members(options: dict[str, Any], group: str) -> tuple[str, int]:
+    """(state, number of members) of a consumer group, e.g. ('Stable', 3); `options` are
+    the admin client's connection options (connect())."""
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         (resp,) = await admin.describe_consumer_groups([group])

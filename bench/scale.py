@@ -38,6 +38,7 @@ from bench import report
 from bench.kafka import (
     BulkProducer,
     CommitWatcher,
+    connect,
     create_topics,
     delete_groups_containing,
     delete_topics_containing,
@@ -167,7 +168,7 @@ async def wait_for_group(
         for w in workers:
             w.child.check()
         try:
-            state = await group_members(opts.bootstrap, group)
+            state = await group_members(connect(opts.bootstrap), group)
         except Exception:  # the group does not exist yet
             state = ("", 0)
         if state == ("Stable", members):

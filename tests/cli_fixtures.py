@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,31 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def said(done: object) -> str:
+    """A finished command's stdout and stderr, with line wrapping undone."""
+    out = f"{getattr(done, 'stdout', '')}{getattr(done, 'stderr', '')}"
+    return " ".join(out.split())
+
+
+def assert_refused_fast(
+    commands: dict[str, list[str]],
+    env: dict[str, str],
+    expected: Iterable[str],
+    secrets: Iterable[str],
+) -> None:
+    """Each command, run with credentials a server refuses, exits 3 within 30 s, says
+    every `expected` text (the reason, the setting to check) and none of `secrets`."""
+    for name, args in commands.items():
+        started = time.monotonic()
+        done = run_cli(args, env, timeout=90)
+        seconds = time.monotonic() - started
+        assert done.returncode == 3, (name, said(done))
+        assert seconds < 30, (name, seconds)
+        text = said(done)
+        assert all(part in text for part in expected), (name, text)
+        assert not any(secret in text for secret in secrets), name
 
 
 @dataclass

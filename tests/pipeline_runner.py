@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench.kafka import group_members
 from core.kafka import client_options
 from core.redis_client import sync_client
 from core.redis_types import SyncRedis
@@ -291,20 +292,7 @@ class Pipeline:
 
     def group_state(self, group: str | None = None) -> tuple[str, int]:
         """(state, number of members) of a consumer group, e.g. ('Stable', 2)."""
-        return asyncio.run(self._group_state(group or self.group))
-
-    async def _group_state(self, group: str) -> tuple[str, int]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(**self.kafka)
-        await admin.start()
-        try:
-            (resp,) = await admin.describe_consumer_groups([group])
-        finally:
-            await admin.close()
-        # Raw DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
-        _, _, state, _, _, members, *_ = resp.groups[0]
-        return str(state), len(members)
+        return asyncio.run(group_members(self.kafka, group or self.group))
 
     def wait_for_group(self, members: int, group: str | None = None, timeout: float = 60) -> None:
         state: list[tuple[str, int]] = [("", 0)]
